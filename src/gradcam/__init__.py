@@ -1,0 +1,18 @@
+"""gradcam: Grad-CAM exactly as the paper defines it, on any PyTorch model."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .errors import GradCAMError, ImageError, LayerError, ModelError, TargetError
+from .layers import auto_layer, candidate_layers, resolve_layers
+from .methods import CAMOutput, GradCAM, create_method, list_methods
+
+try:
+    __version__ = version("gradcam")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = [
+    "GradCAM", "CAMOutput", "create_method", "list_methods",
+    "auto_layer", "candidate_layers", "resolve_layers",
+    "GradCAMError", "ImageError", "LayerError", "ModelError", "TargetError",
+]

@@ -1,0 +1,73 @@
+"""Capture target layers' activations for one forward pass, recording no graph before them."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .errors import LayerError
+
+
+class ActivationCapture:
+    """Forward hooks on the target layers for one call; removed on exit, also after an exception.
+
+    Run the model under ``torch.no_grad()`` inside this context: the part of the network before the
+    first target layer then runs like inference. When the first target layer finishes, its hook turns
+    gradient recording on and makes its output a leaf that requires grad, so the graph holds only the
+    path from the target layers to the scores. Each hook hands the network a *clone* of what it
+    captured, so a later in-place operation (DenseNet's ReLU, ResNet's ``relu_``) cannot change the
+    activations the map is computed from.
+    """
+
+    def __init__(self, layers: Sequence[tuple[str, nn.Module]]):
+        self.layers = list(layers)
+        self.activations: list[torch.Tensor | None] = [None] * len(self.layers)
+        self._handles: list = []
+
+    def __enter__(self) -> "ActivationCapture":
+        try:
+            for index, (_, module) in enumerate(self.layers):
+                self._handles.append(module.register_forward_hook(self._hook(index)))
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.remove()
+        return False
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _hook(self, index: int):
+        name = self.layers[index][0]
+
+        def hook(module, inputs, output):
+            if not isinstance(output, torch.Tensor):
+                raise LayerError(
+                    f"layer {name!r} returns {type(output).__name__}, not a tensor; choose another layer"
+                )
+            if not torch.is_grad_enabled():
+                torch.set_grad_enabled(True)
+                output = output.detach().requires_grad_(True)
+            self.activations[index] = output
+            return output.clone()
+
+        return hook
+
+    def checked(self) -> list[torch.Tensor]:
+        """The captured (B, C, h, w) activations; an error naming any layer that did not run or is not 4-D."""
+        for (name, _), act in zip(self.layers, self.activations):
+            if act is None:
+                raise LayerError(f"layer {name!r} did not run in the model's forward pass")
+            if act.dim() != 4:
+                raise LayerError(
+                    f"layer {name!r} gives an output of shape {tuple(act.shape)}; "
+                    "a class activation map needs a (B, C, h, w) feature map"
+                )
+        return self.activations  # type: ignore[return-value]

@@ -1,0 +1,18 @@
+"""Grad-CAM (Selvaraju et al., ICCV 2017, "Grad-CAM: Visual Explanations from Deep Networks via
+Gradient-based Localization")."""
+
+from __future__ import annotations
+
+import torch
+
+from .. import functional as Fn
+from .base import CAMMethod
+from .registry import register_method
+
+
+@register_method("gradcam")
+class GradCAM(CAMMethod):
+    """L^c = ReLU(Σ_k α_k^c A^k), α_k^c = (1/Z) Σ_ij ∂y^c/∂A^k_ij (the spatial mean of the gradients)."""
+
+    def combine(self, activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        return Fn.relu(Fn.weighted_sum(Fn.gap_weights(grads), activations))

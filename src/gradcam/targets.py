@@ -1,0 +1,83 @@
+"""What to explain: the score y^c (pre-softmax) of a class, chosen per sample, or any custom score."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence, Union
+
+import torch
+
+from .errors import TargetError, suggest
+
+TargetSpec = Union[None, int, str, Sequence[Union[int, str]], torch.Tensor, Callable[[Any], torch.Tensor]]
+
+
+def extract_logits(output: Any) -> torch.Tensor:
+    """The score tensor of a model's output: a tensor, the first of a tuple, a dict's "logits" (or
+    first value), or an object's ``.logits``."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, dict):
+        value = output["logits"] if "logits" in output else next(iter(output.values()), None)
+        return extract_logits(value)
+    if hasattr(output, "logits"):
+        return extract_logits(output.logits)
+    if isinstance(output, (tuple, list)) and output:
+        return extract_logits(output[0])
+    raise TargetError(
+        f"cannot find scores in a model output of type {type(output).__name__}; "
+        "pass targets=callable(output) -> (B,) scores"
+    )
+
+
+def class_index(name: str, labels: Sequence[str] | None) -> int:
+    """Index of a class name, case-insensitive; an error with close matches when unknown."""
+    if not labels:
+        raise TargetError(f"target {name!r} is a class name but the model has no class names; pass an index")
+    lowered = [label.lower() for label in labels]
+    key = name.strip().lower()
+    if key in lowered:
+        return lowered.index(key)
+    raise TargetError(f"unknown class name {name!r}.{suggest(key, lowered)}")
+
+
+def resolve_classes(
+    spec: TargetSpec, logits: torch.Tensor, labels: Sequence[str] | None = None
+) -> torch.Tensor:
+    """LongTensor (B,) of class indices on the logits' device.
+
+    None -> the predicted class (argmax of the same forward pass); an int or a name -> that class
+    for every sample; a sequence or tensor -> one entry per sample (its length must equal B).
+    """
+    batch, classes = logits.shape[0], logits.shape[-1]
+    if logits.dim() != 2:
+        raise TargetError(
+            f"model scores have shape {tuple(logits.shape)}, expected (B, num_classes); "
+            "pass targets=callable(output) -> (B,) scores"
+        )
+    if spec is None:
+        return logits.detach().argmax(dim=1)
+    if isinstance(spec, (int, str)) or (isinstance(spec, torch.Tensor) and spec.dim() == 0):
+        spec = [spec] * batch
+    items = spec.tolist() if isinstance(spec, torch.Tensor) else list(spec)
+    if len(items) != batch:
+        raise TargetError(f"got {len(items)} targets for a batch of {batch}; pass one per sample or a single one")
+    indices = [class_index(t, labels) if isinstance(t, str) else _as_index(t) for t in items]
+    for index in indices:
+        if not 0 <= index < classes:
+            raise TargetError(f"class index {index} is out of range for a model with {classes} classes")
+    return torch.tensor(indices, dtype=torch.long, device=logits.device)
+
+
+def _as_index(value: Any) -> int:
+    if isinstance(value, bool) or not float(value).is_integer():
+        raise TargetError(f"target {value!r} is not a class index or name")
+    return int(value)
+
+
+def custom_scores(fn: Callable[[Any], torch.Tensor], output: Any, batch: int) -> torch.Tensor:
+    """Scores (B,) from a user's callable on the raw model output, checked for shape."""
+    scores = fn(output)
+    if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (batch,):
+        shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+        raise TargetError(f"target callable returned {shape}, expected a tensor of shape ({batch},)")
+    return scores

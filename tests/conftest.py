@@ -1,0 +1,77 @@
+"""Shared fixtures: tiny seeded models, and seeded random-init torchvision models with spread values."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+
+class TinyCNN(nn.Module):
+    """conv(1->2) -> ReLU -> [features] -> global average pool -> linear(2->3), fixed weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1, bias=False)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(2, 3)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([[[[0, 0, 0], [0, 1, 0], [0, 0, 0]]],
+                                                 [[[0, 0, 0], [0, -1, 0], [0, 0, 0]]]], dtype=torch.float32))
+            self.fc.weight.copy_(torch.tensor([[2.0, -1.0], [-1.0, 3.0], [0.5, 0.5]]))
+            self.fc.bias.copy_(torch.tensor([0.1, 0.2, 0.3]))
+
+    def forward(self, x):
+        a = self.relu(self.conv(x))
+        return self.fc(a.mean(dim=(2, 3)))
+
+
+class TwoStageCNN(nn.Module):
+    """A small non-linear head after the target layer, with BatchNorm and Dropout (eval matters)."""
+
+    def __init__(self, classes: int = 4):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True))
+        self.features = nn.Sequential(nn.Conv2d(8, 6, 3, padding=1, stride=2), nn.ReLU(inplace=True))
+        self.head = nn.Sequential(nn.Conv2d(6, 5, 1), nn.ReLU(inplace=True))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.drop = nn.Dropout(0.5)
+        self.fc = nn.Linear(5, classes)
+
+    def forward(self, x):
+        return self.fc(self.drop(self.pool(self.head(self.features(self.stem(x)))).flatten(1)))
+
+
+def spread_init(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Seeded, spread-out BatchNorm and Linear values so random-init maps are not degenerate."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                n = module.num_features
+                module.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                module.bias.copy_(torch.randn(n, generator=gen) * 0.2)
+                module.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
+                module.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+            elif isinstance(module, nn.Linear):
+                module.weight.copy_(torch.randn(module.weight.shape, generator=gen) / module.in_features**0.5)
+                if module.bias is not None:
+                    module.bias.copy_(torch.randn(module.bias.shape, generator=gen) * 0.1)
+    return model.eval()
+
+
+def seeded_model(name: str, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return spread_init(torchvision.models.get_model(name, weights=None), seed)
+
+
+@pytest.fixture
+def tiny():
+    return TinyCNN().eval()
+
+
+@pytest.fixture
+def two_stage():
+    torch.manual_seed(0)
+    return spread_init(TwoStageCNN(), 0)
