@@ -26,6 +26,10 @@ class ModelError(GradCAMError, ValueError):
     """A model or its weights could not be loaded (names the model or the file)."""
 
 
+class VisualizeError(GradCAMError, ValueError):
+    """A bad argument to a picture function (colormap, alpha, heatmap shape)."""
+
+
 def suggest(word: str, choices: Iterable[str], n: int = 5) -> str:
     """' Did you mean: a, b?' for the closest choices, or '' when nothing is close."""
     close = difflib.get_close_matches(word, list(choices), n=n, cutoff=0.5)

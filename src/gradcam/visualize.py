@@ -1,0 +1,147 @@
+"""Pictures of heatmaps: colour maps, overlays, figures and grids (matplotlib Agg only)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import Colormap
+from matplotlib.figure import Figure
+from PIL import Image
+
+from gradcam.errors import VisualizeError, suggest
+
+
+def get_colormap(colormap: str | Colormap) -> Colormap:
+    """A matplotlib colormap by name (or pass one through); unknown names suggest close ones."""
+    if isinstance(colormap, Colormap):
+        return colormap
+    try:
+        return matplotlib.colormaps[colormap]
+    except KeyError:
+        raise VisualizeError(
+            f"unknown colormap {colormap!r}.{suggest(str(colormap), list(matplotlib.colormaps))}"
+        ) from None
+
+
+def colorize(heatmap: np.ndarray, colormap: str | Colormap = "jet") -> Image.Image:
+    """Map a (H, W) heatmap in [0, 1] through a colormap to an RGB image."""
+    cmap = get_colormap(colormap)
+    rgba = cmap(_heatmap(heatmap), bytes=True)
+    return Image.fromarray(np.ascontiguousarray(rgba[..., :3]))
+
+
+def grayscale(heatmap: np.ndarray) -> Image.Image:
+    """A (H, W) heatmap in [0, 1] as an "L" image (0..255)."""
+    return Image.fromarray(np.rint(_heatmap(heatmap) * 255.0).astype(np.uint8))
+
+
+def overlay(
+    image: Image.Image,
+    heatmap: np.ndarray,
+    *,
+    colormap: str | Colormap = "jet",
+    alpha: float = 0.5,
+) -> Image.Image:
+    """Blend: (1 - alpha) * image + alpha * colorize(heatmap), as RGB uint8."""
+    alpha = _alpha(alpha)
+    hm = _heatmap(heatmap)
+    w, h = image.size
+    if hm.shape != (h, w):
+        raise VisualizeError(
+            f"heatmap shape {hm.shape} does not match image shape {(h, w)} (H, W); "
+            "resize the heatmap to the image first"
+        )
+    base = np.asarray(image.convert("RGB"), dtype=np.float64)
+    colour = np.asarray(colorize(hm, colormap), dtype=np.float64)
+    out = (1.0 - alpha) * base + alpha * colour
+    return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8))
+
+
+def figure(
+    image: Image.Image,
+    heatmap: np.ndarray,
+    *,
+    title: str,
+    colormap: str | Colormap = "jet",
+    alpha: float = 0.5,
+    dpi: int = 100,
+) -> Image.Image:
+    """One row: "original", "heatmap" (with colorbar), "overlay"; `title` above."""
+    cmap = get_colormap(colormap)
+    blended = overlay(image, heatmap, colormap=cmap, alpha=alpha)
+    fig = Figure(figsize=(12, 4.4), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3)
+    axes[0].imshow(np.asarray(image.convert("RGB")))
+    shown = axes[1].imshow(_heatmap(heatmap), cmap=cmap, vmin=0.0, vmax=1.0)
+    axes[2].imshow(np.asarray(blended))
+    for ax, name in zip(axes, ("original", "heatmap", "overlay")):
+        ax.set_title(name)
+        ax.set_axis_off()
+    fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.04)
+    fig.suptitle(title)
+    return _render(fig)
+
+
+def grid(
+    rows: Sequence[Sequence[Image.Image]],
+    titles: Sequence[Sequence[str]] | None = None,
+    *,
+    dpi: int = 100,
+    panel_inches: float = 3.0,
+) -> Image.Image:
+    """A grid of image panels (rows may be ragged), each with an optional title."""
+    if not rows or not any(rows):
+        raise VisualizeError("grid needs at least one row with at least one image")
+    if titles is not None and (
+        len(titles) != len(rows) or any(len(t) != len(r) for t, r in zip(titles, rows))
+    ):
+        raise VisualizeError(
+            f"titles layout {[len(t) for t in titles]} does not match rows layout {[len(r) for r in rows]}"
+        )
+    nrows, ncols = len(rows), max(len(r) for r in rows)
+    fig = Figure(figsize=(panel_inches * ncols, panel_inches * nrows), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for i in range(nrows):
+        for j in range(ncols):
+            ax = axes[i, j]
+            ax.set_axis_off()
+            if j < len(rows[i]):
+                panel = rows[i][j]
+                if not isinstance(panel, Image.Image):
+                    raise VisualizeError(f"grid panel [{i}][{j}] is a {type(panel).__name__}, expected a PIL image")
+                ax.imshow(np.asarray(panel.convert("RGB")))
+                if titles is not None:
+                    ax.set_title(titles[i][j], fontsize=10)
+    return _render(fig)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _render(fig: Figure) -> Image.Image:
+    canvas = fig.canvas
+    canvas.draw()
+    rgba = np.asarray(canvas.buffer_rgba())
+    return Image.fromarray(np.ascontiguousarray(rgba[..., :3]))
+
+
+def _heatmap(heatmap: np.ndarray) -> np.ndarray:
+    hm = np.asarray(heatmap, dtype=np.float64)
+    if hm.ndim != 2 or hm.size == 0:
+        raise VisualizeError(f"heatmap must be a non-empty 2-D (H, W) array, got shape {hm.shape}")
+    return np.clip(np.nan_to_num(hm, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+
+
+def _alpha(alpha: float) -> float:
+    try:
+        value = float(alpha)
+    except (TypeError, ValueError):
+        raise VisualizeError(f"alpha must be a number in [0, 1], got {alpha!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise VisualizeError(f"alpha must be in [0, 1], got {alpha!r}")
+    return value
