@@ -2,9 +2,12 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .errors import GradCAMError, ImageError, LayerError, ModelError, TargetError
+from .errors import GradCAMError, ImageError, LayerError, ModelError, OptionError, TargetError, VisualizeError
+from .io import load_image
 from .layers import auto_layer, candidate_layers, resolve_layers
 from .methods import CAMOutput, GradCAM, create_method, list_methods
+from .models import ModelBundle, list_models, load_model
+from .pipeline import Explainer, Explanation, explain
 
 try:
     __version__ = version("gradcam")
@@ -13,6 +16,8 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "GradCAM", "CAMOutput", "create_method", "list_methods",
+    "explain", "Explainer", "Explanation", "load_image",
+    "load_model", "list_models", "ModelBundle",
     "auto_layer", "candidate_layers", "resolve_layers",
-    "GradCAMError", "ImageError", "LayerError", "ModelError", "TargetError",
+    "GradCAMError", "ImageError", "LayerError", "ModelError", "OptionError", "TargetError", "VisualizeError",
 ]

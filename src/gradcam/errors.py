@@ -26,7 +26,11 @@ class ModelError(GradCAMError, ValueError):
     """A model or its weights could not be loaded (names the model or the file)."""
 
 
-class VisualizeError(GradCAMError, ValueError):
+class OptionError(GradCAMError, ValueError):
+    """An option has a value that is not allowed (names the option and the valid values)."""
+
+
+class VisualizeError(OptionError):
     """A bad argument to a picture function (colormap, alpha, heatmap shape)."""
 
 

@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .errors import GradCAMError
+from .errors import OptionError
 
 NORMALIZATIONS = ("minmax", "max", "none")
 
@@ -53,7 +53,7 @@ def normalize(maps: torch.Tensor, mode: str = "minmax", eps: float = 1e-12) -> t
 
 def check_normalize(mode: str) -> None:
     if mode not in NORMALIZATIONS:
-        raise GradCAMError(f"normalize={mode!r} is not one of {', '.join(NORMALIZATIONS)}")
+        raise OptionError(f"normalize={mode!r} is not one of {', '.join(NORMALIZATIONS)}")
 
 
 def fuse(raw_maps: Sequence[torch.Tensor], size: Sequence[int], mode: str = "minmax") -> torch.Tensor:

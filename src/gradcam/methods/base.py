@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .. import functional as Fn
-from ..errors import GradCAMError, LayerError
+from ..errors import LayerError, ModelError, OptionError
 from ..hooks import ActivationCapture
 from ..layers import LayerSpec, resolve_layers
 from ..targets import TargetSpec, custom_scores, extract_logits, resolve_classes
@@ -67,7 +67,7 @@ class CAMMethod:
             labels = labels if labels is not None else model.labels
             model = model.module
         if not isinstance(model, nn.Module):
-            raise GradCAMError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+            raise ModelError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         Fn.check_normalize(normalize)
         self.model = model
         self.labels = list(labels) if labels is not None else None
@@ -101,9 +101,9 @@ class CAMMethod:
         Fn.check_normalize(normalize)
         if not isinstance(x, torch.Tensor) or x.dim() != 4:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise GradCAMError(f"input must be a (B, C, H, W) tensor, got {shape}")
+            raise OptionError(f"input must be a (B, C, H, W) tensor, got {shape}")
         if top_k is not None and (top_k < 1 or targets is not None):
-            raise GradCAMError("top_k must be >= 1 and cannot be combined with targets")
+            raise OptionError("top_k must be >= 1 and cannot be combined with targets")
         if self._layers is None:
             self._layers = resolve_layers(self.model, self._layer_spec, x)
         # Scores and gradients need autograd even when the caller is in no_grad or inference mode;

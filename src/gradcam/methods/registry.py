@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..errors import GradCAMError, suggest
+from ..errors import GradCAMError, OptionError, suggest
 
 _METHODS: dict[str, type] = {}
 
@@ -36,7 +36,7 @@ def get_method(name: str) -> type:
     try:
         return _METHODS[name.lower()]
     except KeyError:
-        raise GradCAMError(
+        raise OptionError(
             f"unknown method {name!r}; choose one of: {', '.join(_METHODS)}.{suggest(name, _METHODS)}"
         ) from None
 

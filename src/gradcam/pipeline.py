@@ -1,0 +1,186 @@
+"""From photos to pictures: load, preprocess, explain a batch, map back to each original image."""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from . import functional as Fn
+from . import visualize
+from .io import image_stem, load_image, save_png
+from .methods import create_method
+from .models import ModelBundle, load_model
+from .preprocess import Preprocess
+
+DEFAULT_MODEL = "efficientnet_lite0"
+
+
+@dataclass
+class Explanation:
+    """One image's explanation. ``heatmap`` is float32 (H, W) at the original image's resolution.
+
+    The model sees the whole image resized to its input size (no crop), so the map, resized back
+    with the same bilinear geometry, lines up with every pixel of the original photo.
+    """
+
+    image: Image.Image
+    heatmap: np.ndarray
+    class_index: int
+    label: str
+    probability: float
+    layer: str
+    method: str = "gradcam"
+    model: str = ""
+    colormap: str = "jet"
+    alpha: float = 0.5
+    stem: str = "image"
+    rank: int | None = None  # 1..k when explaining the top-k classes
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        return f"{self.label} ({self.probability:.1%}) · {self.method} · {self.model} · layer {self.layer}"
+
+    def grayscale(self) -> Image.Image:
+        return visualize.grayscale(self.heatmap)
+
+    def colored(self) -> Image.Image:
+        return visualize.colorize(self.heatmap, self.colormap)
+
+    def overlay(self) -> Image.Image:
+        return visualize.overlay(self.image, self.heatmap, colormap=self.colormap, alpha=self.alpha)
+
+    def figure(self) -> Image.Image:
+        return visualize.figure(self.image, self.heatmap, title=self.title, colormap=self.colormap, alpha=self.alpha)
+
+    def save(self, directory: str | os.PathLike, stem: str | None = None) -> dict[str, Path]:
+        """Write ``<stem>_grayscale.png``, ``_heatmap.png``, ``_overlay.png`` and ``_<method>.png``
+        (original | heatmap | overlay, titled), each atomically; returns kind -> path."""
+        directory = Path(directory)
+        stem = stem or self.stem
+        if self.rank is not None:
+            stem = f"{stem}_top{self.rank}"
+        pictures = {
+            "grayscale": self.grayscale,
+            "heatmap": self.colored,
+            "overlay": self.overlay,
+            "figure": self.figure,
+        }
+        suffix = {"figure": self.method}
+        return {
+            kind: save_png(render(), directory / f"{stem}_{suffix.get(kind, kind)}.png")
+            for kind, render in pictures.items()
+        }
+
+
+class Explainer:
+    """A model and a method loaded once, applied to many images in batches."""
+
+    def __init__(
+        self,
+        model: str | ModelBundle | nn.Module = DEFAULT_MODEL,
+        *,
+        method: str = "gradcam",
+        layer: Any = None,
+        weights: str | os.PathLike | None = None,
+        device: str | torch.device | None = None,
+        normalize: str = "minmax",
+        colormap: str = "jet",
+        alpha: float = 0.5,
+    ):
+        Fn.check_normalize(normalize)
+        visualize.get_colormap(colormap)
+        self.device = torch.device(device) if device else _default_device()
+        self.bundle = _bundle(model, weights, str(self.device))
+        self.method = method
+        self.cam = create_method(method, self.bundle.module, layer, labels=self.bundle.labels)
+        self.normalize, self.colormap, self.alpha = normalize, colormap, alpha
+
+    def explain(
+        self, images: Sequence[Any], target: Any = None, *, top_k: int | None = None, stems: Sequence[str] | None = None
+    ) -> list[Explanation]:
+        """Explanations of a batch of images (paths, bytes, PIL, arrays); k per image with ``top_k``."""
+        pictures = [load_image(image) for image in images]
+        stems = list(stems) if stems is not None else [image_stem(image) for image in images]
+        x = self.bundle.preprocess.batch(pictures).to(self.device)
+        out = self.cam(x, targets=target, top_k=top_k, normalize="none")
+        raws = list(out.raw) if isinstance(out.raw, tuple) else [out.raw]
+        probs = out.probabilities
+        results = []
+        for i, picture in enumerate(pictures):
+            ranks = range(out.targets.shape[1]) if top_k else [None]
+            for r in ranks:
+                pick = (i, r) if r is not None else (i,)
+                maps = Fn.fuse([raw[pick][None] for raw in raws], (picture.height, picture.width), self.normalize)
+                index = int(out.targets[pick])
+                results.append(
+                    Explanation(
+                        image=picture,
+                        heatmap=maps[0].cpu().numpy().astype(np.float32),
+                        class_index=index,
+                        label=self.label(index),
+                        probability=float(probs[pick]),
+                        layer=",".join(out.layers),
+                        method=self.method,
+                        model=self.bundle.name,
+                        colormap=self.colormap,
+                        alpha=self.alpha,
+                        stem=stems[i],
+                        rank=None if r is None else r + 1,
+                    )
+                )
+        return results
+
+    def label(self, index: int) -> str:
+        labels = self.bundle.labels
+        return labels[index] if labels and 0 <= index < len(labels) else f"class {index}"
+
+
+def explain(
+    image: Any,
+    *,
+    model: str | ModelBundle | nn.Module = DEFAULT_MODEL,
+    method: str = "gradcam",
+    layer: Any = None,
+    target: int | str | None = None,
+    normalize: str = "minmax",
+    colormap: str = "jet",
+    alpha: float = 0.5,
+    weights: str | os.PathLike | None = None,
+    device: str | None = None,
+) -> Explanation:
+    """Explain one image (a path, bytes, a PIL image, or an H×W / H×W×3 uint8 array).
+
+    >>> result = gradcam.explain("cat.jpg")          # bundled EfficientNet-Lite0, predicted class
+    >>> result.label, result.probability, result.save("out")
+    """
+    explainer = Explainer(
+        model, method=method, layer=layer, weights=weights, device=device,
+        normalize=normalize, colormap=colormap, alpha=alpha,
+    )
+    return explainer.explain([image], target)[0]
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _bundle(model: Any, weights: Any, device: str) -> ModelBundle:
+    if isinstance(model, ModelBundle):
+        return model
+    if isinstance(model, nn.Module):
+        return ModelBundle(module=model, preprocess=Preprocess(), labels=None, name=type(model).__name__)
+    return _cached_bundle(str(model), None if weights is None else str(weights), device)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_bundle(name: str, weights: str | None, device: str) -> ModelBundle:
+    return load_model(name, weights, device=device)
