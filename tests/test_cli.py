@@ -1,0 +1,146 @@
+"""The `gradcam` command end to end in a temp dir: files, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gradcam.cli import main
+
+skdata = pytest.importorskip("skimage.data")
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    Image.fromarray(skdata.chelsea()).save(folder / "chelsea.jpg", quality=92)
+    Image.fromarray(skdata.coffee()).save(folder / "coffee.png")
+    return folder
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    status = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_explain_writes_decodable_pngs_at_original_size(tmp_path, capsys, photos):
+    status, out, err = run(capsys, "explain", photos / "chelsea.jpg", photos / "coffee.png", "--out", tmp_path)
+    assert status == 0, err
+    assert err == ""
+    lines = out.strip().splitlines()
+    assert len(lines) == 2
+    assert "chelsea.jpg: " in lines[0] and "cat" in lines[0] and "%" in lines[0]
+    assert "coffee.png: espresso" in lines[1]
+    for stem, source in (("chelsea", "chelsea.jpg"), ("coffee", "coffee.png")):
+        size = Image.open(photos / source).size
+        for kind in ("grayscale", "heatmap", "overlay", "gradcam"):
+            path = tmp_path / f"{stem}_{kind}.png"
+            assert str(path) in out
+            with Image.open(path) as im:
+                im.load()
+                assert im.format == "PNG"
+                if kind != "gradcam":
+                    assert im.size == size, (stem, kind)
+    assert len(list(tmp_path.iterdir())) == 8
+
+
+def test_folder_with_a_bad_file_reports_it_and_does_the_rest(tmp_path, capsys, photos):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "broken.jpg").write_text("this is not a JPEG")
+    (folder / "notes.txt").write_text("ignored: not an image suffix")
+    Image.open(photos / "chelsea.jpg").save(folder / "cat.jpg")
+    Image.open(photos / "coffee.png").save(folder / "cup.png")
+    status, out, err = run(capsys, "explain", folder, "--out", tmp_path / "out", "--batch-size", "2")
+    assert status == 1
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "broken.jpg" in errors[0]
+    assert "Traceback" not in err
+    assert "1 of 3 images failed" in err
+    assert sorted(p.name for p in (tmp_path / "out").glob("*_overlay.png")) == ["cat_overlay.png", "cup_overlay.png"]
+    assert "notes" not in out
+
+
+def test_debug_shows_the_traceback(tmp_path, capsys):
+    bad = tmp_path / "empty.png"
+    bad.write_bytes(b"")
+    status, _, err = run(capsys, "explain", bad, "--out", tmp_path, "--debug")
+    assert status == 1 and "Traceback" in err and "empty.png" in err
+
+
+def test_target_top_k_and_options(tmp_path, capsys, photos):
+    status, out, err = run(capsys, "explain", photos / "chelsea.jpg", "--out", tmp_path, "--top-k", "2",
+                           "--normalize", "max", "--colormap", "inferno", "--alpha", "0.3")
+    assert status == 0, err
+    assert "top1" in out and "top2" in out
+    assert (tmp_path / "chelsea_top2_overlay.png").exists()
+    status, out, err = run(capsys, "explain", photos / "chelsea.jpg", "--out", tmp_path, "--target", "281")
+    assert status == 0 and ": tabby" in out, out
+    status, out, err = run(capsys, "explain", photos / "chelsea.jpg", "--out", tmp_path, "--target", "Egyptian Cat")
+    assert status == 0 and ": Egyptian cat" in out, out
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--target", "tigr cat"], "tiger cat"),
+        (["--target", "1000"], "1000"),
+        (["--layer", "blocks.99"], "blocks.99"),
+        (["--model", "no_such_model"], "no_such_model"),
+        (["--weights", "missing.pth"], "missing.pth"),
+        (["--colormap", "jett"], "jet"),
+    ],
+)
+def test_bad_arguments_are_usage_errors_with_one_line(tmp_path, capsys, photos, argv, fragment):
+    status, out, err = run(capsys, "explain", photos / "chelsea.jpg", "--out", tmp_path / "o", *argv)
+    assert status == 2
+    assert err.startswith("error: ") and err.count("\n") == 1 and fragment in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_argparse_usage_errors_exit_2(capsys):
+    for argv in (["explain"], ["explain", "x.jpg", "--alpha", "3"], ["explain", "x.jpg", "--method", "nope"], ["frobnicate"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+    assert "--alpha" in capsys.readouterr().err
+
+
+def test_empty_folder_is_a_usage_error(tmp_path, capsys):
+    status, _, err = run(capsys, "explain", tmp_path)
+    assert status == 2 and "no image files" in err
+
+
+def test_layers_lists_candidates_and_marks_the_automatic_one(capsys):
+    status, out, _ = run(capsys, "layers")
+    assert status == 0
+    auto = [line for line in out.splitlines() if "<- automatic" in line]
+    assert len(auto) == 1 and auto[0].split()[0] == "bn2" and "(1280, 7, 7)" in auto[0]
+    assert "pooling" in out
+
+
+def test_models_and_methods(capsys):
+    status, out, _ = run(capsys, "models")
+    assert status == 0
+    names = out.split()
+    assert {"efficientnet_lite0", "resnet50", "vgg19", "densenet121", "convnext_tiny"} <= set(names)
+    status, out, _ = run(capsys, "methods")
+    assert status == 0 and out.startswith("gradcam ") and "spatial mean" in out
+
+
+def test_installed_console_script(tmp_path, photos):
+    """The `gradcam` entry point itself: --help shows examples; exit codes reach the shell."""
+    script = [str(Path(sys.executable).with_name("gradcam"))]
+    shown = subprocess.run([*script, "explain", "--help"], capture_output=True, text=True)
+    assert shown.returncode == 0 and "examples:" in shown.stdout
+    done = subprocess.run([*script, "explain", str(photos / "chelsea.jpg"), "--out", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    overlay = np.asarray(Image.open(tmp_path / "chelsea_overlay.png"))
+    assert overlay.shape == (300, 451, 3)
