@@ -36,7 +36,7 @@ def upsample(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 
 def normalize(maps: torch.Tensor, mode: str = "minmax", eps: float = 1e-12) -> torch.Tensor:
-    """Per-map scaling of (B, H, W): "minmax" -> (m - min)/(max - min), "max" -> m/max, "none".
+    """Per-sample scaling of (B, ...) maps: "minmax" -> (m - min)/(max - min), "max" -> m/max, "none".
 
     A constant map (max == min, e.g. all zero after ReLU) becomes all zeros, never NaN.
     """
@@ -44,10 +44,11 @@ def normalize(maps: torch.Tensor, mode: str = "minmax", eps: float = 1e-12) -> t
     if mode == "none":
         return maps
     flat = maps.flatten(1)
-    hi = flat.amax(dim=1)
-    lo = flat.amin(dim=1) if mode == "minmax" else torch.zeros_like(hi)
-    span = (hi - lo)[:, None, None]
-    scaled = (maps - lo[:, None, None]) / span.clamp_min(eps)
+    shape = (-1,) + (1,) * (maps.dim() - 1)
+    hi = flat.amax(dim=1).view(shape)
+    lo = flat.amin(dim=1).view(shape) if mode == "minmax" else torch.zeros_like(hi)
+    span = hi - lo
+    scaled = (maps - lo) / span.clamp_min(eps)
     return torch.where(span > eps, scaled, torch.zeros_like(scaled))
 
 

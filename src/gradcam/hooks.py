@@ -18,11 +18,12 @@ class ActivationCapture:
     gradient recording on and makes its output a leaf that requires grad, so the graph holds only the
     path from the target layers to the scores. Each hook hands the network a *clone* of what it
     captured, so a later in-place operation (DenseNet's ReLU, ResNet's ``relu_``) cannot change the
-    activations the map is computed from.
+    activations the map is computed from. With ``record_graph=False`` no graph is recorded at all.
     """
 
-    def __init__(self, layers: Sequence[tuple[str, nn.Module]]):
+    def __init__(self, layers: Sequence[tuple[str, nn.Module]], record_graph: bool = True):
         self.layers = list(layers)
+        self.record_graph = record_graph
         self.activations: list[torch.Tensor | None] = [None] * len(self.layers)
         self._handles: list = []
 
@@ -52,7 +53,7 @@ class ActivationCapture:
                 raise LayerError(
                     f"layer {name!r} returns {type(output).__name__}, not a tensor; choose another layer"
                 )
-            if not torch.is_grad_enabled():
+            if self.record_graph and not torch.is_grad_enabled():
                 torch.set_grad_enabled(True)
                 output = output.detach().requires_grad_(True)
             self.activations[index] = output

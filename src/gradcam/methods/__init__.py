@@ -2,9 +2,20 @@
 
 from .base import CAMMethod, CAMOutput
 from .gradcam import GradCAM
+from .gradcampp import GradCAMPlusPlus
+from .xgradcam import XGradCAM
+from .hirescam import HiResCAM
+from .layercam import LayerCAM
+from .scorecam import ScoreCAM
+from .ablationcam import AblationCAM
+from .eigencam import EigenCAM
+from .cam import CAM
+from .guided_backprop import GuidedBackprop
+from .guided_gradcam import GuidedGradCAM
 from .registry import create_method, describe_methods, get_method, list_methods, register_method
 
 __all__ = [
-    "CAMMethod", "CAMOutput", "GradCAM",
+    "CAMMethod", "CAMOutput", "GradCAM", "GradCAMPlusPlus", "XGradCAM", "HiResCAM", "LayerCAM",
+    "ScoreCAM", "AblationCAM", "EigenCAM", "CAM", "GuidedBackprop", "GuidedGradCAM",
     "create_method", "describe_methods", "get_method", "list_methods", "register_method",
 ]

@@ -1,9 +1,10 @@
-"""The lifecycle every CAM method shares: checks, hooks, one forward, gradients, maps."""
+"""The lifecycle every CAM method shares: checks, hooks, one forward, targets, smoothing, maps."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Sequence
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -20,7 +21,7 @@ class CAMOutput:
     """Result of one call.
 
     maps:    float32 (B, H, W) at the input's resolution, normalised per image
-             ((B, k, H, W) with ``top_k=k``).
+             ((B, k, H, W) with ``top_k=k``; (B, 3, H, W) for the guided methods).
     raw:     (B, h, w) un-normalised map at the layer's resolution (a tuple, one per layer, when
              several layers are explained).
     targets: LongTensor (B,) classes explained ((B, k) with top_k; -1 for a callable target).
@@ -44,16 +45,48 @@ class CAMOutput:
         return torch.where(self.targets >= 0, picked, torch.full_like(picked, float("nan")))
 
 
+@dataclass
+class Target:
+    """One score per sample to explain: a class per sample, or a user's callable on the output."""
+
+    classes: torch.Tensor  # (B,) long; -1 when ``fn`` is given
+    fn: Callable[[Any], torch.Tensor] | None = None
+
+    def scores(self, output: Any, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """(N,) scores of a forward pass on N inputs; ``rows[n]`` is the sample input n comes from."""
+        if self.fn is not None:
+            return custom_scores(self.fn, output, len(rows) if rows is not None else len(self.classes))
+        return class_scores(extract_logits(output), self.classes if rows is None else self.classes[rows])
+
+
+@dataclass
+class Pass:
+    """What one forward pass left: the input, the model's output and the target layers' activations."""
+
+    x: torch.Tensor
+    output: Any
+    activations: list[torch.Tensor]
+    extra: dict = field(default_factory=dict)
+
+
 class CAMMethod:
-    """Base class of gradient-based CAM methods: subclasses define :meth:`combine` only.
+    """Base class of the CAM methods. Gradient methods define :meth:`combine` only; others
+    override :meth:`raw_maps` (and set ``uses_gradients = False``).
 
     The model is run once, in eval mode, with no autograd graph before the first target layer; the
     gradients of the target scores are taken with ``torch.autograd.grad`` with respect to the captured
     activations only (no parameter gradient is computed). The caller's train/eval modes, grad mode,
     ``requires_grad`` and ``.grad`` are left as they were; hooks live only during a call.
+
+    Options of every method: ``smooth=N`` averages the raw maps over N noisy copies of the input
+    (SmoothGrad, Smilkov et al. 2017; noise σ = ``noise`` × the input's value range, seeded by
+    ``seed``), and ``augment=True`` also averages over the horizontally flipped input, its map flipped
+    back. The classes explained are those of the clean input.
     """
 
     name = "base"
+    uses_gradients = True
+    needs_layer = True
 
     def __init__(
         self,
@@ -62,6 +95,10 @@ class CAMMethod:
         *,
         labels: Sequence[str] | None = None,
         normalize: str = "minmax",
+        smooth: int = 0,
+        noise: float = 0.15,
+        augment: bool = False,
+        seed: int = 0,
     ):
         if hasattr(model, "module") and hasattr(model, "preprocess"):  # a ModelBundle
             labels = labels if labels is not None else model.labels
@@ -69,9 +106,12 @@ class CAMMethod:
         if not isinstance(model, nn.Module):
             raise ModelError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         Fn.check_normalize(normalize)
+        if int(smooth) < 0 or float(noise) < 0:
+            raise OptionError(f"smooth must be >= 0 and noise >= 0, got smooth={smooth}, noise={noise}")
         self.model = model
         self.labels = list(labels) if labels is not None else None
         self.normalize = normalize
+        self.smooth, self.noise, self.augment, self.seed = int(smooth), float(noise), bool(augment), seed
         self._layer_spec = target_layer
         self._layers: list[tuple[str, nn.Module]] | None = None
 
@@ -85,9 +125,21 @@ class CAMMethod:
     def layer_names(self) -> list[str]:
         return [name for name, _ in self._layers] if self._layers else []
 
+    # ------------------------------------------------------------------ what a method defines
+
     def combine(self, activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         """(B, K, h, w) activations and gradients (float32) -> raw map (B, h, w)."""
         raise NotImplementedError
+
+    def raw_maps(self, run: Pass, targets: list[Target]) -> list[list[torch.Tensor]]:
+        """Raw maps for each target (outer list) and each layer (inner list), from one forward pass.
+
+        Default: gradients of the target scores w.r.t. the activations, then :meth:`combine`.
+        """
+        scores = [target.scores(run.output) for target in targets]
+        return [self._gradient_maps(s, run.activations, last=i == len(scores) - 1) for i, s in enumerate(scores)]
+
+    # ------------------------------------------------------------------ the call
 
     def __call__(
         self,
@@ -105,54 +157,82 @@ class CAMMethod:
         if top_k is not None and (top_k < 1 or targets is not None):
             raise OptionError("top_k must be >= 1 and cannot be combined with targets")
         if self._layers is None:
-            self._layers = resolve_layers(self.model, self._layer_spec, x)
+            self._layers = resolve_layers(self.model, self._layer_spec, x) if self.needs_layer else []
         # Scores and gradients need autograd even when the caller is in no_grad or inference mode;
         # both contexts restore the caller's modes on exit.
         with torch.inference_mode(False), torch.enable_grad():
-            return self._explain(x, targets, top_k, normalize)
+            classes, fn, logits, raws = self._explain(x, targets, top_k)
+            for variant, undo in self._variants(x):
+                fixed = fn if fn is not None else classes
+                _, _, _, more = self._explain(variant, fixed, None)
+                raws = [[a + undo(b) for a, b in zip(ra, rb)] for ra, rb in zip(raws, more)]
+            if self.smooth or self.augment:
+                count = 1 + self.smooth + int(self.augment)
+                raws = [[m / count for m in per_layer] for per_layer in raws]
+        return self._output(x, raws, classes, logits, normalize, ranked=classes.dim() == 2)
 
-    def _explain(self, x, targets, top_k, normalize) -> CAMOutput:
-        output, activations = self._forward(x)
-        scores = extract_logits(output)  # still carries the graph from the target layers
-        logits = scores.detach()
-        size = x.shape[-2:]
+    def _explain(self, x, targets, top_k):
+        """(classes, callable or None, logits, raw maps per rank per layer) for one input."""
+        run = self.forward(x)
+        logits = extract_logits(run.output).detach()
+        fn = None
         if top_k is not None:
             classes = logits.topk(min(top_k, logits.shape[-1]), dim=-1).indices
-            ranks = range(classes.shape[1])
-            raws = [self._raw_maps(class_scores(scores, classes[:, r]), activations, last=r == ranks[-1])
-                    for r in ranks]
-            maps = torch.stack([Fn.fuse(raw, size, normalize) for raw in raws], dim=1)
-            per_layer = [torch.stack(layer_raws, dim=1) for layer_raws in zip(*raws)]
-            return self._output(maps, per_layer, classes, logits)
-
-        if callable(targets) and not isinstance(targets, torch.Tensor):
-            target_scores = custom_scores(targets, output, x.shape[0])
-            classes = torch.full((x.shape[0],), -1, dtype=torch.long, device=logits.device)
+        elif callable(targets) and not isinstance(targets, torch.Tensor):
+            fn, classes = targets, torch.full((x.shape[0],), -1, dtype=torch.long, device=logits.device)
+        elif isinstance(targets, torch.Tensor) and targets.dim() == 2:  # k given classes per sample
+            if targets.shape[0] != x.shape[0]:
+                raise OptionError(f"got targets of shape {tuple(targets.shape)} for a batch of {x.shape[0]}")
+            classes = targets.to(device=logits.device, dtype=torch.long)
         else:
             classes = resolve_classes(targets, logits, self.labels)
-            target_scores = class_scores(scores, classes)
-        raws = self._raw_maps(target_scores, activations, last=True)
-        return self._output(Fn.fuse(raws, size, normalize), raws, classes, logits)
+        columns = classes.unbind(1) if classes.dim() == 2 else [classes]
+        raws = self.raw_maps(run, [Target(c, fn) for c in columns])
+        return classes, fn, logits, raws
 
-    def _output(self, maps, raws, classes, logits) -> CAMOutput:
-        raw = raws[0] if len(raws) == 1 else tuple(raws)
+    def _variants(self, x: torch.Tensor):
+        """(input, undo) pairs for smoothing: noisy copies and the flipped image."""
+        if self.smooth:
+            gen = torch.Generator(device=x.device).manual_seed(self.seed)
+            span = (x.flatten(1).amax(1) - x.flatten(1).amin(1)).view(-1, 1, 1, 1)
+            for _ in range(self.smooth):
+                noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+                yield x + noise * (self.noise * span), _same
+        if self.augment:
+            yield x.flip(-1), _flip
+
+    def _output(self, x, raws, classes, logits, normalize, ranked) -> CAMOutput:
+        size = x.shape[-2:]
+        per_rank = [self.finish(per_layer, size, normalize) for per_layer in raws]
+        maps = torch.stack(per_rank, dim=1) if ranked else per_rank[0]
+        per_layer = [torch.stack(r, dim=1) for r in zip(*raws)] if ranked else raws[0]
+        raw = per_layer[0] if len(per_layer) == 1 else tuple(per_layer)
         return CAMOutput(maps, raw, classes, logits, self.layer_names)
 
-    def _forward(self, x: torch.Tensor) -> tuple[Any, list[torch.Tensor]]:
-        """One forward pass in eval mode with the target layers captured; the caller's state restored."""
-        modes = {module: module.training for module in self.model.modules()}
-        try:
-            self.model.eval()
-            with ActivationCapture(self._layers) as capture:
-                torch.set_grad_enabled(False)  # the first target layer's hook turns it back on
-                output = self.model(x)
-        finally:
-            torch.set_grad_enabled(True)
-            for module, mode in modes.items():
-                module.training = mode
-        return output, capture.checked()
+    def finish(self, raws: list[torch.Tensor], size, normalize: str) -> torch.Tensor:
+        """Maps at the input resolution from the raw maps of each layer (upsample, fuse, normalise)."""
+        return Fn.fuse(raws, size, normalize)
 
-    def _raw_maps(self, scores: torch.Tensor, activations, *, last: bool) -> list[torch.Tensor]:
+    # ------------------------------------------------------------------ the forward pass
+
+    def forward(self, x: torch.Tensor) -> Pass:
+        """One forward pass in eval mode with the target layers captured; the caller's state restored.
+
+        Gradient methods record a graph from the first target layer on; the others record none.
+        """
+        with eval_mode(self.model), ActivationCapture(self._layers, record_graph=self.uses_gradients) as capture:
+            try:
+                torch.set_grad_enabled(False)  # the first target layer's hook turns it back on
+                output = self.run_model(x)
+            finally:
+                torch.set_grad_enabled(True)
+        return Pass(x, output, capture.checked())
+
+    def run_model(self, x: torch.Tensor) -> Any:
+        """The model's forward pass (a method may run it another way that gives the same output)."""
+        return self.model(x)
+
+    def _gradient_maps(self, scores: torch.Tensor, activations, *, last: bool) -> list[torch.Tensor]:
         """Raw maps (B, h, w), one per layer, from the gradients of the (B,) target scores."""
         if not scores.requires_grad:
             raise LayerError(f"the target score does not depend on layer(s) {', '.join(self.layer_names)}")
@@ -163,6 +243,26 @@ class CAMMethod:
                 raise LayerError(f"the target score does not depend on layer {name!r}")
             maps.append(self.combine(act.detach().float(), grad.float()))
         return maps
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """The model in eval mode for the block; every module's own train/eval flag restored after."""
+    modes = {module: module.training for module in model.modules()}
+    try:
+        model.eval()
+        yield model
+    finally:
+        for module, mode in modes.items():
+            module.training = mode
+
+
+def _same(m: torch.Tensor) -> torch.Tensor:
+    return m
+
+
+def _flip(m: torch.Tensor) -> torch.Tensor:
+    return m.flip(-1)
 
 
 def class_scores(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:

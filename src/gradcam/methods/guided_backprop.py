@@ -1,0 +1,65 @@
+"""Guided Backpropagation (Springenberg, Dosovitskiy, Brox & Riedmiller, ICLR-W 2015, "Striving for
+Simplicity: The All Convolutional Net")."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .. import functional as Fn
+from .base import CAMMethod, Pass, Target, eval_mode
+from .registry import register_method
+
+GUIDED_ACTIVATIONS = (nn.ReLU, nn.ReLU6)
+
+
+class _PositiveGradient(torch.autograd.Function):
+    """Identity forward; backward lets only positive gradients through."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.clamp_min(0)
+
+
+def _guide(module, inputs, output):
+    # After the ReLU, whose own backward keeps positive inputs (x > 0 ⟺ relu(x) > 0, so this holds for
+    # in-place ReLUs too), keep positive gradients: ∂/∂x = 1[x > 0] · ReLU(∂/∂out).
+    return _PositiveGradient.apply(output)
+
+
+@register_method("guided-backprop")
+class GuidedBackprop(CAMMethod):
+    """Guided Backprop: the input gradient with every ReLU passing only positive gradients to positive inputs.
+
+    R^(l) = 1[f^(l) > 0] · 1[R^(l+1) > 0] · R^(l+1) at each ReLU (and ReLU6) module; the map is
+    ∂y^c/∂x, (B, 3, H, W) at the input's resolution. Functional ReLUs (``F.relu``) are not guided.
+    No target layer.
+    """
+
+    needs_layer = False
+
+    def forward(self, x: torch.Tensor) -> Pass:
+        x = x.detach().clone().requires_grad_(True)
+        handles = [m.register_forward_hook(_guide) for m in self.model.modules() if isinstance(m, GUIDED_ACTIVATIONS)]
+        try:
+            with eval_mode(self.model):
+                output = self.model(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return Pass(x, output, [])
+
+    def raw_maps(self, run: Pass, targets: list[Target]) -> list[list[torch.Tensor]]:
+        maps = []
+        for i, target in enumerate(targets):
+            scores = target.scores(run.output)
+            (grad,) = torch.autograd.grad(scores.sum(), run.x, retain_graph=i < len(targets) - 1)
+            maps.append([grad.float()])
+        return maps
+
+    def finish(self, raws: list[torch.Tensor], size, normalize: str) -> torch.Tensor:
+        return Fn.normalize(raws[0], normalize)  # (B, 3, H, W), scaled over all channels of a sample

@@ -1,0 +1,33 @@
+"""Guided Grad-CAM (Selvaraju et al., ICCV 2017, section 3.1)."""
+
+from __future__ import annotations
+
+import torch
+
+from .. import functional as Fn
+from .base import Pass, Target
+from .gradcam import GradCAM
+from .guided_backprop import GuidedBackprop
+from .registry import register_method
+
+
+@register_method("guided-gradcam")
+class GuidedGradCAM(GradCAM):
+    """Guided Grad-CAM: guided backprop times the upsampled Grad-CAM; pixel-sharp and class-discriminative.
+
+    G^c = ∂y^c/∂x (guided) ⊙ Up(L^c_Grad-CAM), bilinear upsampling; (B, 3, H, W).
+    Two passes: one for Grad-CAM, one with guided ReLUs.
+    """
+
+    def __init__(self, model, target_layer=None, **options):
+        super().__init__(model, target_layer, **options)
+        self._guided = GuidedBackprop(self.model, labels=self.labels)
+
+    def raw_maps(self, run: Pass, targets: list[Target]) -> list[list[torch.Tensor]]:
+        cams = super().raw_maps(run, targets)
+        guided = self._guided.raw_maps(self._guided.forward(run.x), targets)
+        size = run.x.shape[-2:]
+        return [[g[0] * Fn.fuse(cam, size, "none")[:, None]] for cam, g in zip(cams, guided)]
+
+    def finish(self, raws: list[torch.Tensor], size, normalize: str) -> torch.Tensor:
+        return Fn.normalize(raws[0], normalize)
