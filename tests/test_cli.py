@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import gradcam
 from gradcam.cli import main
 
 skdata = pytest.importorskip("skimage.data")
@@ -144,3 +145,37 @@ def test_installed_console_script(tmp_path, photos):
     assert done.returncode == 0, done.stderr
     overlay = np.asarray(Image.open(tmp_path / "chelsea_overlay.png"))
     assert overlay.shape == (300, 451, 3)
+
+
+@pytest.mark.parametrize("method", gradcam.list_methods())
+def test_every_method_from_the_command_line(tmp_path, capsys, photos, method):
+    status, out, err = run(capsys, "explain", photos / "chelsea.jpg", "--out", tmp_path, "--method", method,
+                           "--max-channels", "8")
+    assert status == 0, err
+    prefix = "chelsea" if method == "gradcam" else f"chelsea_{method}"
+    names = {f"{prefix}_grayscale.png", f"{prefix}_heatmap.png", f"{prefix}_overlay.png", f"chelsea_{method}.png"}
+    assert {p.name for p in tmp_path.iterdir()} == names
+    with Image.open(tmp_path / f"{prefix}_overlay.png") as overlay:
+        assert overlay.size == (451, 300)
+    assert "cat" in out
+
+
+def test_method_all_writes_one_comparison_figure(tmp_path, capsys, photos):
+    status, out, err = run(capsys, "explain", photos / "chelsea.jpg", "--out", tmp_path, "--method", "all",
+                           "--max-channels", "8", "--augment")
+    assert status == 0, err
+    assert str(tmp_path / "chelsea_methods.png") in out
+    with Image.open(tmp_path / "chelsea_methods.png") as figure:
+        figure.load()
+        assert figure.width > 1000 and figure.height > 800  # 3 rows of 4 panels
+    for method in gradcam.list_methods():
+        assert (tmp_path / f"chelsea_{method}.png").exists(), method
+    assert len(list(tmp_path.iterdir())) == 4 * len(gradcam.list_methods()) + 1
+
+
+def test_bad_method_name_lists_the_valid_ones(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["explain", "x.jpg", "--method", "gradcam+"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'gradcam+'" in err and "gradcam++" in err and "guided-gradcam" in err

@@ -171,3 +171,17 @@ def test_explain_errors_name_the_problem(chelsea, tmp_path):
         gradcam.explain(chelsea, normalize="zscore")
     with pytest.raises(gradcam.VisualizeError, match="colormap"):
         gradcam.explain(chelsea, colormap="jett")
+
+
+def test_guided_and_option_methods_through_explain(tmp_path, chelsea):
+    guided = gradcam.explain(chelsea, method="guided-gradcam")
+    assert guided.heatmap.shape == (chelsea.height, chelsea.width, 3)
+    assert guided.heatmap.min() == 0.0 and guided.heatmap.max() == pytest.approx(1.0)
+    written = guided.save(tmp_path)
+    assert written["overlay"].name == "image_guided-gradcam_overlay.png"  # a PIL image has no file name
+    with Image.open(written["heatmap"]) as im:
+        assert im.mode == "RGB" and im.size == chelsea.size
+    fast = gradcam.explain(chelsea, method="scorecam", max_channels=4)
+    assert fast.class_index in CAT_CLASSES and fast.heatmap.shape == (chelsea.height, chelsea.width)
+    with pytest.raises(TypeError, match="max_channels"):
+        gradcam.explain(chelsea, method="gradcam", max_channels=4)

@@ -40,9 +40,18 @@ def test_colorize_gray_and_clipping():
     assert px[3] == (255, 255, 255) and px[4] == (0, 0, 0)  # out-of-range values clipped
 
 
-def test_colorize_rejects_non_2d():
-    with pytest.raises(GradCAMError, match=r"2-D.*\(2, 3, 3\)"):
-        colorize(np.zeros((2, 3, 3)))
+def test_colorize_rejects_other_shapes_and_shows_rgb_maps_as_they_are():
+    with pytest.raises(GradCAMError, match=r"\(H, W\) or \(H, W, 3\).*\(2, 3, 4\)"):
+        colorize(np.zeros((2, 3, 4)))
+    with pytest.raises(GradCAMError, match=r"\(3,\)"):
+        colorize(np.zeros(3))
+    rgb = np.full((2, 2, 3), 0.5)
+    rgb[0, 0] = (0.8, 0.5, 0.2)  # a gradient image: shown centred on grey, ±0.1 per standard deviation
+    shown = np.asarray(colorize(rgb, "viridis"), dtype=float) / 255
+    std = rgb.std()
+    np.testing.assert_allclose(shown[0, 0], 0.5 + (rgb[0, 0] - rgb.mean()) / std * 0.1, atol=1 / 255)
+    np.testing.assert_allclose(shown[1, 1], 0.5 + (0.5 - rgb.mean()) / std * 0.1, atol=1 / 255)
+    assert np.asarray(grayscale(rgb))[0, 0] == 128
 
 
 def test_grayscale():

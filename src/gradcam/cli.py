@@ -11,16 +11,17 @@ from typing import Sequence
 from . import __version__
 from .errors import GradCAMError, OptionError
 from .functional import NORMALIZATIONS
-from .io import IMAGE_SUFFIXES, image_stem, load_image
+from .io import IMAGE_SUFFIXES, image_stem, load_image, save_png
 from .layers import auto_layer, candidate_layers
-from .methods import describe_methods, list_methods
+from .methods import describe_methods, list_methods, method_options
 from .models import list_models, load_model
-from .pipeline import DEFAULT_MODEL, Explainer
+from .pipeline import DEFAULT_MODEL, Explainer, compare_methods
 
 EXAMPLES = """examples:
   gradcam explain cat.jpg                         # bundled EfficientNet-Lite0, predicted class
   gradcam explain photos/*.jpg --out maps --top-k 3
   gradcam explain cat.jpg --target "tiger cat" --normalize max --colormap inferno
+  gradcam explain cat.jpg --method all --max-channels 64   # every method, one comparison figure
   gradcam explain xray.png --model resnet50 --weights my_resnet50.pth --layer layer4
   gradcam layers --model resnet50                 # candidate layers, the automatic one marked
   gradcam models
@@ -43,13 +44,21 @@ def build_parser() -> argparse.ArgumentParser:
                              formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common])
     ex.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
     add_model_options(ex)
-    ex.add_argument("--method", default="gradcam", choices=list_methods(), help="method (default: gradcam)")
+    ex.add_argument("--method", default="gradcam", choices=[*list_methods(), "all"], metavar="METHOD",
+                    help="gradcam (default), one of: " + ", ".join(list_methods()[1:])
+                    + "; or all (one comparison figure per image)")
     ex.add_argument("--layer", help="target layer name (default: automatic); several separated by commas")
     ex.add_argument("--target", help="class to explain: an index or a name (default: the prediction)")
     ex.add_argument("--top-k", type=positive_int, metavar="K", help="explain the K best classes of each image")
     ex.add_argument("--normalize", default="minmax", choices=NORMALIZATIONS, help="map scaling (default: minmax)")
     ex.add_argument("--colormap", default="jet", help="any matplotlib colormap name (default: jet)")
     ex.add_argument("--alpha", type=unit_float, default=0.5, help="overlay opacity in [0, 1] (default: 0.5)")
+    ex.add_argument("--smooth", type=int, default=0, metavar="N", help="average over N noisy copies (SmoothGrad)")
+    ex.add_argument("--noise", type=float, default=0.15, metavar="S",
+                    help="noise σ for --smooth, a fraction of the input range (default: 0.15)")
+    ex.add_argument("--augment", action="store_true", help="also average over the flipped image")
+    ex.add_argument("--max-channels", type=positive_int, metavar="N",
+                    help="scorecam: only the N channels of largest mean activation (Faster Score-CAM)")
     ex.add_argument("--batch-size", type=positive_int, default=8, help="images per forward pass (default: 8)")
     ex.add_argument("--out", default="gradcam-out", type=Path, help="output folder (default: gradcam-out)")
 
@@ -106,10 +115,15 @@ def fail(exc: BaseException | str, debug: bool, status: int, kind: str = "") -> 
 def cmd_explain(args) -> int:
     layer = args.layer.split(",") if args.layer and "," in args.layer else args.layer
     target = int(args.target) if args.target and args.target.lstrip("-").isdigit() else args.target
-    explainer = Explainer(
-        args.model, weights=args.weights, device=args.device, method=args.method, layer=layer,
-        normalize=args.normalize, colormap=args.colormap, alpha=args.alpha,
-    )
+    methods = list_methods() if args.method == "all" else [args.method]
+    options = {"smooth": args.smooth, "noise": args.noise, "augment": args.augment,
+               "max_channels": args.max_channels, "progress": True}
+    explainers = [
+        Explainer(args.model, weights=args.weights, device=args.device, method=method, layer=layer,
+                  normalize=args.normalize, colormap=args.colormap, alpha=args.alpha,
+                  **{k: v for k, v in options.items() if k in method_options(method) and v is not None})
+        for method in methods
+    ]
     files = expand(args.images)
     if not files:
         raise OptionError(f"no image files in {', '.join(args.images)} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
@@ -123,20 +137,30 @@ def cmd_explain(args) -> int:
                 failed += 1
                 message = exc if str(path) in str(exc) else f"{path}: {exc}"
                 fail(message, args.debug, FAILED)
-        if not batch:
-            continue
-        results = explainer.explain([im for _, im in batch], target, top_k=args.top_k,
-                                    stems=[stems[p] for p, _ in batch])
-        per_image = len(results) // len(batch)
-        for i, (path, _) in enumerate(batch):
-            for result in results[i * per_image : (i + 1) * per_image]:
-                written = result.save(args.out)
-                rank = f" top{result.rank}" if result.rank else ""
-                print(f"{path}{rank}: {result.label} ({result.probability:.1%}), layer {result.layer} -> "
-                      + ", ".join(str(p) for p in written.values()))
+        if batch:
+            explain_batch(explainers, batch, stems, target, args)
     if failed:
         print(f"{failed} of {len(files)} images failed", file=sys.stderr)
     return FAILED if failed else OK
+
+
+def explain_batch(explainers, batch, stems, target, args) -> None:
+    """Explain, save and report one batch with every method; one comparison figure when several."""
+    pictures, names = [im for _, im in batch], [stems[p] for p, _ in batch]
+    per_method = [explainer.explain(pictures, target, top_k=args.top_k, stems=names) for explainer in explainers]
+    per_image = len(per_method[0]) // len(batch)
+    for i, (path, _) in enumerate(batch):
+        for j in range(i * per_image, (i + 1) * per_image):
+            results = [found[j] for found in per_method]
+            written = [p for result in results for p in result.save(args.out).values()]
+            if len(results) > 1:
+                stem = names[i] + (f"_top{results[0].rank}" if results[0].rank else "")
+                written.append(save_png(compare_methods(results), args.out / f"{stem}_methods.png"))
+            first = results[0]
+            rank = f" top{first.rank}" if first.rank else ""
+            layer = f", layer {first.layer}" if first.layer else ""
+            print(f"{path}{rank}: {first.label} ({first.probability:.1%}){layer} -> "
+                  + ", ".join(str(p) for p in written))
 
 
 def expand(items: Sequence[str]) -> list[str]:

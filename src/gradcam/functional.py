@@ -28,10 +28,12 @@ def relu(cam: torch.Tensor) -> torch.Tensor:
 
 
 def upsample(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Bilinear resize (align_corners=False) of (B, h, w) maps to (B, H, W)."""
+    """Bilinear resize (align_corners=False) of (B, h, w) maps to (B, H, W), or (B, C, h, w) to (B, C, H, W)."""
     size = (int(size[0]), int(size[1]))
     if tuple(maps.shape[-2:]) == size:
         return maps
+    if maps.dim() == 4:
+        return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
     return F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
 
 

@@ -10,14 +10,25 @@ from torch import nn
 
 
 class _Tracer(fx.Tracer):
-    """Keeps the target layer as one call, whatever it contains."""
+    """Keeps the target layer as one call, whatever it contains, and what timm marks untraceable."""
 
     def __init__(self, layer: str):
-        super().__init__()
-        self.layer = layer
+        leaves, functions = _timm_notrace()
+        super().__init__(autowrap_functions=tuple(functions))
+        self.layer, self.leaves = layer, tuple(leaves)
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        return qualified_name == self.layer or super().is_leaf_module(module, qualified_name)
+        return (qualified_name == self.layer or isinstance(module, self.leaves)
+                or super().is_leaf_module(module, qualified_name))
+
+
+def _timm_notrace() -> tuple[list, list]:
+    """timm's registry of modules and functions that torch.fx must not trace into (padding, etc.)."""
+    try:
+        from timm.layers import get_notrace_functions, get_notrace_modules
+    except ImportError:  # pragma: no cover - timm is a dependency, but any model works without it
+        return [], []
+    return list(get_notrace_modules()), list(get_notrace_functions())
 
 
 class LayerSuffix:

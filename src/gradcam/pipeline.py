@@ -25,7 +25,8 @@ DEFAULT_MODEL = "efficientnet_lite0"
 
 @dataclass
 class Explanation:
-    """One image's explanation. ``heatmap`` is float32 (H, W) at the original image's resolution.
+    """One image's explanation. ``heatmap`` is float32 (H, W) at the original image's resolution
+    ((H, W, 3) for the guided methods).
 
     The model sees the whole image resized to its input size (no crop), so the map, resized back
     with the same bilinear geometry, lines up with every pixel of the original photo.
@@ -47,7 +48,8 @@ class Explanation:
 
     @property
     def title(self) -> str:
-        return f"{self.label} ({self.probability:.1%}) · {self.method} · {self.model} · layer {self.layer}"
+        layer = f" · layer {self.layer}" if self.layer else ""
+        return f"{self.label} ({self.probability:.1%}) · {self.method} · {self.model}{layer}"
 
     def grayscale(self) -> Image.Image:
         return visualize.grayscale(self.heatmap)
@@ -63,22 +65,32 @@ class Explanation:
 
     def save(self, directory: str | os.PathLike, stem: str | None = None) -> dict[str, Path]:
         """Write ``<stem>_grayscale.png``, ``_heatmap.png``, ``_overlay.png`` and ``_<method>.png``
-        (original | heatmap | overlay, titled), each atomically; returns kind -> path."""
+        (original | heatmap | overlay, titled), each atomically; returns kind -> path.
+
+        Methods other than Grad-CAM name their pictures ``<stem>_<method>_grayscale.png`` etc., so
+        several methods can share a folder."""
         directory = Path(directory)
         stem = stem or self.stem
         if self.rank is not None:
             stem = f"{stem}_top{self.rank}"
+        prefix = stem if self.method == "gradcam" else f"{stem}_{self.method}"
         pictures = {
-            "grayscale": self.grayscale,
-            "heatmap": self.colored,
-            "overlay": self.overlay,
-            "figure": self.figure,
+            "grayscale": (self.grayscale, f"{prefix}_grayscale.png"),
+            "heatmap": (self.colored, f"{prefix}_heatmap.png"),
+            "overlay": (self.overlay, f"{prefix}_overlay.png"),
+            "figure": (self.figure, f"{stem}_{self.method}.png"),
         }
-        suffix = {"figure": self.method}
-        return {
-            kind: save_png(render(), directory / f"{stem}_{suffix.get(kind, kind)}.png")
-            for kind, render in pictures.items()
-        }
+        return {kind: save_png(render(), directory / name) for kind, (render, name) in pictures.items()}
+
+
+def compare_methods(explanations: Sequence[Explanation], columns: int = 4) -> Image.Image:
+    """One figure for one image: the original, then each method's overlay (the guided methods'
+    own image) titled with the method's name, ``columns`` panels per row."""
+    first = explanations[0]
+    panels = [first.image] + [e.colored() if e.heatmap.ndim == 3 else e.overlay() for e in explanations]
+    titles = [f"{first.label} ({first.probability:.1%})"] + [e.method for e in explanations]
+    rows = [panels[i : i + columns] for i in range(0, len(panels), columns)]
+    return visualize.grid(rows, [titles[i : i + columns] for i in range(0, len(titles), columns)])
 
 
 class Explainer:
@@ -95,13 +107,15 @@ class Explainer:
         normalize: str = "minmax",
         colormap: str = "jet",
         alpha: float = 0.5,
+        **options: Any,
     ):
+        """``options`` go to the method (e.g. ``smooth=8``, ``augment=True``, Score-CAM's ``max_channels``)."""
         Fn.check_normalize(normalize)
         visualize.get_colormap(colormap)
         self.device = torch.device(device) if device else _default_device()
         self.bundle = _bundle(model, weights, str(self.device))
         self.method = method
-        self.cam = create_method(method, self.bundle.module, layer, labels=self.bundle.labels)
+        self.cam = create_method(method, self.bundle.module, layer, labels=self.bundle.labels, **options)
         self.normalize, self.colormap, self.alpha = normalize, colormap, alpha
 
     def explain(
@@ -119,12 +133,14 @@ class Explainer:
             ranks = range(out.targets.shape[1]) if top_k else [None]
             for r in ranks:
                 pick = (i, r) if r is not None else (i,)
-                maps = Fn.fuse([raw[pick][None] for raw in raws], (picture.height, picture.width), self.normalize)
+                maps = self.cam.finish([raw[pick][None] for raw in raws], (picture.height, picture.width),
+                                       self.normalize)[0]
+                heatmap = maps.permute(1, 2, 0) if maps.dim() == 3 else maps  # guided: (H, W, 3)
                 index = int(out.targets[pick])
                 results.append(
                     Explanation(
                         image=picture,
-                        heatmap=maps[0].cpu().numpy().astype(np.float32),
+                        heatmap=heatmap.cpu().numpy().astype(np.float32),
                         class_index=index,
                         label=self.label(index),
                         probability=float(probs[pick]),
@@ -156,6 +172,7 @@ def explain(
     alpha: float = 0.5,
     weights: str | os.PathLike | None = None,
     device: str | None = None,
+    **options: Any,
 ) -> Explanation:
     """Explain one image (a path, bytes, a PIL image, or an H×W / H×W×3 uint8 array).
 
@@ -164,7 +181,7 @@ def explain(
     """
     explainer = Explainer(
         model, method=method, layer=layer, weights=weights, device=device,
-        normalize=normalize, colormap=colormap, alpha=alpha,
+        normalize=normalize, colormap=colormap, alpha=alpha, **options,
     )
     return explainer.explain([image], target)[0]
 

@@ -27,15 +27,22 @@ def get_colormap(colormap: str | Colormap) -> Colormap:
 
 
 def colorize(heatmap: np.ndarray, colormap: str | Colormap = "jet") -> Image.Image:
-    """Map a (H, W) heatmap in [0, 1] through a colormap to an RGB image."""
+    """Map a (H, W) heatmap in [0, 1] through a colormap to an RGB image; an (H, W, 3) map (guided
+    methods) is an image already, shown with the usual contrast: (m − mean) / std × 0.1 + 0.5."""
     cmap = get_colormap(colormap)
-    rgba = cmap(_heatmap(heatmap), bytes=True)
+    hm = _heatmap(heatmap)
+    if hm.ndim == 3:
+        stretched = np.clip((hm - hm.mean()) / (hm.std() + 1e-12) * 0.1 + 0.5, 0.0, 1.0)
+        return Image.fromarray(np.rint(stretched * 255.0).astype(np.uint8))
+    rgba = cmap(hm, bytes=True)
     return Image.fromarray(np.ascontiguousarray(rgba[..., :3]))
 
 
 def grayscale(heatmap: np.ndarray) -> Image.Image:
-    """A (H, W) heatmap in [0, 1] as an "L" image (0..255)."""
-    return Image.fromarray(np.rint(_heatmap(heatmap) * 255.0).astype(np.uint8))
+    """A (H, W) heatmap in [0, 1] as an "L" image (0..255); (H, W, 3) maps are averaged over colour."""
+    hm = _heatmap(heatmap)
+    hm = hm.mean(axis=2) if hm.ndim == 3 else hm
+    return Image.fromarray(np.rint(hm * 255.0).astype(np.uint8))
 
 
 def overlay(
@@ -49,9 +56,9 @@ def overlay(
     alpha = _alpha(alpha)
     hm = _heatmap(heatmap)
     w, h = image.size
-    if hm.shape != (h, w):
+    if hm.shape[:2] != (h, w):
         raise VisualizeError(
-            f"heatmap shape {hm.shape} does not match image shape {(h, w)} (H, W); "
+            f"heatmap shape {hm.shape[:2]} does not match image shape {(h, w)} (H, W); "
             "resize the heatmap to the image first"
         )
     base = np.asarray(image.convert("RGB"), dtype=np.float64)
@@ -76,12 +83,14 @@ def figure(
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 3)
     axes[0].imshow(np.asarray(image.convert("RGB")))
-    shown = axes[1].imshow(_heatmap(heatmap), cmap=cmap, vmin=0.0, vmax=1.0)
+    hm = _heatmap(heatmap)
+    shown = axes[1].imshow(hm if hm.ndim == 2 else np.asarray(colorize(hm)), cmap=cmap, vmin=0.0, vmax=1.0)
     axes[2].imshow(np.asarray(blended))
     for ax, name in zip(axes, ("original", "heatmap", "overlay")):
         ax.set_title(name)
         ax.set_axis_off()
-    fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.04)
+    if hm.ndim == 2:
+        fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.04)
     fig.suptitle(title)
     return _render(fig)
 
@@ -132,8 +141,8 @@ def _render(fig: Figure) -> Image.Image:
 
 def _heatmap(heatmap: np.ndarray) -> np.ndarray:
     hm = np.asarray(heatmap, dtype=np.float64)
-    if hm.ndim != 2 or hm.size == 0:
-        raise VisualizeError(f"heatmap must be a non-empty 2-D (H, W) array, got shape {hm.shape}")
+    if not (hm.ndim == 2 or (hm.ndim == 3 and hm.shape[2] == 3)) or hm.size == 0:
+        raise VisualizeError(f"heatmap must be a non-empty (H, W) or (H, W, 3) array, got shape {hm.shape}")
     return np.clip(np.nan_to_num(hm, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
 
 

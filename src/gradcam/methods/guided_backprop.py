@@ -62,4 +62,4 @@ class GuidedBackprop(CAMMethod):
         return maps
 
     def finish(self, raws: list[torch.Tensor], size, normalize: str) -> torch.Tensor:
-        return Fn.normalize(raws[0], normalize)  # (B, 3, H, W), scaled over all channels of a sample
+        return Fn.normalize(Fn.upsample(raws[0], size), normalize)  # (B, 3, H, W), scaled over all channels

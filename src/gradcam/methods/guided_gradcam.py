@@ -29,5 +29,4 @@ class GuidedGradCAM(GradCAM):
         size = run.x.shape[-2:]
         return [[g[0] * Fn.fuse(cam, size, "none")[:, None]] for cam, g in zip(cams, guided)]
 
-    def finish(self, raws: list[torch.Tensor], size, normalize: str) -> torch.Tensor:
-        return Fn.normalize(raws[0], normalize)
+    finish = GuidedBackprop.finish  # (B, 3, H, W) maps

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 from ..errors import GradCAMError, OptionError, suggest
@@ -44,3 +45,13 @@ def get_method(name: str) -> type:
 def create_method(name: str, model, target_layer=None, **options):
     """An instance of the method ``name`` on ``model`` (used like :class:`gradcam.GradCAM`)."""
     return get_method(name)(model, target_layer, **options)
+
+
+def method_options(name: str) -> set[str]:
+    """The keyword options ``name`` accepts (its own and every method's)."""
+    accepted = set()
+    for cls in get_method(name).__mro__:
+        if "__init__" in vars(cls):
+            accepted |= {p.name for p in inspect.signature(cls.__init__).parameters.values()
+                         if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    return accepted

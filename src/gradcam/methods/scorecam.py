@@ -49,7 +49,8 @@ class ScoreCAM(CAMMethod):
         b, n = chosen.shape[:2]
         scores = torch.empty(len(targets), b, n, device=x.device)
         jobs = [(i, start) for i in range(b) for start in range(0, n, self.batch_size)]
-        bar = tqdm(total=b * n, desc="score-cam", unit="mask", disable=not self.progress, leave=False)
+        bar = tqdm(total=b * n, desc="score-cam", unit="mask", disable=None if self.progress else True,
+                   leave=False)  # disable=None: shown on a terminal only
         try:
             with eval_mode(self.model), torch.inference_mode():
                 for i, start in jobs:
