@@ -186,6 +186,23 @@ def test_scorecam_scores_a_bounded_number_of_inputs_at_a_time(two_stage):
     assert sizes[0] == 2 and max(sizes[1:]) == 4 and sum(sizes[1:]) == 2 * 6  # 6 channels per sample
 
 
+def test_scorecam_scores_each_distinct_mask_once(two_stage):
+    """Channels 0-2 dead (constant 0) and channel 4 = 2 × channel 3: 3 distinct masks of 6, same map."""
+    with torch.no_grad():
+        conv = two_stage.features[0]
+        conv.weight[:3] = 0
+        conv.bias[:3] = -1
+        conv.weight[4] = 2 * conv.weight[3]
+        conv.bias[4] = 2 * conv.bias[3]
+    sizes = []
+    handle = two_stage.stem.register_forward_hook(lambda m, i, o: sizes.append(i[0].shape[0]))
+    x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(12))
+    out = gradcam.create_method("scorecam", two_stage, "features", batch_size=100)(x, targets=[2], normalize="none")
+    handle.remove()
+    assert sizes == [1, 3]  # the main pass, then one batch of the 3 distinct masks
+    assert torch.allclose(out.raw[0], scorecam_by_loop(two_stage, two_stage.features, x, 2), atol=1e-6)
+
+
 # ------------------------------------------------------------------------------- Ablation-CAM
 
 

@@ -19,7 +19,7 @@ class ScoreCAM(CAMMethod):
     S_k^c = f^c(X ∘ H^k) − f^c(X_b), α^c = softmax_k(S^c) (Algorithm 1, f^c the pre-softmax score),
     L^c = ReLU(Σ_k α_k^c A^k). The baseline term f^c(X_b) is the same for every k and cancels in the
     softmax, so it is not computed. The masked inputs are scored ``batch_size`` at a time under
-    inference mode, never all at once; ``max_channels=N`` keeps the N channels of largest mean
+    inference mode, never all at once, each distinct mask once; ``max_channels=N`` keeps the N channels of largest mean
     activation (Faster Score-CAM, Wang et al. 2020); ``progress=True`` shows a progress bar.
     """
 
@@ -46,21 +46,39 @@ class ScoreCAM(CAMMethod):
         return [Fn.relu(Fn.weighted_sum(s.softmax(dim=-1), chosen)) for s in scores]
 
     def _masked_scores(self, x: torch.Tensor, chosen: torch.Tensor, targets: list[Target]) -> torch.Tensor:
+        """(T, B, n) scores f^c(X ∘ H^k). Channels whose min-max scaled maps are identical (all the
+        constant ones, and e.g. every channel active at one same position) give identical masks:
+        each distinct mask is scored once. Masked batches run channels-last (faster on CPUs)."""
         b, n = chosen.shape[:2]
         scores = torch.empty(len(targets), b, n, device=x.device)
-        jobs = [(i, start) for i in range(b) for start in range(0, n, self.batch_size)]
-        bar = tqdm(total=b * n, desc="score-cam", unit="mask", disable=None if self.progress else True,
-                   leave=False)  # disable=None: shown on a terminal only
+        groups = [_distinct_maps(chosen[i]) for i in range(b)]
+        bar = tqdm(total=sum(len(first) for first, _ in groups), desc="score-cam", unit="mask",
+                   disable=None if self.progress else True, leave=False)  # disable=None: on a terminal only
         try:
             with eval_mode(self.model), torch.inference_mode():
-                for i, start in jobs:
-                    stop = min(start + self.batch_size, n)
-                    masks = Fn.normalize(Fn.upsample(chosen[i, start:stop], x.shape[-2:]), "minmax")
-                    output = self.model(x[i] * masks[:, None].to(x.dtype))
-                    rows = torch.full((stop - start,), i, dtype=torch.long, device=x.device)
-                    for t, target in enumerate(targets):
-                        scores[t, i, start:stop] = target.scores(output, rows).float()
-                    bar.update(stop - start)
+                for i, (first, inverse) in enumerate(groups):
+                    distinct = torch.empty(len(targets), len(first), device=x.device)
+                    for start in range(0, len(first), self.batch_size):
+                        channels = first[start : start + self.batch_size]
+                        masks = Fn.normalize(Fn.upsample(chosen[i, channels], x.shape[-2:]), "minmax")
+                        masked = (x[i] * masks[:, None].to(x.dtype)).contiguous(memory_format=torch.channels_last)
+                        output = self.model(masked)
+                        rows = torch.full((len(channels),), i, dtype=torch.long, device=x.device)
+                        for t, target in enumerate(targets):
+                            distinct[t, start : start + len(channels)] = target.scores(output, rows).float()
+                        bar.update(len(channels))
+                    scores[:, i] = distinct[:, inverse]
         finally:
             bar.close()
         return scores
+
+
+def _distinct_maps(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For (n, h, w) channel maps: the first channel of each distinct min-max scaled map, and for
+    every channel the index of its map among those."""
+    scaled = Fn.normalize(maps, "minmax").flatten(1)
+    _, inverse = torch.unique(scaled, dim=0, return_inverse=True)
+    count = int(inverse.max()) + 1
+    order = torch.arange(len(maps), device=maps.device)
+    first = torch.full((count,), len(maps), device=maps.device).scatter_reduce(0, inverse, order, "amin")
+    return first, inverse
