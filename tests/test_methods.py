@@ -220,9 +220,11 @@ def ablationcam_by_loop(model, x, c):
     return torch.relu(out)
 
 
-def test_ablationcam_equals_paper(two_stage):
+def test_ablationcam_equals_paper(two_stage, monkeypatch):
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(6))
+    monkeypatch.setattr(torch.Tensor, "item", lambda self: pytest.fail("Ablation-CAM called .item()"))
     out = gradcam.create_method("ablationcam", two_stage, "features", batch_size=4)(x, normalize="none")
+    monkeypatch.undo()
     for i in range(2):
         expected = ablationcam_by_loop(two_stage.eval(), x[i : i + 1], int(out.targets[i]))
         assert torch.allclose(out.raw[i], expected, atol=1e-5)

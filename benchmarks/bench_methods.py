@@ -1,0 +1,207 @@
+"""Every method on ResNet-50 (seeded random init, layer4, 224², CPU) against pytorch-grad-cam's version.
+
+Three parts, each printing milliseconds and ratios:
+1. Gradient and cheap methods, batch 16: forward-only, ours and pytorch-grad-cam (captum for the guided
+   methods) timed interleaved in one process, medians over rounds; every pair's maps are compared
+   first (after the same min-max).
+2. Score-CAM and Ablation-CAM, one image: ours vs pytorch-grad-cam, interleaved, with the maps'
+   largest difference (pytorch-grad-cam given align_corners=False masks, as the paper and we use).
+   Also on the bundled, trained EfficientNet-Lite0, where many channels share a mask.
+3. Peak memory (VmHWM of a fresh process, Linux) of Score-CAM over 64, 512 and 2048 channels.
+
+Run:
+    LD_PRELOAD=libtcmalloc_minimal.so.4 python benchmarks/bench_methods.py [--threads 2] [--repeats 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torchvision
+
+import gradcam
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from conftest import spread_init  # noqa: E402  (seeded, spread BatchNorm/Linear values)
+
+GRADIENT = ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam", "cam",
+            "guided-backprop", "guided-gradcam"]
+
+
+def resnet50() -> nn.Module:
+    torch.manual_seed(0)
+    return spread_init(torchvision.models.resnet50(), 0).eval()
+
+
+def minmax(maps) -> torch.Tensor:
+    maps = torch.as_tensor(np.asarray(maps) if not isinstance(maps, torch.Tensor) else maps).float()
+    flat = maps.flatten(1)
+    shape = (-1,) + (1,) * (maps.dim() - 1)
+    lo, hi = flat.amin(1).view(shape), flat.amax(1).view(shape)
+    return (maps - lo) / (hi - lo).clamp_min(1e-12)
+
+
+def references(model: nn.Module) -> dict:
+    """method -> fn(x, classes) of the reference library, on its own copy of the model."""
+    import pytorch_grad_cam as pgc
+    from captum.attr import GuidedBackprop, GuidedGradCam
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    def pgc_fn(cls):
+        m = copy.deepcopy(model)
+        cam = cls(model=m, target_layers=[m.layer4])
+        return lambda x, classes: cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in classes])
+
+    def captum_fn(kind):
+        m = copy.deepcopy(model)
+        attr = GuidedBackprop(m) if kind == "gb" else GuidedGradCam(m, m.layer4)
+        extra = {} if kind == "gb" else {"interpolate_mode": "bilinear"}
+        return lambda x, classes: attr.attribute(x.clone().requires_grad_(True), target=classes, **extra).detach()
+
+    return {"gradcam": pgc_fn(pgc.GradCAM), "gradcam++": pgc_fn(pgc.GradCAMPlusPlus),
+            "xgradcam": pgc_fn(pgc.XGradCAM), "hirescam": pgc_fn(pgc.HiResCAM), "layercam": pgc_fn(pgc.LayerCAM),
+            "eigencam": pgc_fn(pgc.EigenCAM), "guided-backprop": captum_fn("gb"),
+            "guided-gradcam": captum_fn("ggc"),
+            "scorecam": pgc_fn(pgc.ScoreCAM), "ablationcam": pgc_fn(pgc.AblationCAM)}
+
+
+def interleaved(contenders: dict, rounds: int) -> dict:
+    times = {name: [] for name in contenders}
+    names = list(contenders)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            start = time.perf_counter()
+            contenders[name]()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) * 1000 for name, t in times.items()}
+
+
+def part_gradient(model, x, repeats):
+    refs = references(model)
+    ours_model = copy.deepcopy(model)
+    forward_model = copy.deepcopy(model)
+    with torch.no_grad():
+        classes = forward_model(x).argmax(1)
+    print(f"\n1. batch {len(x)}, 224², medians of {repeats} interleaved rounds (ms; × = ÷ forward-only)")
+    print(f"  {'method':<16}{'ours':>9}{'×':>7}{'reference':>11}{'×':>7}{'ours faster':>13}{'max |Δmap|':>12}")
+    for name in GRADIENT:
+        ours = gradcam.create_method(name, ours_model, None if name == "guided-backprop" else "layer4")
+        ref = refs.get(name)
+        out = ours(x)
+        diff = "-"
+        if ref is not None and name != "eigencam":  # Eigen-CAM: the reference's sign is arbitrary
+            diff = f"{(out.maps - minmax(ref(x, out.targets))).abs().max():.1e}"
+        contenders = {"forward": torch.no_grad()(lambda: forward_model(x)), "ours": lambda: ours(x)}
+        if ref is not None:
+            contenders["ref"] = lambda: ref(x, classes)
+        med = interleaved(contenders, repeats)
+        f = med["forward"]
+        row = f"  {name:<16}{med['ours']:>9.1f}{med['ours'] / f:>7.3f}"
+        if ref is not None:
+            row += f"{med['ref']:>11.1f}{med['ref'] / f:>7.3f}{med['ref'] / med['ours']:>12.2f}×{diff:>12}"
+        print(row, flush=True)
+    print(f"  forward-only: {f:.1f} ms")
+
+
+def part_expensive(model, x, label, rounds, layer="layer4"):
+    import pytorch_grad_cam as pgc
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    print(f"\n2. {label}, one image, {rounds} interleaved round(s) (s)")
+    with torch.no_grad():
+        classes = model(x).argmax(1)
+    targets = [ClassifierOutputTarget(int(c)) for c in classes]
+    plain = nn.UpsamplingBilinear2d
+    for name, cls in (("scorecam", pgc.ScoreCAM), ("ablationcam", pgc.AblationCAM)):
+        mine_model, their_model = copy.deepcopy(model), copy.deepcopy(model)
+        ours = gradcam.create_method(name, mine_model, layer)
+        theirs = cls(model=their_model, target_layers=[their_model.get_submodule(layer)])
+        nn.UpsamplingBilinear2d = lambda size: nn.Upsample(size=size, mode="bilinear", align_corners=False)
+        try:
+            out = {}
+            med = interleaved({"ours": lambda: out.__setitem__("ours", ours(x, targets=classes).maps),
+                               "ref": lambda: out.__setitem__("ref", theirs(input_tensor=x, targets=targets))},
+                              rounds)
+        finally:
+            nn.UpsamplingBilinear2d = plain
+        diff = (out["ours"] - minmax(out["ref"])).abs().max()
+        print(f"  {name:<12} ours {med['ours'] / 1000:8.2f}   pytorch-grad-cam {med['ref'] / 1000:8.2f}   "
+              f"ours faster {med['ref'] / med['ours']:5.2f}×   max |Δmap| {diff:.1e}", flush=True)
+
+
+MEMORY_CHILD = """
+import json, sys, torch, torchvision
+sys.path.insert(0, {tests!r})
+import gradcam
+from conftest import spread_init
+
+def peak_mib():  # the process's peak resident memory since the last reset
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+
+torch.set_num_threads({threads})
+torch.manual_seed(0)
+model = spread_init(torchvision.models.resnet50(), 0).eval()
+x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+with torch.no_grad():
+    model(x)
+loaded = peak_mib()
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # reset the peak
+gradcam.create_method("scorecam", model, "layer4", max_channels={channels})(x)
+print(json.dumps({{"loaded": loaded, "peak": peak_mib()}}))
+"""
+
+
+def part_memory(threads):
+    print("\n3. Score-CAM peak memory (VmHWM, MiB) of a fresh process, one image, by channels scored")
+    print(f"  {'channels':>9}{'model loaded':>14}{'peak in Score-CAM':>19}")
+    tests = str(Path(__file__).resolve().parents[1] / "tests")
+    for channels in (64, 512, 2048):
+        code = MEMORY_CHILD.format(tests=tests, threads=threads, channels=channels)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"  {channels:>9}{result['loaded']:>14.0f}{result['peak']:>19.0f}", flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--expensive-rounds", type=int, default=1)
+    parser.add_argument("--parts", default="1,2,3")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    parts = set(args.parts.split(","))
+    print(f"torch {torch.__version__}, {args.threads} threads")
+    model = resnet50()
+    gen = torch.Generator().manual_seed(1)
+    if "1" in parts:
+        part_gradient(model, torch.randn(args.batch, 3, 224, 224, generator=gen), args.repeats)
+    if "2" in parts:
+        part_expensive(model, torch.randn(1, 3, 224, 224, generator=gen), "ResNet-50 (random init) layer4, 2048 channels",
+                       args.expensive_rounds)
+        import skimage.data
+        from PIL import Image
+
+        bundle = gradcam.load_model()
+        cat = bundle.preprocess.batch([Image.fromarray(skimage.data.chelsea())])
+        part_expensive(bundle.module, cat, "EfficientNet-Lite0 (bundled, trained) bn2, 1280 channels, chelsea",
+                       args.expensive_rounds, layer="bn2")
+    if "3" in parts:
+        part_memory(args.threads)
+
+
+if __name__ == "__main__":
+    main()
