@@ -63,7 +63,7 @@ def test_folder_with_a_bad_file_reports_it_and_does_the_rest(tmp_path, capsys, p
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "broken.jpg" in errors[0]
     assert "Traceback" not in err
-    assert "1 of 3 images failed" in err
+    assert "3 images: 2 explained, 1 failed" in err
     assert sorted(p.name for p in (tmp_path / "out").glob("*_overlay.png")) == ["cat_overlay.png", "cup_overlay.png"]
     assert "notes" not in out
 

@@ -8,23 +8,37 @@ import traceback
 from pathlib import Path
 from typing import Sequence
 
+from tqdm.auto import tqdm
+
 from . import __version__
+from .compare import compare
 from .errors import GradCAMError, OptionError
+from .folder import PICTURES, explain_folder
 from .functional import NORMALIZATIONS
-from .io import IMAGE_SUFFIXES, image_stem, load_image, save_png
 from .layers import auto_layer, candidate_layers
 from .methods import describe_methods, list_methods, method_options
 from .models import list_models, load_model
-from .pipeline import DEFAULT_MODEL, Explainer, compare_methods
+from .pipeline import DEFAULT_MODEL
+from .sweep import sweep
 
 EXAMPLES = """examples:
   gradcam explain cat.jpg                         # bundled EfficientNet-Lite0, predicted class
   gradcam explain photos/*.jpg --out maps --top-k 3
+  gradcam explain val/ --out maps --workers 2 --resume    # a folder: overlays, manifest, progress
   gradcam explain cat.jpg --target "tiger cat" --normalize max --colormap inferno
   gradcam explain cat.jpg --method all --max-channels 64   # every method, one comparison figure
   gradcam explain xray.png --model resnet50 --weights my_resnet50.pth --layer layer4
   gradcam layers --model resnet50                 # candidate layers, the automatic one marked
+  gradcam compare cat.jpg --models resnet50,vgg19,timm/xception41
+  gradcam sweep cat.jpg --every-stage
   gradcam models
+"""
+
+
+COMPARE_EXAMPLES = """examples:
+  gradcam compare cat.jpg dog.jpg --models resnet50,vgg19,timm/xception41
+  gradcam compare cat.jpg --models efficientnet_lite0,resnet50=my_resnet50.pth --target "tiger cat"
+  gradcam sweep cat.jpg --model resnet50 --every-stage
 """
 
 
@@ -42,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = commands.add_parser("explain", help="explain images and write pictures", epilog=EXAMPLES,
                              formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common])
-    ex.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
+    ex.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders or glob patterns")
     add_model_options(ex)
     ex.add_argument("--method", default="gradcam", choices=[*list_methods(), "all"], metavar="METHOD",
                     help="gradcam (default), one of: " + ", ".join(list_methods()[1:])
@@ -59,8 +73,38 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--augment", action="store_true", help="also average over the flipped image")
     ex.add_argument("--max-channels", type=positive_int, metavar="N",
                     help="scorecam: only the N channels of largest mean activation (Faster Score-CAM)")
-    ex.add_argument("--batch-size", type=positive_int, default=8, help="images per forward pass (default: 8)")
+    ex.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default: 16)")
+    ex.add_argument("--workers", type=int, default=0, metavar="W",
+                    help="background processes decoding images (default: 0, in the main process)")
+    ex.add_argument("--save", type=picture_list, metavar="KINDS",
+                    help="pictures to write: overlay,heatmap,grayscale,figure or all "
+                    "(default: all for image files, overlay for folders and globs)")
+    ex.add_argument("--save-maps", action="store_true", help="also write the raw maps as .npy")
+    ex.add_argument("--manifest", action="store_true",
+                    help="write manifest.jsonl/.csv (always for folders and globs)")
+    ex.add_argument("--resume", action="store_true", help="skip images already done with the same settings")
+    ex.add_argument("--quiet", action="store_true", help="no progress bar, no line per image")
     ex.add_argument("--out", default="gradcam-out", type=Path, help="output folder (default: gradcam-out)")
+
+    cmp = commands.add_parser("compare", help="several models on the same images, one grid figure",
+                              parents=[common], epilog=COMPARE_EXAMPLES,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    cmp.add_argument("images", nargs="+", metavar="IMAGE")
+    cmp.add_argument("--models", required=True, type=comma_list,
+                     help="comma-separated: NAME, timm/NAME, NAME=WEIGHTS_PATH or NAME:random")
+    cmp.add_argument("--method", default="gradcam", choices=list_methods(), metavar="METHOD")
+    cmp.add_argument("--target", help="one class for every model (default: each model's own prediction)")
+    cmp.add_argument("--device", choices=["cpu", "cuda"])
+    cmp.add_argument("--out", default="gradcam-out", type=Path)
+
+    sw = commands.add_parser("sweep", help="one model's maps at many layers, shallow to deep", parents=[common])
+    sw.add_argument("image", metavar="IMAGE")
+    add_model_options(sw)
+    sw.add_argument("--layers", type=comma_list, help="comma-separated layer names (default: --every-stage)")
+    sw.add_argument("--every-stage", action="store_true", help="one layer per resolution stage (the default)")
+    sw.add_argument("--method", default="gradcam", choices=list_methods(), metavar="METHOD")
+    sw.add_argument("--target", help="class to explain (default: the prediction)")
+    sw.add_argument("--out", default="gradcam-out", type=Path)
 
     layers = commands.add_parser("layers", help="list the candidate target layers of a model", parents=[common])
     add_model_options(layers)
@@ -75,11 +119,31 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
 
 
+def comma_list(text: str) -> list[str]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list")
+    return items
+
+
+def class_spec(text: str | None):
+    return int(text) if text and text.lstrip("-").isdigit() else text
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
     return value
+
+
+def picture_list(text: str) -> list[str]:
+    kinds = list(PICTURES) if text == "all" else [k.strip() for k in text.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in PICTURES]
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(f"unknown picture {unknown[0] if unknown else text!r}; "
+                                         f"choose from {', '.join(PICTURES)} or all")
+    return kinds
 
 
 def unit_float(text: str) -> float:
@@ -92,7 +156,8 @@ def unit_float(text: str) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit status: 0 done, 1 some image failed (or an unexpected error), 2 a usage error."""
     args = build_parser().parse_args(argv)
-    command = {"explain": cmd_explain, "layers": cmd_layers, "models": cmd_models, "methods": cmd_methods}
+    command = {"explain": cmd_explain, "compare": cmd_compare, "sweep": cmd_sweep, "layers": cmd_layers,
+               "models": cmd_models, "methods": cmd_methods}
     try:
         return command[args.command](args)
     except GradCAMError as exc:  # a bad model, weights file, layer, class or option: the same for every image
@@ -114,75 +179,65 @@ def fail(exc: BaseException | str, debug: bool, status: int, kind: str = "") -> 
 
 def cmd_explain(args) -> int:
     layer = args.layer.split(",") if args.layer and "," in args.layer else args.layer
-    target = int(args.target) if args.target and args.target.lstrip("-").isdigit() else args.target
+    target = class_spec(args.target)
     methods = list_methods() if args.method == "all" else [args.method]
     options = {"smooth": args.smooth, "noise": args.noise, "augment": args.augment,
-               "max_channels": args.max_channels, "progress": True}
-    explainers = [
-        Explainer(args.model, weights=args.weights, device=args.device, method=method, layer=layer,
-                  normalize=args.normalize, colormap=args.colormap, alpha=args.alpha,
-                  **{k: v for k, v in options.items() if k in method_options(method) and v is not None})
-        for method in methods
-    ]
-    files = expand(args.images)
-    if not files:
-        raise OptionError(f"no image files in {', '.join(args.images)} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-    failed, stems = 0, unique_stems(files)
-    for start in range(0, len(files), args.batch_size):
-        batch = []
-        for path in files[start : start + args.batch_size]:
-            try:
-                batch.append((path, load_image(path)))
-            except (GradCAMError, OSError) as exc:  # reported and skipped; the rest goes on
-                failed += 1
-                message = exc if str(path) in str(exc) else f"{path}: {exc}"
-                fail(message, args.debug, FAILED)
-        if batch:
-            explain_batch(explainers, batch, stems, target, args)
-    if failed:
-        print(f"{failed} of {len(files)} images failed", file=sys.stderr)
-    return FAILED if failed else OK
+               "max_channels": args.max_channels, "progress": not args.quiet}
+    accepted = set().union(*(method_options(m) for m in methods))
+    job = all(Path(item).is_file() for item in args.images)  # a few files: every picture, no manifest
+    save = args.save or (list(PICTURES) if job else ["overlay"])
+    bar = not args.quiet and None  # None: a progress bar on a terminal only
 
-
-def explain_batch(explainers, batch, stems, target, args) -> None:
-    """Explain, save and report one batch with every method; one comparison figure when several."""
-    pictures, names = [im for _, im in batch], [stems[p] for p, _ in batch]
-    per_method = [explainer.explain(pictures, target, top_k=args.top_k, stems=names) for explainer in explainers]
-    per_image = len(per_method[0]) // len(batch)
-    for i, (path, _) in enumerate(batch):
-        for j in range(i * per_image, (i + 1) * per_image):
-            results = [found[j] for found in per_method]
-            written = [p for result in results for p in result.save(args.out).values()]
-            if len(results) > 1:
-                stem = names[i] + (f"_top{results[0].rank}" if results[0].rank else "")
-                written.append(save_png(compare_methods(results), args.out / f"{stem}_methods.png"))
+    def on_result(path, results, written):
+        if not args.quiet:
             first = results[0]
             rank = f" top{first.rank}" if first.rank else ""
-            layer = f", layer {first.layer}" if first.layer else ""
-            print(f"{path}{rank}: {first.label} ({first.probability:.1%}){layer} -> "
-                  + ", ".join(str(p) for p in written))
+            layer_name = f", layer {first.layer}" if first.layer else ""
+            tqdm.write(f"{path}{rank}: {first.label} ({first.probability:.1%}){layer_name} -> "
+                       + ", ".join(str(p) for p in written))
+
+    def on_error(message, detail):
+        tqdm.write((detail if args.debug else "") + f"error: {message}", file=sys.stderr)
+
+    summary = explain_folder(
+        args.images, args.out, model=args.model, weights=args.weights, device=args.device, method=methods,
+        layer=layer, target=target, top_k=args.top_k, normalize=args.normalize, colormap=args.colormap,
+        alpha=args.alpha, batch_size=args.batch_size, workers=args.workers, save=save, save_maps=args.save_maps,
+        manifest=args.manifest or args.resume or not job, resume=args.resume, progress_bar=bar,
+        on_result=on_result, on_error=on_error,
+        **{k: v for k, v in options.items() if k in accepted and v is not None},
+    )
+    if summary.failed or summary.skipped or not job:
+        skipped = f", {summary.skipped} already done" if summary.skipped else ""
+        print(f"{summary.total} images: {summary.done} explained, {summary.failed} failed{skipped} "
+              f"({summary.images_per_second:.1f} images/s)"
+              + (f"; manifest {summary.manifest}" if summary.manifest else ""), file=sys.stderr)
+    return FAILED if summary.failed else OK
 
 
-def expand(items: Sequence[str]) -> list[str]:
-    """Files as given; a folder becomes its image files, sorted."""
-    files = []
-    for item in items:
-        path = Path(item)
-        if path.is_dir():
-            files += sorted(str(p) for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        else:
-            files.append(item)
-    return files
+def cmd_compare(args) -> int:
+    result = compare(args.images, args.models, method=args.method, target=class_spec(args.target), device=args.device)
+    for spec, why in result.skipped:
+        print(f"skipped {spec}: {why}", file=sys.stderr)
+    written = result.save(args.out)
+    for i, stem in enumerate(result.stems):
+        found = ", ".join(f"{m}: {c[i].label} ({c[i].probability:.1%})" for m, c in zip(result.models, result.columns))
+        print(f"{stem}: {found}")
+    print(f"figure: {written['figure']}")
+    return OK
 
 
-def unique_stems(files: Sequence[str]) -> dict[str, str]:
-    """Output stems; a stem seen twice gets a number so no file overwrites another."""
-    stems, seen = {}, {}
-    for path in files:
-        stem = image_stem(path)
-        seen[stem] = seen.get(stem, 0) + 1
-        stems[path] = stem if seen[stem] == 1 else f"{stem}-{seen[stem]}"
-    return stems
+def cmd_sweep(args) -> int:
+    if args.layers and args.every_stage:
+        raise OptionError("give --layers or --every-stage, not both")
+    result = sweep(args.image, model=args.model, weights=args.weights, device=args.device, layers=args.layers,
+                   method=args.method, target=class_spec(args.target))
+    written = result.save(args.out)
+    print(f"{args.image}: {result.label} ({result.probability:.1%})")
+    for m in result.layers:
+        print(f"  {m.name:<32} {m.size[0]}×{m.size[1]:<6} -> {written[m.name]}")
+    print(f"figure: {written['figure']}")
+    return OK
 
 
 def cmd_layers(args) -> int:

@@ -7,7 +7,7 @@ import os
 import secrets
 import warnings
 from pathlib import Path
-from typing import IO, Union
+from typing import IO, Callable, Union
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -68,13 +68,24 @@ def load_image(source: ImageSource, *, max_pixels: int | None = None) -> Image.I
 
 def save_png(image: Image.Image, path: str | os.PathLike) -> Path:
     """Write `image` as PNG atomically (temp file in the same directory, then os.replace)."""
+    return atomic_write(path, lambda fp: image.save(fp, format="PNG"))
+
+
+def save_array(array: np.ndarray, path: str | os.PathLike) -> Path:
+    """Write `array` as .npy atomically."""
+    return atomic_write(path, lambda fp: np.save(fp, np.asarray(array)))
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    """Call ``write(file)`` on a temp file beside ``path``, fsync, then rename it to ``path``: a reader
+    (or a killed job) sees the whole file or none of it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     try:
         with os.fdopen(os.open(tmp, flags, 0o666), "wb") as fp:
-            image.save(fp, format="PNG")
+            write(fp)
             fp.flush()
             os.fsync(fp.fileno())
         os.replace(tmp, path)

@@ -124,14 +124,21 @@ class Explainer:
         """Explanations of a batch of images (paths, bytes, PIL, arrays); k per image with ``top_k``."""
         pictures = [load_image(image) for image in images]
         stems = list(stems) if stems is not None else [image_stem(image) for image in images]
-        x = self.bundle.preprocess.batch(pictures).to(self.device)
-        out = self.cam(x, targets=target, top_k=top_k, normalize="none")
+        out = self.run(self.bundle.preprocess.batch(pictures), target, top_k=top_k)
+        return self.explanations(out, pictures, stems)
+
+    def run(self, x: torch.Tensor, target: Any = None, *, top_k: int | None = None):
+        """The model step on a preprocessed batch: raw maps, classes and logits (a CAMOutput)."""
+        return self.cam(x.to(self.device), targets=target, top_k=top_k, normalize="none")
+
+    def explanations(self, out, pictures: Sequence[Image.Image], stems: Sequence[str]) -> list[Explanation]:
+        """Each image's maps brought to its own resolution (k per image after ``top_k``)."""
         raws = list(out.raw) if isinstance(out.raw, tuple) else [out.raw]
         probs = out.probabilities
+        ranked = out.targets.dim() == 2
         results = []
         for i, picture in enumerate(pictures):
-            ranks = range(out.targets.shape[1]) if top_k else [None]
-            for r in ranks:
+            for r in range(out.targets.shape[1]) if ranked else [None]:
                 pick = (i, r) if r is not None else (i,)
                 maps = self.cam.finish([raw[pick][None] for raw in raws], (picture.height, picture.width),
                                        self.normalize)[0]
@@ -151,9 +158,16 @@ class Explainer:
                         alpha=self.alpha,
                         stem=stems[i],
                         rank=None if r is None else r + 1,
+                        extra={"raw": [raw[pick].cpu() for raw in raws],
+                               "top5": self.top5(out.logits[i])},
                     )
                 )
         return results
+
+    def top5(self, logits: torch.Tensor) -> list[tuple[int, str, float]]:
+        probs = logits.float().softmax(-1)
+        values, indices = probs.topk(min(5, probs.shape[-1]))
+        return [(int(i), self.label(int(i)), round(float(v), 6)) for v, i in zip(values, indices)]
 
     def label(self, index: int) -> str:
         labels = self.bundle.labels

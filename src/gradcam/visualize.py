@@ -99,10 +99,11 @@ def grid(
     rows: Sequence[Sequence[Image.Image]],
     titles: Sequence[Sequence[str]] | None = None,
     *,
+    title: str | None = None,
     dpi: int = 100,
     panel_inches: float = 3.0,
 ) -> Image.Image:
-    """A grid of image panels (rows may be ragged), each with an optional title."""
+    """A grid of image panels (rows may be ragged), each with an optional title; ``title`` above all."""
     if not rows or not any(rows):
         raise VisualizeError("grid needs at least one row with at least one image")
     if titles is not None and (
@@ -126,6 +127,8 @@ def grid(
                 ax.imshow(np.asarray(panel.convert("RGB")))
                 if titles is not None:
                     ax.set_title(titles[i][j], fontsize=10)
+    if title:
+        fig.suptitle(title)
     return _render(fig)
 
 

@@ -1,0 +1,107 @@
+"""Several models on the same images: each with its own preprocessing and automatic layer."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from PIL import Image
+
+from . import visualize
+from .errors import ModelError
+from .io import image_stem, load_image, save_png
+from .models import load_model
+from .pipeline import Explainer, Explanation, _default_device
+
+
+@dataclass
+class Comparison:
+    """``columns[m][i]``: model m's explanation of image i; ``skipped``: (model, reason) not compared."""
+
+    images: list[Image.Image]
+    stems: list[str]
+    models: list[str]
+    columns: list[list[Explanation]]
+    target: Any = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        if self.target is None:
+            return "each model explains its own prediction"
+        return f"every model explains class {self.target!r}"
+
+    def figure(self) -> Image.Image:
+        """Rows = images; columns = the original, then one overlay per model titled with its class."""
+        rows, titles = [], []
+        for i, image in enumerate(self.images):
+            rows.append([image] + [column[i].overlay() for column in self.columns])
+            titles.append([self.stems[i]] + [f"{model}\n{column[i].label} ({column[i].probability:.1%})"
+                                             for model, column in zip(self.models, self.columns)])
+        return visualize.grid(rows, titles, title=self.title)
+
+    def save(self, directory: str | os.PathLike, name: str = "compare") -> dict[str, Path]:
+        """Each model's pictures (``<stem>_<model>_…``) and the grid ``<name>_models.png``."""
+        directory = Path(directory)
+        written = {}
+        for model, column in zip(self.models, self.columns):
+            for stem, explanation in zip(self.stems, column):
+                for kind, path in explanation.save(directory, f"{stem}_{_safe(model)}").items():
+                    written[f"{stem}/{model}/{kind}"] = path
+        written["figure"] = save_png(self.figure(), directory / f"{name}_models.png")
+        return written
+
+
+def compare(
+    images: Sequence[Any],
+    models: Sequence[str],
+    *,
+    method: str = "gradcam",
+    target: Any = None,
+    normalize: str = "minmax",
+    colormap: str = "jet",
+    alpha: float = 0.5,
+    device: Any = None,
+) -> Comparison:
+    """Explain every image with every model. A model spec is a name (``resnet50``, ``timm/<name>``),
+    ``name=WEIGHTS_PATH`` or ``name:random`` (seeded random weights, to try a pipeline); a model whose
+    weights cannot be had is skipped with the reason, and the others are still compared."""
+    device = device or _default_device()
+    pictures = [load_image(image) for image in images]
+    stems = [image_stem(image) for image in images]
+    names, columns, skipped = [], [], []
+    for spec in models:
+        try:
+            bundle = load_model_spec(spec, device=device)
+        except ModelError as exc:
+            skipped.append((spec, str(exc)))
+            continue
+        explainer = Explainer(bundle, method=method, normalize=normalize, colormap=colormap, alpha=alpha,
+                              device=device)
+        columns.append(explainer.explain(pictures, target, stems=stems))
+        names.append(bundle.name)
+    if not columns:
+        raise ModelError("no model could be loaded: " + "; ".join(f"{m}: {why}" for m, why in skipped))
+    return Comparison(pictures, stems, names, columns, target, skipped)
+
+
+def load_model_spec(spec: str, device: Any = None):
+    """``name``, ``name=WEIGHTS_PATH`` or ``name:random`` -> a loaded model bundle."""
+    spec = spec.strip()
+    if "=" in spec:
+        name, weights = spec.split("=", 1)
+        return load_model(name, weights, device=device)
+    if spec.endswith(":random"):
+        import torch
+
+        torch.manual_seed(0)
+        bundle = load_model(spec[: -len(":random")], pretrained=False, device=device)
+        bundle.name = spec
+        return bundle
+    return load_model(spec, device=device)
+
+
+def _safe(name: str) -> str:
+    return name.replace("/", "-").replace(":", "-").replace("=", "-")

@@ -1,0 +1,333 @@
+"""Explain many images: decode in background workers, batch through the model, write behind it,
+with a progress bar, a manifest (JSON lines + CSV) and resume."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import hashlib
+import json
+import os
+import queue
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .errors import GradCAMError, OptionError
+from .methods import method_options
+from .io import IMAGE_SUFFIXES, atomic_write, image_stem, load_image, save_array, save_png
+from .pipeline import DEFAULT_MODEL, Explainer, Explanation, compare_methods
+
+PICTURES = ("overlay", "heatmap", "grayscale", "figure")
+MANIFEST_FIELDS = ["path", "status", "error", "model", "method", "layer", "rank", "class_index", "label",
+                   "probability", "top5", "files", "settings"]
+
+
+@dataclass
+class FolderSummary:
+    total: int = 0
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0  # already done by an earlier run (resume)
+    seconds: float = 0.0
+    manifest: Path | None = None
+    errors: list[str] = field(default_factory=list)  # the first few messages
+
+    @property
+    def images_per_second(self) -> float:
+        return (self.done + self.failed) / self.seconds if self.seconds else 0.0
+
+
+def find_images(inputs: Sequence[str | os.PathLike]) -> list[str]:
+    """Files as given; a folder -> its image files (recursively, sorted); a glob pattern -> its matches.
+    A path that does not exist is kept, so that it is reported as a failed image."""
+    files: list[str] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files += sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        elif not path.exists() and glob.has_magic(str(item)):
+            files += sorted(p for p in glob.glob(str(item), recursive=True) if Path(p).is_file())
+        else:
+            files.append(str(item))
+    return list(dict.fromkeys(files))  # once each, in order
+
+
+def unique_stems(files: Sequence[str]) -> dict[str, str]:
+    """Output stems; a stem seen twice gets a number so no file overwrites another."""
+    stems, seen = {}, {}
+    for path in files:
+        stem = image_stem(path)
+        seen[stem] = seen.get(stem, 0) + 1
+        stems[path] = stem if seen[stem] == 1 else f"{stem}-{seen[stem]}"
+    return stems
+
+
+class _Images(torch.utils.data.Dataset):
+    """(index, model input, original RGB array, error message) per file; errors are returned, not raised."""
+
+    def __init__(self, paths: Sequence[str], preprocess):
+        self.paths, self.preprocess = list(paths), preprocess
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        path = self.paths[index]
+        try:
+            image = load_image(path)
+            return index, self.preprocess(image), np.asarray(image), None
+        except (GradCAMError, OSError) as exc:
+            message = str(exc) if path in str(exc) else f"{path}: {exc}"
+            return index, None, None, (message, traceback.format_exc())
+
+
+def _as_list(items):
+    return items
+
+
+class Manifest:
+    """``manifest.jsonl``, one JSON object per line, appended whole with one write (a killed job leaves
+    complete lines); ``manifest.csv`` rebuilt from it at the end."""
+
+    def __init__(self, directory: Path):
+        self.jsonl, self.csv = directory / "manifest.jsonl", directory / "manifest.csv"
+        directory.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.jsonl, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+
+    def append(self, rows: list[dict]) -> None:
+        os.write(self._fd, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode())
+
+    def close(self) -> None:
+        os.close(self._fd)
+        atomic_write(self.csv, self._write_csv)
+
+    def _write_csv(self, fp) -> None:
+        import io
+
+        text = io.TextIOWrapper(fp, encoding="utf-8", newline="")
+        writer = csv.DictWriter(text, MANIFEST_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        for row in read_manifest(self.jsonl):
+            writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in row.items()})
+        text.flush()
+        text.detach()
+
+
+def read_manifest(path: Path):
+    """The rows of a manifest.jsonl, skipping a line cut short by a kill."""
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue
+
+
+def explain_folder(
+    inputs: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    model: Any = DEFAULT_MODEL,
+    method: str | Sequence[str] = "gradcam",
+    layer: Any = None,
+    target: Any = None,
+    top_k: int | None = None,
+    weights: Any = None,
+    device: Any = None,
+    normalize: str = "minmax",
+    colormap: str = "jet",
+    alpha: float = 0.5,
+    batch_size: int = 16,
+    workers: int = 0,
+    save: Sequence[str] = ("overlay",),
+    save_maps: bool = False,
+    manifest: bool = True,
+    resume: bool = False,
+    progress_bar: bool | None = None,
+    on_result: Callable[[str, list[Explanation], list[Path]], None] | None = None,
+    on_error: Callable[[str, str], None] | None = None,
+    **options: Any,
+) -> FolderSummary:
+    """Explain every image of ``inputs`` (files, folders, glob patterns) and write the pictures in ``save``
+    (overlay, heatmap, grayscale, figure) to ``out``; ``save_maps`` also writes the raw maps as .npy.
+
+    Images are decoded and preprocessed by ``workers`` background processes, explained ``batch_size``
+    at a time, and written by a thread behind the model. Memory stays flat in the number of images.
+    A bad image gets a manifest row with status "error" and the job goes on; with ``resume`` the
+    images already done with the same settings are skipped. ``progress_bar=None`` shows one on a terminal.
+    """
+    unknown = set(save) - set(PICTURES)
+    if unknown:
+        raise OptionError(f"save: unknown picture {sorted(unknown)[0]!r}; choose from {', '.join(PICTURES)}")
+    if batch_size < 1 or workers < 0:
+        raise OptionError(f"batch_size must be >= 1 and workers >= 0, got {batch_size} and {workers}")
+    methods = [method] if isinstance(method, str) else list(method)
+    unused = set(options) - set().union(*(method_options(m) for m in methods))
+    if unused:
+        raise OptionError(f"option {sorted(unused)[0]!r} is not taken by {', '.join(methods)}")
+    explainers = [Explainer(model, method=m, layer=layer, weights=weights, device=device, normalize=normalize,
+                            colormap=colormap, alpha=alpha,
+                            **{k: v for k, v in options.items() if k in method_options(m)})
+                  for m in methods]
+    out = Path(out)
+    files = find_images(inputs)
+    if not files:
+        raise OptionError(f"no image files in {', '.join(map(str, inputs))} "
+                          f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    settings = _settings_key(explainers[0].bundle.name, weights, methods, layer, target, top_k, normalize,
+                             colormap, alpha, sorted(save), save_maps, options)
+    done_before = _done(out / "manifest.jsonl", settings, methods) if resume else set()
+    stems = unique_stems(files)
+    todo = [f for f in files if f not in done_before]
+    summary = FolderSummary(total=len(files), skipped=len(files) - len(todo))
+    book = Manifest(out) if manifest else None
+    summary.manifest = book.jsonl if book else None
+    bar = tqdm(total=len(todo), unit="img", desc="explain", disable=None if progress_bar is None else not progress_bar,
+               dynamic_ncols=True)
+    start = time.perf_counter()
+
+    def report_error(path: str, error: tuple[str, str]) -> None:
+        message, detail = error
+        summary.failed += 1
+        if len(summary.errors) < 20:
+            summary.errors.append(message)
+        if book:
+            book.append([{"path": path, "status": "error", "error": message, "model": explainers[0].bundle.name,
+                          "method": ",".join(methods), "settings": settings}])
+        if on_error:
+            on_error(message, detail)
+        bar.update(1)
+
+    def write(item) -> None:
+        outs, paths, arrays = item
+        pictures = [Image.fromarray(a) for a in arrays]
+        names = [stems[p] for p in paths]
+        per_method = [ex.explanations(o, pictures, names) for ex, o in zip(explainers, outs)]
+        per_image = len(per_method[0]) // len(paths)
+        for i, path in enumerate(paths):
+            rows, written = [], []
+            for j in range(i * per_image, (i + 1) * per_image):
+                results = [found[j] for found in per_method]
+                for result in results:
+                    files_written = _save(result, out, save, save_maps)
+                    written += files_written.values()
+                    rows.append(_row(path, result, files_written, settings))
+                if len(results) > 1:
+                    stem = names[i] + (f"_top{results[0].rank}" if results[0].rank else "")
+                    figure = save_png(compare_methods(results), out / f"{stem}_methods.png")
+                    written.append(figure)
+                    rows[-1]["files"]["methods"] = str(figure)
+                if on_result:
+                    on_result(path, results, written)
+            if book:
+                book.append(rows)
+            summary.done += 1
+            bar.update(1)
+
+    writer = _Writer(write)
+    loader = torch.utils.data.DataLoader(_Images(todo, explainers[0].bundle.preprocess), batch_size=batch_size,
+                                         num_workers=workers, collate_fn=_as_list)
+    try:
+        for batch in loader:
+            good = [(todo[i], x, a) for i, x, a, error in batch if error is None]
+            for i, _, _, error in batch:
+                if error is not None:
+                    writer.put(lambda p=todo[i], e=error: report_error(p, e))
+            if good:
+                x = torch.stack([x for _, x, _ in good])
+                outs = [explainer.run(x, target, top_k=top_k) for explainer in explainers]
+                writer.put(lambda item=(outs, [p for p, _, _ in good], [a for _, _, a in good]): write(item))
+        writer.close()
+    finally:
+        writer.stop()
+        bar.close()
+        if book:
+            book.close()
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+class _Writer:
+    """Runs jobs in order on one thread behind the model; at most two batches wait, so memory stays flat.
+    An exception in a job is raised again by :meth:`close`."""
+
+    def __init__(self, job_runner: Callable):
+        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            if self._error is None:
+                try:
+                    job()
+                except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+                    self._error = exc
+
+    def put(self, job: Callable[[], None]) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(job)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+
+def _save(result: Explanation, out: Path, save: Sequence[str], save_maps: bool) -> dict[str, str]:
+    stem = result.stem + (f"_top{result.rank}" if result.rank else "")
+    prefix = stem if result.method == "gradcam" else f"{stem}_{result.method}"
+    render = {"overlay": result.overlay, "heatmap": result.colored, "grayscale": result.grayscale,
+              "figure": result.figure}
+    names = {"overlay": f"{prefix}_overlay.png", "heatmap": f"{prefix}_heatmap.png",
+             "grayscale": f"{prefix}_grayscale.png", "figure": f"{stem}_{result.method}.png"}
+    written = {kind: str(save_png(render[kind](), out / names[kind])) for kind in PICTURES if kind in save}
+    if save_maps:
+        raws = result.extra["raw"]
+        array = raws[0].numpy() if len(raws) == 1 else np.stack([r.numpy() for r in raws])
+        written["maps"] = str(save_array(array.astype(np.float32), out / f"{prefix}_raw.npy"))
+    return written
+
+
+def _row(path: str, result: Explanation, files: dict, settings: str) -> dict:
+    return {"path": path, "status": "ok", "error": "", "model": result.model, "method": result.method,
+            "layer": result.layer, "rank": result.rank or 1, "class_index": result.class_index,
+            "label": result.label, "probability": round(result.probability, 6), "top5": result.extra["top5"],
+            "files": files, "settings": settings}
+
+
+def _settings_key(*settings) -> str:
+    text = json.dumps([str(s) if not isinstance(s, (int, float, str, bool, type(None), list)) else s
+                       for s in settings], sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def _done(jsonl: Path, settings: str, methods: Sequence[str]) -> set[str]:
+    """Paths with an "ok" row for every method under the same settings."""
+    ok: dict[str, set] = {}
+    for row in read_manifest(jsonl):
+        if row.get("settings") == settings and row.get("status") == "ok":
+            ok.setdefault(row["path"], set()).add(row.get("method"))
+    return {path for path, found in ok.items() if found >= set(methods)}
