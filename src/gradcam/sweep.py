@@ -29,6 +29,7 @@ class Sweep:
     """One image explained at several layers (same class, same forward pass)."""
 
     image: Image.Image
+    class_index: int
     label: str
     probability: float
     method: str
@@ -84,4 +85,4 @@ def sweep(
             for name, raw in zip(names, raws)]
     index = int(out.targets[0])
     label = bundle.labels[index] if bundle.labels and index >= 0 else f"class {index}"
-    return Sweep(picture, label, float(out.probabilities[0]), method, maps, colormap, alpha, image_stem(image))
+    return Sweep(picture, index, label, float(out.probabilities[0]), method, maps, colormap, alpha, image_stem(image))
