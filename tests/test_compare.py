@@ -10,9 +10,9 @@ from PIL import Image
 
 import gradcam
 from gradcam.cli import main
-from gradcam.compare import compare
+from gradcam.comparison import compare
 from gradcam.layers import stage_layers
-from gradcam.sweep import sweep
+from gradcam.layer_sweep import sweep
 
 from conftest import seeded_model
 
@@ -28,6 +28,7 @@ def photos(tmp_path_factory):
 
 
 def test_compare_two_models_and_skip_one_that_cannot_load(tmp_path, photos):
+    assert gradcam.compare is compare and gradcam.sweep is sweep  # the library's names
     result = compare(photos, ["efficientnet_lite0", "resnet18:random", "resnet18=missing.pth"])
     assert result.models == ["efficientnet_lite0", "resnet18:random"]
     assert len(result.skipped) == 1 and "missing.pth" in result.skipped[0][1]

@@ -72,7 +72,8 @@ def test_overlay_half():
     image = Image.new("RGB", (2, 1), (100, 0, 200))
     out = overlay(image, np.array([[0.0, 1.0]]), colormap="gray", alpha=0.5)
     assert out.getpixel((0, 0)) == (50, 0, 100)
-    assert out.getpixel((1, 0)) == (178, 128, 228)
+    # (1 - a)·image + a·colour = (177.5, 127.5, 227.5), rounded by Pillow's blend to within one level
+    assert all(abs(got - want) <= 0.5 for got, want in zip(out.getpixel((1, 0)), (177.5, 127.5, 227.5)))
 
 
 def test_overlay_shape_mismatch():

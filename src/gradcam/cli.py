@@ -11,7 +11,7 @@ from typing import Sequence
 from tqdm.auto import tqdm
 
 from . import __version__
-from .compare import compare
+from .comparison import compare
 from .errors import GradCAMError, OptionError
 from .folder import PICTURES, explain_folder
 from .functional import NORMALIZATIONS
@@ -19,7 +19,7 @@ from .layers import auto_layer, candidate_layers
 from .methods import describe_methods, list_methods, method_options
 from .models import list_models, load_model
 from .pipeline import DEFAULT_MODEL
-from .sweep import sweep
+from .layer_sweep import sweep
 
 EXAMPLES = """examples:
   gradcam explain cat.jpg                         # bundled EfficientNet-Lite0, predicted class

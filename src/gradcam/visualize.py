@@ -61,10 +61,7 @@ def overlay(
             f"heatmap shape {hm.shape[:2]} does not match image shape {(h, w)} (H, W); "
             "resize the heatmap to the image first"
         )
-    base = np.asarray(image.convert("RGB"), dtype=np.float64)
-    colour = np.asarray(colorize(hm, colormap), dtype=np.float64)
-    out = (1.0 - alpha) * base + alpha * colour
-    return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8))
+    return Image.blend(image.convert("RGB"), colorize(hm, colormap), alpha)
 
 
 def figure(
@@ -143,7 +140,7 @@ def _render(fig: Figure) -> Image.Image:
 
 
 def _heatmap(heatmap: np.ndarray) -> np.ndarray:
-    hm = np.asarray(heatmap, dtype=np.float64)
+    hm = np.asarray(heatmap, dtype=np.float32)
     if not (hm.ndim == 2 or (hm.ndim == 3 and hm.shape[2] == 3)) or hm.size == 0:
         raise VisualizeError(f"heatmap must be a non-empty (H, W) or (H, W, 3) array, got shape {hm.shape}")
     return np.clip(np.nan_to_num(hm, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
