@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 OUT    ?= demo
 
-.PHONY: demo test clean
+.PHONY: demo test serve chromium clean
 
 # The virtualenv with pip up to date.
 $(BIN)/python:
@@ -16,13 +16,23 @@ $(VENV)/.installed-%: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[$*]'
 	touch $@
 
-demo: $(VENV)/.installed-samples
+demo: $(VENV)/.installed-demo
 	$(BIN)/python examples/sample_photos.py $(OUT)/photos
 	$(BIN)/gradcam explain $(OUT)/photos --out $(OUT)/gradcam
 	@echo "Pictures written to $(OUT)/gradcam/ (open *_gradcam.png for the labelled figures)."
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test chromium
 	$(BIN)/python -m pytest -q
+
+serve: $(VENV)/.installed-demo
+	$(BIN)/gradcam serve
+
+# The browser test drives Debian's Chromium (headless); install it when it is missing.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { echo "installing chromium for the browser test"; \
+	    if [ "$$(id -u)" = 0 ]; then apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; \
+	    else sudo apt-get install -y -q chromium || { sudo apt-get update -q && sudo apt-get install -y -q chromium; }; fi; }
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache

@@ -31,6 +31,7 @@ EXAMPLES = """examples:
   gradcam layers --model resnet50                 # candidate layers, the automatic one marked
   gradcam compare cat.jpg --models resnet50,vgg19,timm/xception41
   gradcam sweep cat.jpg --every-stage
+  gradcam serve                                   # the web app on http://127.0.0.1:8000/
   gradcam models
 """
 
@@ -106,6 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--target", help="class to explain (default: the prediction)")
     sw.add_argument("--out", default="gradcam-out", type=Path)
 
+    serve = commands.add_parser("serve", help="the web app and HTTP API (needs gradcam[web])", parents=[common])
+    serve.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--model", action="append", dest="models", metavar="NAME",
+                       help=f"a model to offer (repeatable; default: {DEFAULT_MODEL})")
+    serve.add_argument("--weights", type=Path, help="local weights for the first --model")
+    serve.add_argument("--device", choices=["cpu", "cuda"])
+
     layers = commands.add_parser("layers", help="list the candidate target layers of a model", parents=[common])
     add_model_options(layers)
     commands.add_parser("models", help="list the model names", parents=[common])
@@ -156,7 +165,8 @@ def unit_float(text: str) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit status: 0 done, 1 some image failed (or an unexpected error), 2 a usage error."""
     args = build_parser().parse_args(argv)
-    command = {"explain": cmd_explain, "compare": cmd_compare, "sweep": cmd_sweep, "layers": cmd_layers,
+    command = {"explain": cmd_explain, "compare": cmd_compare, "sweep": cmd_sweep, "serve": cmd_serve,
+               "layers": cmd_layers,
                "models": cmd_models, "methods": cmd_methods}
     try:
         return command[args.command](args)
@@ -237,6 +247,19 @@ def cmd_sweep(args) -> int:
     for m in result.layers:
         print(f"  {m.name:<32} {m.size[0]}×{m.size[1]:<6} -> {written[m.name]}")
     print(f"figure: {written['figure']}")
+    return OK
+
+
+def cmd_serve(args) -> int:
+    try:
+        import uvicorn
+
+        from .web import create_app
+    except ImportError as exc:
+        raise OptionError(f"the web app needs its extra: pip install 'gradcam[web]' ({exc})") from None
+    app = create_app(args.models or [DEFAULT_MODEL], weights=args.weights and str(args.weights), device=args.device)
+    print(f"gradcam: serving on http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return OK
 
 
