@@ -32,6 +32,8 @@ EXAMPLES = """examples:
   gradcam compare cat.jpg --models resnet50,vgg19,timm/xception41
   gradcam sweep cat.jpg --every-stage
   gradcam serve                                   # the web app on http://127.0.0.1:8000/
+  gradcam make-shapes shapes/ && gradcam train shapes/ --arch small-cnn --epochs 10 --out shapes-model
+  gradcam explain shapes/circle/0000.png --checkpoint shapes-model
   gradcam models
 """
 
@@ -115,6 +117,28 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--weights", type=Path, help="local weights for the first --model")
     serve.add_argument("--device", choices=["cpu", "cuda"])
 
+    tr = commands.add_parser("train", help="train a classifier on a folder of classes", parents=[common])
+    tr.add_argument("data", metavar="DATA_DIR", help="one sub-folder of images per class")
+    tr.add_argument("--out", required=True, type=Path, help="checkpoint folder to write")
+    tr.add_argument("--arch", default="efficientnet_lite0", choices=["efficientnet_lite0", "small-cnn"])
+    tr.add_argument("--epochs", type=positive_int, default=5)
+    tr.add_argument("--image-size", type=positive_int, help="default: 224 (efficientnet_lite0), 96 (small-cnn)")
+    tr.add_argument("--val-split", type=float, default=0.2)
+    tr.add_argument("--batch-size", type=positive_int, default=32)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--device", choices=["cpu", "cuda"])
+    frozen = tr.add_mutually_exclusive_group()
+    frozen.add_argument("--freeze-backbone", dest="freeze", action="store_true", default=True,
+                        help="train the new head only (the default)")
+    frozen.add_argument("--fine-tune", dest="freeze", action="store_false", help="train every layer")
+
+    shapes = commands.add_parser("make-shapes", help="a synthetic circles-vs-squares dataset with boxes",
+                                 parents=[common])
+    shapes.add_argument("out", metavar="DIR")
+    shapes.add_argument("--n", type=positive_int, default=400)
+    shapes.add_argument("--size", type=positive_int, default=96)
+    shapes.add_argument("--seed", type=int, default=0)
+
     layers = commands.add_parser("layers", help="list the candidate target layers of a model", parents=[common])
     add_model_options(layers)
     commands.add_parser("models", help="list the model names", parents=[common])
@@ -124,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default: {DEFAULT_MODEL}); timm/<name> for timm")
+    parser.add_argument("--checkpoint", dest="model", metavar="DIR", help="a model folder written by `gradcam train`")
     parser.add_argument("--weights", type=Path, help="local weights file (.pth or .safetensors)")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
 
@@ -166,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Exit status: 0 done, 1 some image failed (or an unexpected error), 2 a usage error."""
     args = build_parser().parse_args(argv)
     command = {"explain": cmd_explain, "compare": cmd_compare, "sweep": cmd_sweep, "serve": cmd_serve,
-               "layers": cmd_layers,
+               "train": cmd_train, "make-shapes": cmd_make_shapes, "layers": cmd_layers,
                "models": cmd_models, "methods": cmd_methods}
     try:
         return command[args.command](args)
@@ -260,6 +285,25 @@ def cmd_serve(args) -> int:
     app = create_app(args.models or [DEFAULT_MODEL], weights=args.weights and str(args.weights), device=args.device)
     print(f"gradcam: serving on http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return OK
+
+
+def cmd_train(args) -> int:
+    from .train import train
+
+    metrics = train(args.data, args.out, arch=args.arch, epochs=args.epochs, image_size=args.image_size,
+                    val_split=args.val_split, freeze_backbone=args.freeze, batch_size=args.batch_size,
+                    seed=args.seed, device=args.device, log=lambda m: tqdm.write(m))
+    print(f"saved {args.out} (train accuracy {metrics['train_accuracy']:.3f}, "
+          f"val accuracy {metrics['val_accuracy']:.3f}); explain with: gradcam explain IMAGE --checkpoint {args.out}")
+    return OK
+
+
+def cmd_make_shapes(args) -> int:
+    from .shapes import make_shapes
+
+    root = make_shapes(args.out, n=args.n, size=args.size, seed=args.seed)
+    print(f"{args.n} images in {root}/circle and {root}/square, boxes in {root}/boxes.json")
     return OK
 
 

@@ -26,6 +26,10 @@ class ModelError(GradCAMError, ValueError):
     """A model or its weights could not be loaded (names the model or the file)."""
 
 
+class DataError(GradCAMError, ValueError):
+    """A training folder or checkpoint that cannot be used (names the folder and what is wrong)."""
+
+
 class OptionError(GradCAMError, ValueError):
     """An option has a value that is not allowed (names the option and the valid values)."""
 

@@ -62,9 +62,13 @@ def load_model(
     """Build ``name`` with its ImageNet weights, a local weights file (``weights=PATH``) or random
     weights (``pretrained=False``) and return it in eval mode with its preprocessing and labels.
 
-    ``name``: 'efficientnet_lite0' (bundled, no download), a torchvision classifier ('resnet50') or
-    'timm/<name>'. A local file whose classifier has N outputs gives an N-class model (labels None).
+    ``name``: 'efficientnet_lite0' (bundled, no download), a torchvision classifier ('resnet50'),
+    'timm/<name>', or the folder of a model trained by ``gradcam train``. A local file whose classifier has N outputs gives an N-class model (labels None).
     """
+    from .train import is_checkpoint, load_checkpoint
+
+    if weights is None and is_checkpoint(name):  # a folder written by `gradcam train`
+        return load_checkpoint(name, device=device)
     name = str(name).strip()
     if weights is not None and not Path(weights).is_file():
         raise ModelError(f"weights file not found: {weights}")
