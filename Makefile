@@ -18,7 +18,7 @@ $(VENV)/.installed-%: pyproject.toml | $(BIN)/python
 
 demo: $(VENV)/.installed-demo
 	$(BIN)/python examples/sample_photos.py $(OUT)/photos
-	$(BIN)/gradcam explain $(OUT)/photos --out $(OUT)/gradcam
+	$(BIN)/gradcam explain $(OUT)/photos --out $(OUT)/gradcam --save all
 	@echo "Pictures written to $(OUT)/gradcam/ (open *_gradcam.png for the labelled figures)."
 
 test: $(VENV)/.installed-test chromium
