@@ -158,3 +158,11 @@ def test_cli_folder_defaults_to_overlays_and_a_manifest(tmp_path, capsys):
                                                      "manifest.jsonl"]
     status = main(["explain", str(folder), "--out", str(out), "--resume", "--quiet"])
     assert status == 1 and "2 already done" in capsys.readouterr().err
+
+
+def test_output_names_never_collide():
+    from gradcam.folder import unique_stems
+
+    stems = unique_stems(["a/cat.jpg", "b/cat.png", "c/cat-2.jpg", "d/Cat.jpg"])
+    assert len({s.casefold() for s in stems.values()}) == 4
+    assert stems["a/cat.jpg"] == "cat"

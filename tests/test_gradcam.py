@@ -307,3 +307,25 @@ def test_bad_input_shape_and_normalize(two_stage):
         gradcam.GradCAM(two_stage)(torch.randn(3, 16, 16))
     with pytest.raises(GradCAMError, match="normalize"):
         gradcam.GradCAM(two_stage, normalize="zscore")
+
+
+def test_target_layers_on_parallel_branches_of_a_frozen_model():
+    class Branches(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem, self.a, self.b = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+            self.fc = nn.Linear(8, 2)
+
+        def forward(self, x):
+            h = torch.relu(self.stem(x))
+            return self.fc(torch.cat([self.a(h), self.b(h)], 1).mean((2, 3)))
+
+    torch.manual_seed(0)
+    model = Branches().eval()
+    x = torch.randn(2, 3, 8, 8)
+    trainable = gradcam.GradCAM(model, ["a", "b"])(x, normalize="none")
+    model.requires_grad_(False)
+    frozen = gradcam.GradCAM(model, ["a", "b"])(x, normalize="none")
+    for t, f in zip(trainable.raw, frozen.raw):
+        assert torch.allclose(t, f)
+    assert not any(p.requires_grad for p in model.parameters())

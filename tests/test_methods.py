@@ -239,7 +239,7 @@ def test_ablationcam_runs_only_the_layers_after_the_target(two_stage):
     for h in hooks:
         h.remove()
     assert calls["stem"] == 1  # the main pass only
-    assert calls["head"] == 1 + 2 * 2  # main pass + 2 samples × ceil(6 channels / 4)
+    assert calls["head"] == 1 + 1 + 2 * 2  # main pass, the suffix's self-check, 2 samples × ceil(6 / 4)
 
 
 class Untraceable(TwoStageCNN):
@@ -424,3 +424,35 @@ def test_methods_with_a_bundle_and_class_names():
         warnings.simplefilter("error")
         out = gradcam.create_method("gradcam++", bundle)(x, targets="tiger cat")
     assert out.targets.tolist() == [bundle.labels.index("tiger cat")]
+
+
+class CoordNet(nn.Module):
+    """A tensor built from the input's shape (not batch-first) is used after the target layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.layer, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.Linear(8, 3)
+
+    def forward(self, x):
+        ramp = torch.linspace(0, 1, x.shape[-1])
+        return self.fc((self.layer(torch.relu(self.conv(x))) * ramp).mean((2, 3)))
+
+
+@pytest.mark.filterwarnings("ignore:ablationcam")  # batch 8 = the ramp's length: the self-check falls back
+@pytest.mark.parametrize("batch", [1, 2, 8])
+def test_ablationcam_traced_suffix_equals_the_whole_model(batch):
+    torch.manual_seed(0)
+    model = CoordNet().eval()
+    x = torch.randn(batch, 3, 8, 8)
+    traced = gradcam.create_method("ablationcam", model, "layer")(x, normalize="none")
+    whole = gradcam.create_method("ablationcam", model, "layer")
+    whole._suffix = False  # the fallback: every ablated copy runs the whole network
+    assert torch.allclose(traced.raw, whole(x, normalize="none").raw, atol=1e-5)
+
+
+def test_two_dimensional_targets_are_checked(two_stage):
+    x = torch.randn(1, 3, 16, 16)
+    with pytest.raises(TargetError, match="integers in \\[0, 4\\)"):
+        gradcam.GradCAM(two_stage, "features")(x, targets=torch.tensor([[0, 7]]))
+    with pytest.raises(TargetError, match="integers"):
+        gradcam.GradCAM(two_stage, "features")(x, targets=torch.tensor([[0.0, 1.0]]))

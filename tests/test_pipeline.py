@@ -185,3 +185,12 @@ def test_guided_and_option_methods_through_explain(tmp_path, chelsea):
     assert fast.class_index in CAT_CLASSES and fast.heatmap.shape == (chelsea.height, chelsea.width)
     with pytest.raises(TypeError, match="max_channels"):
         gradcam.explain(chelsea, method="gradcam", max_channels=4)
+
+
+def test_explainer_runs_a_given_model_where_it_is(monkeypatch):
+    """A module already on a device is explained there, even when CUDA is available elsewhere."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    bundle = ModelBundle(Brightness(), Preprocess(32, (0, 0, 0), (1, 1, 1)), ["bright", "dark"], "brightness")
+    explainer = gradcam.Explainer(bundle, layer="features")
+    assert explainer.device == torch.device("cpu")
+    assert explainer.explain([Image.new("RGB", (40, 30), (255, 255, 255))])[0].label == "bright"

@@ -228,3 +228,16 @@ def test_load_200_requests_from_8_clients(server):
         t.join()
     assert len(done) == 200 and not failures, failures[:3]
     assert rss_mib(process.pid) < after_20["rss"] * 1.10 + 30  # no growth beyond a small margin
+
+
+def test_uploads_need_a_length_and_targets_are_ascii_integers(client, cat):
+    def chunks():
+        yield b"--x\r\n"
+
+    response = client.post("/api/explain", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
+    assert response.status_code == 411
+    response = explain(client, cat, target="²")  # not an ASCII integer: a class name, and no such class
+    assert response.status_code == 422 and "unknown class name" in response.json()["detail"]
+    response = explain(client, cat, layer="nope")
+    assert response.status_code == 422
+    assert not [k for k in client.app.state.service._explainers if k[2] == "nope"]  # nothing cached

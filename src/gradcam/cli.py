@@ -19,6 +19,7 @@ from .layers import auto_layer, candidate_layers
 from .methods import describe_methods, list_methods, method_options
 from .models import list_models, load_model
 from .pipeline import DEFAULT_MODEL
+from .targets import class_spec
 from .layer_sweep import sweep
 
 EXAMPLES = """examples:
@@ -160,10 +161,6 @@ def comma_list(text: str) -> list[str]:
     return items
 
 
-def class_spec(text: str | None):
-    return int(text) if text and text.lstrip("-").isdigit() else text
-
-
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -213,7 +210,7 @@ def fail(exc: BaseException | str, debug: bool, status: int, kind: str = "") -> 
 
 
 def cmd_explain(args) -> int:
-    layer = args.layer.split(",") if args.layer and "," in args.layer else args.layer
+    layer = [s.strip() for s in args.layer.split(",") if s.strip()] if args.layer and "," in args.layer else args.layer
     target = class_spec(args.target)
     methods = list_methods() if args.method == "all" else [args.method]
     options = {"smooth": args.smooth, "noise": args.noise, "augment": args.augment,

@@ -62,12 +62,17 @@ def find_images(inputs: Sequence[str | os.PathLike]) -> list[str]:
 
 
 def unique_stems(files: Sequence[str]) -> dict[str, str]:
-    """Output stems; a stem seen twice gets a number so no file overwrites another."""
-    stems, seen = {}, {}
+    """Output stems, one per file and never the same twice (compared case-folded, for case-insensitive
+    file systems): a stem already taken gets -2, -3, … until it is free."""
+    stems, taken = {}, set()
     for path in files:
-        stem = image_stem(path)
-        seen[stem] = seen.get(stem, 0) + 1
-        stems[path] = stem if seen[stem] == 1 else f"{stem}-{seen[stem]}"
+        base = stem = image_stem(path)
+        number = 1
+        while stem.casefold() in taken:
+            number += 1
+            stem = f"{base}-{number}"
+        taken.add(stem.casefold())
+        stems[path] = stem
     return stems
 
 
@@ -98,10 +103,11 @@ class Manifest:
     """``manifest.jsonl``, one JSON object per line, appended whole with one write (a killed job leaves
     complete lines); ``manifest.csv`` rebuilt from it at the end."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, resume: bool):
         self.jsonl, self.csv = directory / "manifest.jsonl", directory / "manifest.csv"
         directory.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.jsonl, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+        fresh = 0 if resume else os.O_TRUNC  # a new job starts a new manifest: no stale rows to trust
+        self._fd = os.open(self.jsonl, os.O_WRONLY | os.O_CREAT | os.O_APPEND | fresh, 0o666)
 
     def append(self, rows: list[dict]) -> None:
         os.write(self._fd, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode())
@@ -186,12 +192,13 @@ def explain_folder(
         raise OptionError(f"no image files in {', '.join(map(str, inputs))} "
                           f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     settings = _settings_key(explainers[0].bundle.name, weights, methods, layer, target, top_k, normalize,
-                             colormap, alpha, sorted(save), save_maps, options)
+                             colormap, alpha, sorted(save), save_maps,
+                             {k: v for k, v in options.items() if k != "progress"})
     done_before = _done(out / "manifest.jsonl", settings, methods) if resume else set()
     stems = unique_stems(files)
     todo = [f for f in files if f not in done_before]
     summary = FolderSummary(total=len(files), skipped=len(files) - len(todo))
-    book = Manifest(out) if manifest else None
+    book = Manifest(out, resume) if manifest else None
     summary.manifest = book.jsonl if book else None
     bar = tqdm(total=len(todo), unit="img", desc="explain", disable=None if progress_bar is None else not progress_bar,
                dynamic_ncols=True)

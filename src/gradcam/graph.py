@@ -65,6 +65,7 @@ class LayerSuffix:
         """The model's output on ``x``; remembers the values the suffix needs."""
         keep = self.needed
         saved = self.saved = {}
+        self.batch = x.shape[0]
 
         class Recorder(fx.Interpreter):
             def run_node(self, node):
@@ -88,4 +89,11 @@ class LayerSuffix:
         raise RuntimeError("the traced graph has no output node")
 
     def _select(self, node: fx.Node, value: Any, rows: torch.Tensor) -> Any:
-        return value[rows] if node in self.batched and isinstance(value, torch.Tensor) else value
+        """Per-sample values are taken for each copy: those computed from the input with the batch as
+        their first dimension (the caller checks the result against the full pass)."""
+        per_sample = (node in self.batched and isinstance(value, torch.Tensor) and value.dim() > 0
+                      and value.shape[0] == self.batch)
+        return value[rows] if per_sample else value
+
+    def clear(self) -> None:
+        self.saved = {}

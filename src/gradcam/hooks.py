@@ -53,7 +53,9 @@ class ActivationCapture:
                 raise LayerError(
                     f"layer {name!r} returns {type(output).__name__}, not a tensor; choose another layer"
                 )
-            if self.record_graph and not torch.is_grad_enabled():
+            if self.record_graph and not output.requires_grad:
+                # the first target layer (the part before it ran without a graph), or one on a branch
+                # that no earlier target layer feeds: its output becomes a leaf of the graph
                 torch.set_grad_enabled(True)
                 output = output.detach().requires_grad_(True)
             self.activations[index] = output

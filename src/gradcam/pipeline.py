@@ -112,7 +112,7 @@ class Explainer:
         """``options`` go to the method (e.g. ``smooth=8``, ``augment=True``, Score-CAM's ``max_channels``)."""
         Fn.check_normalize(normalize)
         visualize.get_colormap(colormap)
-        self.device = torch.device(device) if device else _default_device()
+        self.device = torch.device(device) if device else _model_device(model) or _default_device()
         self.bundle = _bundle(model, weights, str(self.device))
         self.method = method
         self.cam = create_method(method, self.bundle.module, layer, labels=self.bundle.labels, **options)
@@ -198,6 +198,15 @@ def explain(
         normalize=normalize, colormap=colormap, alpha=alpha, **options,
     )
     return explainer.explain([image], target)[0]
+
+
+def _model_device(model: Any) -> torch.device | None:
+    """Where a given module (or bundle) already is; None for a model still to be loaded by name."""
+    module = model.module if isinstance(model, ModelBundle) else model
+    if isinstance(module, nn.Module):
+        param = next(module.parameters(), None)
+        return param.device if param is not None else torch.device("cpu")
+    return None
 
 
 def _default_device() -> torch.device:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable, Sequence, Union
 
 import torch
@@ -9,6 +10,13 @@ import torch
 from .errors import TargetError, suggest
 
 TargetSpec = Union[None, int, str, Sequence[Union[int, str]], torch.Tensor, Callable[[Any], torch.Tensor]]
+
+
+def class_spec(text: str | None) -> int | str | None:
+    """A class given as text: an ASCII integer becomes an index, anything else stays a name."""
+    if text is None or not text.strip():
+        return None
+    return int(text) if re.fullmatch(r"\s*-?[0-9]+\s*", text) else text.strip()
 
 
 def extract_logits(output: Any) -> torch.Tensor:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .. import functional as Fn
-from ..errors import LayerError, ModelError, OptionError
+from ..errors import LayerError, ModelError, OptionError, TargetError
 from ..hooks import ActivationCapture
 from ..layers import LayerSpec, resolve_layers
 from ..targets import TargetSpec, custom_scores, extract_logits, resolve_classes
@@ -183,6 +183,9 @@ class CAMMethod:
         elif isinstance(targets, torch.Tensor) and targets.dim() == 2:  # k given classes per sample
             if targets.shape[0] != x.shape[0]:
                 raise OptionError(f"got targets of shape {tuple(targets.shape)} for a batch of {x.shape[0]}")
+            if targets.is_floating_point() or ((targets < 0) | (targets >= logits.shape[-1])).any():
+                raise TargetError(f"class indices must be integers in [0, {logits.shape[-1]}), "
+                                  f"got {targets.tolist()}")
             classes = targets.to(device=logits.device, dtype=torch.long)
         else:
             classes = resolve_classes(targets, logits, self.labels)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -24,10 +25,11 @@ from PIL import Image
 from .. import __version__
 from ..errors import GradCAMError, ImageError
 from ..io import load_image
-from ..layers import auto_layer, candidate_layers
+from ..layers import auto_layer, candidate_layers, resolve_layers
 from ..methods import describe_methods, list_methods, method_options
 from ..models import BUNDLED, ModelBundle, load_model
 from ..pipeline import Explainer
+from ..targets import class_spec
 
 STATIC = Path(__file__).with_name("static")
 COLORMAPS = ("jet", "turbo", "viridis", "inferno", "magma", "plasma", "hot", "gray")
@@ -40,7 +42,8 @@ class Service:
 
     def __init__(self, models: list[str], weights: str | None = None, device: str | None = None):
         self.names = list(dict.fromkeys(models)) or [BUNDLED]
-        self.weights, self.device = weights, device
+        self.weights = weights
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self._bundles: dict[str, ModelBundle] = {}
         self._explainers: dict[tuple, Explainer] = {}
         self._locks = {name: threading.Lock() for name in self.names}
@@ -62,6 +65,8 @@ class Service:
         """One per (model, method, layer); use it under the model's lock."""
         key = (name, method, layer)
         if key not in self._explainers:
+            if layer is not None:
+                resolve_layers(self.bundle(name).module, layer.split(",") if "," in layer else layer)
             options = {"max_channels": 256} if "max_channels" in method_options(method) else {}
             self._explainers[key] = Explainer(self.bundle(name), method=method, layer=layer, device=self.device,
                                               **options)
@@ -90,7 +95,10 @@ def create_app(models: list[str] | None = None, weights: str | None = None, devi
     @app.middleware("http")
     async def limit_upload(request: Request, call_next):
         length = request.headers.get("content-length")
-        if request.method == "POST" and length and length.isdigit() and int(length) > max_upload + 64 * 1024:
+        if request.method == "POST" and not (length and length.isascii() and length.isdigit()):
+            return JSONResponse({"detail": "a Content-Length header is required (no chunked uploads)"},
+                                status_code=411)
+        if request.method == "POST" and int(length) > max_upload + 64 * 1024:
             return JSONResponse({"detail": f"upload too large: {int(length)} bytes; the limit is {max_upload}"},
                                 status_code=413)
         return await call_next(request)
@@ -160,7 +168,7 @@ def create_app(models: list[str] | None = None, weights: str | None = None, devi
             raise HTTPException(413, f"upload too large; the limit is {max_upload} bytes")
         picture = load_image(data, max_pixels=MAX_PIXELS)
         decoded = time.perf_counter()
-        spec: Any = int(target) if target and target.strip().lstrip("-").isdigit() else (target or None)
+        spec: Any = class_spec(target)
         if normalize not in ("minmax", "max", "none"):
             raise HTTPException(422, f"unknown normalize {normalize!r}; choose one of: minmax, max, none")
         with service.lock(name):
