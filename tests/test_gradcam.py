@@ -8,7 +8,7 @@ from torch import nn
 import gradcam
 from gradcam.errors import GradCAMError, LayerError, TargetError
 
-from conftest import TinyCNN, TwoStageCNN, seeded_model, spread_init
+from conftest import TwoStageCNN, seeded_model, spread_init
 
 
 def no_hooks(model: nn.Module) -> bool:

@@ -14,7 +14,6 @@ Where a reference departs from the paper we follow the paper, and compare on the
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import gradcam

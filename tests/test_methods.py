@@ -13,7 +13,7 @@ import gradcam
 from gradcam.errors import LayerError, OptionError, TargetError
 from gradcam.methods import ScoreCAM, get_method
 
-from conftest import TinyCNN, TwoStageCNN, spread_init
+from conftest import TwoStageCNN, spread_init
 
 ALL = ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "scorecam", "ablationcam",
        "eigencam", "cam", "guided-backprop", "guided-gradcam"]

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -306,7 +306,7 @@ def cmd_make_shapes(args) -> int:
 
 def cmd_layers(args) -> int:
     bundle = load_model(args.model, args.weights, device=args.device)
-    x = bundle.preprocess.batch([load_blank(bundle.preprocess.size)]).to(next(bundle.module.parameters()).device)
+    x = bundle.probe()
     chosen = auto_layer(bundle.module, x)
     print(f"{'layer':<40} {'output shape (C, h, w)':<24} note")
     for info in candidate_layers(bundle.module, x):
@@ -315,12 +315,6 @@ def cmd_layers(args) -> int:
         notes += [f"runs {info.calls}x"] if info.calls > 1 else []
         print(f"{info.name:<40} {str(info.shape[1:]):<24} {' '.join(notes)}")
     return OK
-
-
-def load_blank(size: int):
-    from PIL import Image
-
-    return Image.new("RGB", (size, size), (128, 128, 128))
 
 
 def cmd_models(args) -> int:

@@ -231,8 +231,7 @@ def explain_folder(
                     written += files_written.values()
                     rows.append(_row(path, result, files_written, settings))
                 if len(results) > 1:
-                    stem = names[i] + (f"_top{results[0].rank}" if results[0].rank else "")
-                    figure = save_png(compare_methods(results), out / f"{stem}_methods.png")
+                    figure = save_png(compare_methods(results), out / f"{results[0].ranked_stem}_methods.png")
                     written.append(figure)
                     rows[-1]["files"]["methods"] = str(figure)
                 if on_result:
@@ -304,17 +303,11 @@ class _Writer:
 
 
 def _save(result: Explanation, out: Path, save: Sequence[str], save_maps: bool) -> dict[str, str]:
-    stem = result.stem + (f"_top{result.rank}" if result.rank else "")
-    prefix = stem if result.method == "gradcam" else f"{stem}_{result.method}"
-    render = {"overlay": result.overlay, "heatmap": result.colored, "grayscale": result.grayscale,
-              "figure": result.figure}
-    names = {"overlay": f"{prefix}_overlay.png", "heatmap": f"{prefix}_heatmap.png",
-             "grayscale": f"{prefix}_grayscale.png", "figure": f"{stem}_{result.method}.png"}
-    written = {kind: str(save_png(render[kind](), out / names[kind])) for kind in PICTURES if kind in save}
+    written = {kind: str(path) for kind, path in result.save(out, kinds=save).items()}
     if save_maps:
         raws = result.extra["raw"]
         array = raws[0].numpy() if len(raws) == 1 else np.stack([r.numpy() for r in raws])
-        written["maps"] = str(save_array(array.astype(np.float32), out / f"{prefix}_raw.npy"))
+        written["maps"] = str(save_array(array.astype(np.float32), out / f"{result.prefix}_raw.npy"))
     return written
 
 

@@ -33,6 +33,15 @@ class ModelBundle:
     labels: list[str] | None
     name: str
 
+    def probe(self) -> torch.Tensor:
+        """A grey image of the model's input size, preprocessed, on the model's device (for layer probes)."""
+        from PIL import Image
+
+        size = self.preprocess.size
+        x = self.preprocess.batch([Image.new("RGB", (size, size), (128, 128, 128))])
+        param = next(self.module.parameters(), None)
+        return x if param is None else x.to(param.device)
+
 
 def list_models() -> list[str]:
     """Names load_model accepts: the bundled 'efficientnet_lite0' first, then torchvision classifiers.

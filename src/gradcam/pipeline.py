@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -63,24 +64,34 @@ class Explanation:
     def figure(self) -> Image.Image:
         return visualize.figure(self.image, self.heatmap, title=self.title, colormap=self.colormap, alpha=self.alpha)
 
-    def save(self, directory: str | os.PathLike, stem: str | None = None) -> dict[str, Path]:
+    @property
+    def ranked_stem(self) -> str:
+        """``<stem>``, or ``<stem>_topR`` for the R-th class of a top-k explanation."""
+        return self.stem + (f"_top{self.rank}" if self.rank is not None else "")
+
+    @property
+    def prefix(self) -> str:
+        """Picture names start here: the ranked stem, then ``_<method>`` for methods other than Grad-CAM."""
+        return self.ranked_stem if self.method == "gradcam" else f"{self.ranked_stem}_{self.method}"
+
+    def save(self, directory: str | os.PathLike, stem: str | None = None,
+             kinds: Sequence[str] = ("grayscale", "heatmap", "overlay", "figure")) -> dict[str, Path]:
         """Write ``<stem>_grayscale.png``, ``_heatmap.png``, ``_overlay.png`` and ``_<method>.png``
-        (original | heatmap | overlay, titled), each atomically; returns kind -> path.
+        (original | heatmap | overlay, titled), or only ``kinds`` of them, each atomically; returns
+        kind -> path.
 
         Methods other than Grad-CAM name their pictures ``<stem>_<method>_grayscale.png`` etc., so
         several methods can share a folder."""
         directory = Path(directory)
-        stem = stem or self.stem
-        if self.rank is not None:
-            stem = f"{stem}_top{self.rank}"
-        prefix = stem if self.method == "gradcam" else f"{stem}_{self.method}"
+        named = self if stem is None else dataclasses.replace(self, stem=stem)
         pictures = {
-            "grayscale": (self.grayscale, f"{prefix}_grayscale.png"),
-            "heatmap": (self.colored, f"{prefix}_heatmap.png"),
-            "overlay": (self.overlay, f"{prefix}_overlay.png"),
-            "figure": (self.figure, f"{stem}_{self.method}.png"),
+            "grayscale": (self.grayscale, f"{named.prefix}_grayscale.png"),
+            "heatmap": (self.colored, f"{named.prefix}_heatmap.png"),
+            "overlay": (self.overlay, f"{named.prefix}_overlay.png"),
+            "figure": (self.figure, f"{named.ranked_stem}_{self.method}.png"),
         }
-        return {kind: save_png(render(), directory / name) for kind, (render, name) in pictures.items()}
+        return {kind: save_png(render(), directory / name)
+                for kind, (render, name) in pictures.items() if kind in kinds}
 
 
 def compare_methods(explanations: Sequence[Explanation], columns: int = 4) -> Image.Image:

@@ -74,9 +74,7 @@ class Service:
 
     def layers(self, name: str) -> tuple[str, list[dict]]:
         bundle = self.bundle(name)
-        size = bundle.preprocess.size
-        x = bundle.preprocess.batch([Image.new("RGB", (size, size), (128, 128, 128))])
-        x = x.to(next(bundle.module.parameters()).device)
+        x = bundle.probe()
         with self.lock(name):
             automatic = auto_layer(bundle.module, x)
             found = [{"name": i.name, "shape": list(i.shape[1:])} for i in candidate_layers(bundle.module, x)
