@@ -1,19 +1,23 @@
 # Two commands on a fresh machine: `make demo` and `make test`.
+# `make test` and `make demo` install the exact versions of constraints.txt (the lock), so that a new
+# release of a dependency cannot turn them red overnight; `make test-latest` tries the newest releases.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 OUT    ?= demo
+LOCK   := constraints.txt
+LATEST := .venv-latest
 
-.PHONY: demo test serve chromium clean
+.PHONY: demo test test-latest lock serve chromium clean
 
-# The virtualenv with pip up to date.
+# The virtualenv with the locked pip.
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c $(LOCK) pip
 
-# The package (editable) with an extra; redone when pyproject.toml changes.
-$(VENV)/.installed-%: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[$*]'
+# The package (editable) with an extra, at the locked versions; redone when pyproject.toml or the lock changes.
+$(VENV)/.installed-%: pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[$*]'
 	touch $@
 
 demo: $(VENV)/.installed-demo
@@ -23,6 +27,21 @@ demo: $(VENV)/.installed-demo
 
 test: $(VENV)/.installed-test chromium
 	$(BIN)/python -m pytest -q
+
+# The suite with the newest release of every dependency (not in CI): what the next lock would be.
+test-latest: chromium
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
+	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[test]'
+	$(LATEST)/bin/python -m pip freeze --all --exclude-editable | grep -v '^gradcam' > $(LATEST)/freeze.txt
+	$(LATEST)/bin/python -m pytest -q
+
+# Write the versions `make test-latest` was green with into the lock (commit it with the reason).
+lock:
+	@test -f $(LATEST)/freeze.txt || { echo "run make test-latest first (and see it pass)"; exit 1; }
+	{ sed -n '1,2p' $(LOCK); cat $(LATEST)/freeze.txt; } > $(LOCK).new && mv $(LOCK).new $(LOCK)
+	@echo "$(LOCK) updated: review git diff $(LOCK), run make test, commit"
 
 serve: $(VENV)/.installed-demo
 	$(BIN)/gradcam serve
@@ -35,4 +54,4 @@ chromium:
 	    else sudo apt-get install -y -q chromium || { sudo apt-get update -q && sudo apt-get install -y -q chromium; }; fi; }
 
 clean:
-	rm -rf $(VENV) $(OUT) .pytest_cache
+	rm -rf $(VENV) $(LATEST) $(OUT) .pytest_cache

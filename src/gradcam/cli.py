@@ -15,7 +15,7 @@ from .comparison import compare
 from .errors import GradCAMError, OptionError
 from .folder import PICTURES, explain_folder
 from .functional import NORMALIZATIONS
-from .layers import auto_layer, candidate_layers
+from .layers import auto_layer, candidate_layers, parse_layers
 from .methods import describe_methods, list_methods, method_options
 from .models import list_models, load_model
 from .pipeline import DEFAULT_MODEL
@@ -210,7 +210,7 @@ def fail(exc: BaseException | str, debug: bool, status: int, kind: str = "") -> 
 
 
 def cmd_explain(args) -> int:
-    layer = [s.strip() for s in args.layer.split(",") if s.strip()] if args.layer and "," in args.layer else args.layer
+    layer = parse_layers(args.layer)
     target = class_spec(args.target)
     methods = list_methods() if args.method == "all" else [args.method]
     options = {"smooth": args.smooth, "noise": args.noise, "augment": args.augment,

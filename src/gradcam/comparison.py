@@ -13,7 +13,8 @@ from . import visualize
 from .errors import ModelError
 from .io import image_stem, load_image, save_png
 from .models import load_model
-from .pipeline import Explainer, Explanation, _default_device
+from .device import choose_device
+from .pipeline import Explainer, Explanation
 
 
 @dataclass
@@ -68,7 +69,7 @@ def compare(
     """Explain every image with every model. A model spec is a name (``resnet50``, ``timm/<name>``),
     ``name=WEIGHTS_PATH`` or ``name:random`` (seeded random weights, to try a pipeline); a model whose
     weights cannot be had is skipped with the reason, and the others are still compared."""
-    device = device or _default_device()
+    device = choose_device(device)
     pictures = [load_image(image) for image in images]
     stems = [image_stem(image) for image in images]
     names, columns, skipped = [], [], []
@@ -96,8 +97,9 @@ def load_model_spec(spec: str, device: Any = None):
     if spec.endswith(":random"):
         import torch
 
-        torch.manual_seed(0)
-        bundle = load_model(spec[: -len(":random")], pretrained=False, device=device)
+        with torch.random.fork_rng(devices=[]):  # seeded weights, the caller's random state untouched
+            torch.manual_seed(0)
+            bundle = load_model(spec[: -len(":random")], pretrained=False, device=device)
         bundle.name = spec
         return bundle
     return load_model(spec, device=device)

@@ -14,7 +14,7 @@ from . import visualize
 from .io import image_stem, load_image, save_png
 from .layers import stage_layers
 from .methods import create_method
-from .pipeline import DEFAULT_MODEL, _bundle, _default_device
+from .pipeline import DEFAULT_MODEL, bundle_on_device
 
 
 @dataclass
@@ -72,8 +72,7 @@ def sweep(
 ) -> Sweep:
     """Explain ``image`` at ``layers`` (default: one per resolution stage) with every layer hooked at
     once: one forward pass and, for gradient methods, one backward pass for all of them."""
-    device = device or _default_device()
-    bundle = _bundle(model, weights, str(device))
+    bundle, device = bundle_on_device(model, weights, device)
     picture = load_image(image)
     x = bundle.preprocess.batch([picture]).to(device)
     names = list(layers) if layers else stage_layers(bundle.module, x)

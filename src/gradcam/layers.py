@@ -125,6 +125,17 @@ def resolve_layers(
     return resolved
 
 
+def parse_layers(text: str | None) -> str | list[str] | None:
+    """A layer option as text (CLI ``--layer``, the web form): "" -> None (automatic), "a" -> "a",
+    "a,b" -> ["a", "b"]."""
+    if text is None or not str(text).strip():
+        return None
+    names = [name.strip() for name in str(text).split(",") if name.strip()]
+    if not names:
+        raise LayerError(f"layer {text!r} names no layer")
+    return names[0] if len(names) == 1 else names
+
+
 def _get_submodule(model: nn.Module, name: str) -> nn.Module:
     try:
         module = model.get_submodule(name)

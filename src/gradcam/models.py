@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
 import os
 import socket
@@ -106,6 +107,46 @@ def load_model(
         model.to(device)
     labels = imagenet_labels() if _num_outputs(model) == 1000 else None
     return ModelBundle(module=model, preprocess=preprocess, labels=labels, name=name)
+
+
+def weights_files(name: str, weights: str | os.PathLike | None = None) -> list[Path]:
+    """The local files a model's weights come from: the weights file, or a checkpoint folder's files."""
+    if weights is not None:
+        return [Path(weights)]
+    from .train import is_checkpoint
+
+    if is_checkpoint(name):
+        return [Path(name) / "config.json", Path(name) / "model.safetensors"]
+    return []
+
+
+def weights_stamp(name: str, weights: str | os.PathLike | None = None) -> tuple:
+    """(path, size, mtime) of each local weights file: changes when a file is rewritten (cache keys)."""
+    stamps = []
+    for path in weights_files(name, weights):
+        try:
+            st = path.stat()
+            stamps.append((str(path.resolve()), st.st_size, st.st_mtime_ns))
+        except OSError:
+            stamps.append((str(path), None, None))
+    return tuple(stamps)
+
+
+def weights_digest(name: str, weights: str | os.PathLike | None = None) -> str:
+    """SHA-256 of the local weights files' contents ('' for weights by name: bundled or downloaded).
+    Resuming a folder job compares it, so retrained weights in the same place are not taken as done."""
+    files = weights_files(name, weights)
+    if not files:
+        return ""
+    digest = hashlib.sha256()
+    for path in files:
+        try:
+            with open(path, "rb") as fp:
+                for block in iter(lambda: fp.read(1 << 20), b""):
+                    digest.update(block)
+        except OSError:
+            digest.update(b"missing:" + str(path).encode())
+    return digest.hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------- bundled model

@@ -18,8 +18,10 @@ from . import functional as Fn
 from . import visualize
 from .io import image_stem, load_image, save_png
 from .methods import create_method
-from .models import ModelBundle, load_model
+from .models import ModelBundle, load_model, weights_stamp
 from .preprocess import Preprocess
+from .device import choose_device, place
+from .errors import OptionError
 
 DEFAULT_MODEL = "efficientnet_lite0"
 
@@ -123,8 +125,7 @@ class Explainer:
         """``options`` go to the method (e.g. ``smooth=8``, ``augment=True``, Score-CAM's ``max_channels``)."""
         Fn.check_normalize(normalize)
         visualize.get_colormap(colormap)
-        self.device = torch.device(device) if device else _model_device(model) or _default_device()
-        self.bundle = _bundle(model, weights, str(self.device))
+        self.bundle, self.device = bundle_on_device(model, weights, device)
         self.method = method
         self.cam = create_method(method, self.bundle.module, layer, labels=self.bundle.labels, **options)
         self.normalize, self.colormap, self.alpha = normalize, colormap, alpha
@@ -211,27 +212,26 @@ def explain(
     return explainer.explain([image], target)[0]
 
 
-def _model_device(model: Any) -> torch.device | None:
-    """Where a given module (or bundle) already is; None for a model still to be loaded by name."""
-    module = model.module if isinstance(model, ModelBundle) else model
-    if isinstance(module, nn.Module):
-        param = next(module.parameters(), None)
-        return param.device if param is not None else torch.device("cpu")
-    return None
-
-
-def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _bundle(model: Any, weights: Any, device: str) -> ModelBundle:
-    if isinstance(model, ModelBundle):
-        return model
-    if isinstance(model, nn.Module):
-        return ModelBundle(module=model, preprocess=Preprocess(), labels=None, name=type(model).__name__)
-    return _cached_bundle(str(model), None if weights is None else str(weights), device)
+def bundle_on_device(model: Any, weights: Any = None, device: Any = None) -> tuple[ModelBundle, torch.device]:
+    """A model name, bundle or module as a bundle on the device the policy chooses (:mod:`.device`):
+    a name is loaded there (cached); a given module is moved when ``device`` names another place."""
+    if isinstance(model, (ModelBundle, nn.Module)):
+        if weights is not None:
+            raise OptionError("weights= is for a model given by name; load them into your module with "
+                              "module.load_state_dict(...) first")
+        bundle = model if isinstance(model, ModelBundle) else ModelBundle(
+            module=model, preprocess=Preprocess(), labels=None, name=type(model).__name__)
+        _, chosen = place(bundle.module, device)
+        return bundle, chosen
+    if not isinstance(model, (str, os.PathLike)):
+        raise OptionError(f"model must be a name, a ModelBundle or a torch.nn.Module, got {type(model).__name__}")
+    chosen = choose_device(device)
+    name, weights = os.fspath(model), None if weights is None else os.fspath(weights)
+    return _cached_bundle(name, weights, str(chosen), weights_stamp(name, weights)), chosen
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_bundle(name: str, weights: str | None, device: str) -> ModelBundle:
+def _cached_bundle(name: str, weights: str | None, device: str, stamp: tuple) -> ModelBundle:
+    """Models loaded by name, kept per (name, weights, device) and the weights files' size and time,
+    so that weights rewritten in place (a retrained checkpoint) are loaded again."""
     return load_model(name, weights, device=device)

@@ -16,11 +16,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .device import choose_device
 from .errors import DataError, ImageError
 from .io import IMAGE_SUFFIXES, load_image
 from .models import ModelBundle
@@ -149,61 +149,61 @@ def train(
         raise DataError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
     if epochs < 1 or not 0 <= val_split < 1:
         raise DataError(f"epochs must be >= 1 and val_split in [0, 1), got {epochs} and {val_split}")
-    torch.manual_seed(seed)
-    random.seed(seed)
-    np.random.seed(seed)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    classes, examples = find_examples(data_dir, warn=lambda m: log(f"warning: {m}"))
-    train_set, val_set = split(examples, val_split, seed)
-    size = image_size or (224 if arch == "efficientnet_lite0" else 96)
-    config = TrainConfig(arch, tuple(classes), size)
-    if arch == "small-cnn":
-        config.mean, config.std, config.interpolation = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "bilinear"
-    preprocess = Preprocess(size, config.mean, config.std, config.interpolation)
-    model = build(config).to(device)
-    if arch == "efficientnet_lite0" and freeze_backbone:
-        for name, param in model.named_parameters():
-            param.requires_grad_(name.startswith("classifier"))
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr or (3e-3 if arch == "small-cnn" or freeze_backbone else 3e-4))
-    generator = torch.Generator().manual_seed(seed)
-    loader = torch.utils.data.DataLoader(_Dataset(train_set, preprocess, flip=True), batch_size=batch_size,
-                                         shuffle=True, generator=generator)
-    val_loader = torch.utils.data.DataLoader(_Dataset(val_set, preprocess, flip=False), batch_size=batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=optimizer.param_groups[0]["lr"],
-                                                   total_steps=epochs * len(loader))
-    loss_fn = nn.CrossEntropyLoss()
-    history = []
-    for epoch in range(1, epochs + 1):
-        model.train()
+    device = choose_device(device)
+    # Seeded, with the caller's random state left as it was (no global seeding by a library call).
+    with torch.random.fork_rng(devices=None if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        classes, examples = find_examples(data_dir, warn=lambda m: log(f"warning: {m}"))
+        train_set, val_set = split(examples, val_split, seed)
+        size = image_size or (224 if arch == "efficientnet_lite0" else 96)
+        config = TrainConfig(arch, tuple(classes), size)
+        if arch == "small-cnn":
+            config.mean, config.std, config.interpolation = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "bilinear"
+        preprocess = Preprocess(size, config.mean, config.std, config.interpolation)
+        model = build(config).to(device)
         if arch == "efficientnet_lite0" and freeze_backbone:
-            model.eval()  # frozen BatchNorm statistics too
-        seen = correct = 0
-        total_loss = 0.0
-        bar = tqdm(loader, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False,
-                   disable=None if progress is None else not progress)
-        for x, y in bar:
-            x, y = x.to(device), y.to(device)
-            logits = model(x)
-            loss = loss_fn(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            seen += len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            total_loss += float(loss.detach()) * len(y)
-            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.2f}")
-        val_acc = evaluate(model, val_loader, device) if val_set else float("nan")
-        history.append({"epoch": epoch, "loss": total_loss / seen, "train_accuracy": correct / seen,
-                        "val_accuracy": val_acc})
-        log(f"epoch {epoch}/{epochs}: loss {total_loss / seen:.3f}, train accuracy {correct / seen:.3f}, "
-            f"val accuracy {val_acc:.3f}")
-    model.eval()
-    config.metrics = {"train_images": len(train_set), "val_images": len(val_set), "history": history,
-                      "val_accuracy": history[-1]["val_accuracy"], "train_accuracy": history[-1]["train_accuracy"]}
-    save_checkpoint(model, config, out, val_files=[p for p, _ in val_set])
-    return config.metrics
+            for name, param in model.named_parameters():
+                param.requires_grad_(name.startswith("classifier"))
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=lr or (3e-3 if arch == "small-cnn" or freeze_backbone else 3e-4))
+        generator = torch.Generator().manual_seed(seed)
+        loader = torch.utils.data.DataLoader(_Dataset(train_set, preprocess, flip=True), batch_size=batch_size,
+                                             shuffle=True, generator=generator)
+        val_loader = torch.utils.data.DataLoader(_Dataset(val_set, preprocess, flip=False), batch_size=batch_size)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=optimizer.param_groups[0]["lr"],
+                                                       total_steps=epochs * len(loader))
+        loss_fn = nn.CrossEntropyLoss()
+        history = []
+        for epoch in range(1, epochs + 1):
+            model.train()
+            if arch == "efficientnet_lite0" and freeze_backbone:
+                model.eval()  # frozen BatchNorm statistics too
+            seen = correct = 0
+            total_loss = 0.0
+            bar = tqdm(loader, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False,
+                       disable=None if progress is None else not progress)
+            for x, y in bar:
+                x, y = x.to(device), y.to(device)
+                logits = model(x)
+                loss = loss_fn(logits, y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                seen += len(y)
+                correct += int((logits.argmax(1) == y).sum())
+                total_loss += float(loss.detach()) * len(y)
+                bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.2f}")
+            val_acc = evaluate(model, val_loader, device) if val_set else float("nan")
+            history.append({"epoch": epoch, "loss": total_loss / seen, "train_accuracy": correct / seen,
+                            "val_accuracy": val_acc})
+            log(f"epoch {epoch}/{epochs}: loss {total_loss / seen:.3f}, train accuracy {correct / seen:.3f}, "
+                f"val accuracy {val_acc:.3f}")
+        model.eval()
+        config.metrics = {"train_images": len(train_set), "val_images": len(val_set), "history": history,
+                          "val_accuracy": history[-1]["val_accuracy"], "train_accuracy": history[-1]["train_accuracy"]}
+        save_checkpoint(model, config, out, val_files=[p for p, _ in val_set])
+        return config.metrics
 
 
 @torch.no_grad()
@@ -223,16 +223,25 @@ def save_checkpoint(model: nn.Module, config: TrainConfig, out: str | os.PathLik
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out / "model.safetensors"))
-    data = asdict(config) | {"format": "gradcam-checkpoint/1", "val_files": list(val_files)}
+    data = asdict(config) | {"format": CHECKPOINT_FORMAT, "val_files": list(val_files)}
     (out / "config.json").write_text(json.dumps(data, indent=1))
     return out
 
 
+CHECKPOINT_FORMAT = "gradcam-checkpoint/1"
+
+
 def is_checkpoint(path: Any) -> bool:
+    """A folder written by :func:`save_checkpoint`: its config.json names our format (a Hugging Face
+    snapshot or any other folder with a config.json is not one)."""
     try:
-        return Path(path).is_dir() and (Path(path) / "config.json").is_file()
-    except (TypeError, OSError):
+        config = Path(path) / "config.json"
+        if not config.is_file():
+            return False
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (TypeError, OSError, ValueError):
         return False
+    return isinstance(data, dict) and str(data.get("format", "")).startswith("gradcam-checkpoint/")
 
 
 def load_checkpoint(path: str | os.PathLike, device: Any = None) -> ModelBundle:

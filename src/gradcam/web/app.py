@@ -23,6 +23,7 @@ from matplotlib import colormaps
 from PIL import Image
 
 from .. import __version__
+from ..device import choose_device
 from ..errors import GradCAMError, ImageError
 from ..io import load_image
 from ..layers import auto_layer, candidate_layers, resolve_layers
@@ -43,7 +44,7 @@ class Service:
     def __init__(self, models: list[str], weights: str | None = None, device: str | None = None):
         self.names = list(dict.fromkeys(models)) or [BUNDLED]
         self.weights = weights
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = choose_device(device)
         self._bundles: dict[str, ModelBundle] = {}
         self._explainers: dict[tuple, Explainer] = {}
         self._locks = {name: threading.Lock() for name in self.names}
