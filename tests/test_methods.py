@@ -13,6 +13,7 @@ import gradcam
 from gradcam.errors import LayerError, OptionError, TargetError
 from gradcam.methods import ScoreCAM, get_method
 
+from mapcheck import assert_relative_close
 from conftest import TwoStageCNN, spread_init
 
 ALL = ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "scorecam", "ablationcam",
@@ -366,12 +367,16 @@ def test_every_method_leaves_the_model_as_it_was(name):
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         out = gradcam.create_method(name, model, None if name == "guided-backprop" else layer)(x)
+        still_no_grad = not torch.is_grad_enabled()  # the call left the caller's no_grad as it was
+    with torch.inference_mode():
+        gradcam.create_method(name, model, None if name == "guided-backprop" else layer)(x)
+        still_inference = torch.is_inference_mode_enabled()
+    assert still_no_grad and still_inference
     assert model.training and all(m.training for m in model.modules())
     assert not model.stem[0].weight.requires_grad and model.fc.weight.requires_grad
     assert all(p.grad is None for p in model.parameters())
     assert torch.equal(model.stem[1].running_mean, stats)
     assert no_hooks(model)
-    assert torch.is_grad_enabled() is True  # the test body left no_grad
     expected = (2, 3, 16, 16) if name.startswith("guided") else (2, 16, 16)
     assert out.maps.shape == expected and out.maps.dtype == torch.float32
     assert torch.isfinite(out.maps).all() and out.maps.min() >= 0 and out.maps.max() <= 1
@@ -463,3 +468,23 @@ def test_two_dimensional_targets_are_checked(two_stage):
         gradcam.GradCAM(two_stage, "features")(x, targets=torch.tensor([[0, 7]]))
     with pytest.raises(TargetError, match="integers"):
         gradcam.GradCAM(two_stage, "features")(x, targets=torch.tensor([[0.0, 1.0]]))
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if n not in ("cam", "eigencam")])
+def test_a_per_sample_callable_equals_the_same_classes_given_as_indices(two_stage, name):
+    """A callable that picks each sample's own class (as ``f(output) -> (B,)`` invites) gives the maps
+    of those classes given as indices, for every method: Score-CAM's masked and Ablation-CAM's ablated
+    copies are scored as their own sample, not as the rows of a batch of copies."""
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(21))
+    classes = torch.tensor([2, 0])
+
+    def own_class(output):
+        return output[torch.arange(2), classes]
+
+    options = {"batch_size": 2} if name in ("scorecam", "ablationcam") else {}
+    layer = None if name == "guided-backprop" else "features"
+    cam = gradcam.create_method(name, two_stage, layer, **options)
+    by_index = cam(x, targets=classes, normalize="none")
+    by_callable = cam(x, targets=own_class, normalize="none")
+    assert float(by_index.maps.abs().amax()) > 0
+    assert_relative_close(by_callable.maps, by_index.maps, 1e-5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import Any, Callable, Sequence, Union
 
@@ -89,3 +90,44 @@ def custom_scores(fn: Callable[[Any], torch.Tensor], output: Any, batch: int) ->
         shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
         raise TargetError(f"target callable returned {shape}, expected a tensor of shape ({batch},)")
     return scores
+
+
+def copy_scores(fn: Callable[[Any], torch.Tensor], output: Any, rows: torch.Tensor, batch_output: Any,
+                batch: int) -> torch.Tensor:
+    """(N,) scores of N modified copies of samples ``rows`` (masked, ablated) under a user's callable.
+
+    The callable was written for the user's batch (row b = sample b), so each copy is scored in a batch
+    laid out like that one: the user's own output with row ``rows[n]`` replaced by copy n's output.
+    """
+    if batch_output is None:
+        raise TargetError("a callable target needs the output of the explained batch to score copies")
+    scores = []
+    for n, b in enumerate(rows.tolist()):
+        scores.append(custom_scores(fn, _with_row(batch_output, output, b, n, batch), batch)[b])
+    return torch.stack(scores)
+
+
+def _with_row(batch_output: Any, copies: Any, b: int, n: int, batch: int) -> Any:
+    """``batch_output`` with row b of every per-sample tensor replaced by row n of ``copies``."""
+    if isinstance(batch_output, torch.Tensor):
+        if not isinstance(copies, torch.Tensor) or batch_output.dim() == 0 or batch_output.shape[0] != batch:
+            return batch_output
+        mixed = batch_output.detach().clone()
+        mixed[b] = copies[n].to(mixed.dtype)
+        return mixed
+    if isinstance(batch_output, dict):
+        mixed = copy.copy(batch_output)
+        for key, value in batch_output.items():
+            mixed[key] = _with_row(value, copies[key], b, n, batch)
+        return mixed
+    if isinstance(batch_output, (tuple, list)):
+        items = [_with_row(v, c, b, n, batch) for v, c in zip(batch_output, copies)]
+        return type(batch_output)(*items) if hasattr(batch_output, "_fields") else type(batch_output)(items)
+    if hasattr(batch_output, "logits") and hasattr(copies, "logits"):
+        mixed = copy.copy(batch_output)
+        mixed.logits = _with_row(batch_output.logits, copies.logits, b, n, batch)
+        return mixed
+    raise TargetError(
+        f"a callable target on copies of the input needs a model output of tensors, tuples, lists, dicts "
+        f"or an object with .logits; got {type(batch_output).__name__}"
+    )

@@ -13,7 +13,7 @@ from .. import functional as Fn
 from ..errors import LayerError, ModelError, OptionError, TargetError
 from ..hooks import ActivationCapture
 from ..layers import LayerSpec, resolve_layers
-from ..targets import TargetSpec, custom_scores, extract_logits, resolve_classes
+from ..targets import TargetSpec, copy_scores, custom_scores, extract_logits, resolve_classes
 
 
 @dataclass
@@ -47,16 +47,24 @@ class CAMOutput:
 
 @dataclass
 class Target:
-    """One score per sample to explain: a class per sample, or a user's callable on the output."""
+    """One score per sample to explain: a class per sample, or a user's callable on the output.
+
+    ``output`` is the model's output on the user's batch: a callable is always shown a batch laid out
+    like that one (row b = sample b), also for the masked or ablated copies of Score-CAM and
+    Ablation-CAM, so that a callable that picks per-sample outputs gives the right score.
+    """
 
     classes: torch.Tensor  # (B,) long; -1 when ``fn`` is given
     fn: Callable[[Any], torch.Tensor] | None = None
+    output: Any = None
 
     def scores(self, output: Any, rows: torch.Tensor | None = None) -> torch.Tensor:
         """(N,) scores of a forward pass on N inputs; ``rows[n]`` is the sample input n comes from."""
-        if self.fn is not None:
-            return custom_scores(self.fn, output, len(rows) if rows is not None else len(self.classes))
-        return class_scores(extract_logits(output), self.classes if rows is None else self.classes[rows])
+        if self.fn is None:
+            return class_scores(extract_logits(output), self.classes if rows is None else self.classes[rows])
+        if rows is None:
+            return custom_scores(self.fn, output, len(self.classes))
+        return copy_scores(self.fn, output, rows, self.output, len(self.classes))
 
 
 @dataclass
@@ -190,7 +198,7 @@ class CAMMethod:
         else:
             classes = resolve_classes(targets, logits, self.labels)
         columns = classes.unbind(1) if classes.dim() == 2 else [classes]
-        raws = self.raw_maps(run, [Target(c, fn) for c in columns])
+        raws = self.raw_maps(run, [Target(c, fn, run.output) for c in columns])
         return classes, fn, logits, raws
 
     def _variants(self, x: torch.Tensor):
