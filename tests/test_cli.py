@@ -173,6 +173,18 @@ def test_method_all_writes_one_comparison_figure(tmp_path, capsys, photos):
     assert len(list(tmp_path.iterdir())) == 4 * len(gradcam.list_methods()) + 1
 
 
+def test_method_all_skips_what_does_not_apply_and_says_why(tmp_path, capsys, photos):
+    """At blocks.5 of the bundled model CAM does not apply (no GAP + linear right after it): skipped
+    with its reason, every other method done, exit 0."""
+    status, out, err = run(capsys, "explain", photos / "chelsea.jpg", "--out", tmp_path, "--method", "all",
+                           "--layer", "blocks.5", "--max-channels", "8")
+    assert status == 0, err
+    assert "skipped cam: CAM needs global average pooling" in err and "blocks.5" in err
+    assert "skipped gradcam" not in err
+    figure = [p for p in tmp_path.rglob("*methods*.png")]
+    assert len(figure) == 1
+
+
 def test_bad_method_name_lists_the_valid_ones(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["explain", "x.jpg", "--method", "gradcam+"])

@@ -425,7 +425,7 @@ def test_registry_round_trip(two_stage):
     assert isinstance(gradcam.create_method("SCORECAM", two_stage, max_channels=2), ScoreCAM)
     with pytest.raises(OptionError, match="gradcam\\+\\+.*guided-gradcam"):
         gradcam.create_method("gradcam+", two_stage)
-    with pytest.raises(TypeError):
+    with pytest.raises(OptionError, match="max_channels.*not taken by method 'gradcam'"):
         gradcam.create_method("gradcam", two_stage, max_channels=2)  # an option of another method
 
 
@@ -458,7 +458,7 @@ def test_ablationcam_traced_suffix_equals_the_whole_model(batch):
     x = torch.randn(batch, 3, 8, 8)
     traced = gradcam.create_method("ablationcam", model, "layer")(x, normalize="none")
     whole = gradcam.create_method("ablationcam", model, "layer")
-    whole._suffix = False  # the fallback: every ablated copy runs the whole network
+    whole._suffixes["layer"] = None  # the fallback: every ablated copy runs the whole network
     assert torch.allclose(traced.raw, whole(x, normalize="none").raw, atol=1e-5)
 
 
@@ -488,3 +488,64 @@ def test_a_per_sample_callable_equals_the_same_classes_given_as_indices(two_stag
     by_callable = cam(x, targets=own_class, normalize="none")
     assert float(by_index.maps.abs().amax()) > 0
     assert_relative_close(by_callable.maps, by_index.maps, 1e-5)
+
+
+def test_ablationcam_takes_several_layers_like_the_others(two_stage):
+    """Each layer ablated in turn gives that layer's own map; the maps are fused like every method's."""
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(22))
+    both = gradcam.create_method("ablationcam", two_stage, ["stem", "features"], batch_size=3)(x, normalize="none")
+    assert both.layers == ["stem", "features"] and len(both.raw) == 2
+    for raw, layer in zip(both.raw, ["stem", "features"]):
+        alone = gradcam.create_method("ablationcam", two_stage, layer)(x, targets=both.targets, normalize="none")
+        assert_relative_close(raw, alone.raw, 1e-5)
+    assert torch.allclose(both.maps, gradcam.functional.fuse(list(both.raw), x.shape[-2:], "none"), atol=1e-6)
+
+
+def test_registered_names_keep_their_case_and_re_registering_replaces(two_stage):
+    from gradcam.methods.registry import _METHODS
+
+    try:
+        @gradcam.methods.register_method("MyCAM")
+        class MyCAM(gradcam.GradCAM):
+            """My CAM."""
+
+        assert "MyCAM" in gradcam.list_methods()
+        assert get_method("MyCAM") is MyCAM and get_method("mycam") is MyCAM
+        with pytest.warns(UserWarning, match="registered again"):
+            @gradcam.methods.register_method("MyCAM")
+            class MyCAM2(gradcam.GradCAM):
+                """My CAM, reloaded."""
+        assert get_method("MyCAM") is MyCAM2 and gradcam.list_methods().count("MyCAM") == 1
+        for bad in ("my.cam", "my_cam", "top2", ""):
+            with pytest.raises(OptionError, match="method name"):
+                gradcam.methods.register_method(bad)
+    finally:
+        _METHODS.pop("mycam", None)
+
+
+def test_methods_declare_what_they_need():
+    info = {name: gradcam.methods.method_info(name) for name in gradcam.list_methods()}
+    assert info["cam"]["single_layer"] and info["cam"]["needs_linear_head"] and not info["cam"]["uses_gradients"]
+    assert info["eigencam"]["class_free"] and not info["gradcam"]["class_free"]
+    assert info["guided-backprop"]["output_kind"] == "image" and not info["guided-backprop"]["needs_layer"]
+    assert info["guided-gradcam"]["output_kind"] == "image" and info["gradcam"]["output_kind"] == "heatmap"
+    assert not info["ablationcam"]["single_layer"]
+
+
+def test_applicable_methods_say_why_the_others_do_not_apply(two_stage):
+    x = torch.randn(1, 3, 16, 16)
+    usable, skipped = gradcam.methods.applicable_methods(gradcam.list_methods(), two_stage, "features", x)
+    assert [name for name, _ in skipped] == ["cam"]  # "features" feeds a conv head, not GAP + linear
+    assert "global average pooling" in skipped[0][1] and "features" in skipped[0][1]
+    assert usable == [n for n in gradcam.list_methods() if n != "cam"]
+    usable, skipped = gradcam.methods.applicable_methods(["cam", "gradcam"], two_stage, "head", x)
+    assert usable == ["cam", "gradcam"] and not skipped
+    _, skipped = gradcam.methods.applicable_methods(["cam", "gradcam"], two_stage, ["head", "features"], x)
+    assert skipped == [("cam", "cam explains one layer at a time, got 2")]
+
+
+def test_a_bad_layer_spec_fails_when_the_method_is_made(two_stage):
+    for spec, fragment in ((3, "must be a name"), ("nope", "no layer 'nope'"), ([], "empty list"),
+                           (["features", 2.5], "must be a name")):
+        with pytest.raises(LayerError, match=fragment):
+            gradcam.create_method("gradcam", two_stage, spec)

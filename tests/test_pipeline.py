@@ -9,6 +9,7 @@ from PIL import Image
 from torch import nn
 
 import gradcam
+from gradcam.errors import OptionError
 from gradcam.models import ModelBundle
 from gradcam.preprocess import Preprocess
 
@@ -183,7 +184,7 @@ def test_guided_and_option_methods_through_explain(tmp_path, chelsea):
         assert im.mode == "RGB" and im.size == chelsea.size
     fast = gradcam.explain(chelsea, method="scorecam", max_channels=4)
     assert fast.class_index in CAT_CLASSES and fast.heatmap.shape == (chelsea.height, chelsea.width)
-    with pytest.raises(TypeError, match="max_channels"):
+    with pytest.raises(OptionError, match="max_channels"):
         gradcam.explain(chelsea, method="gradcam", max_channels=4)
 
 

@@ -16,9 +16,9 @@ from .errors import GradCAMError, OptionError
 from .folder import PICTURES, explain_folder
 from .functional import NORMALIZATIONS
 from .layers import auto_layer, candidate_layers, parse_layers
-from .methods import describe_methods, list_methods, method_options
+from .methods import applicable_methods, describe_methods, list_methods, method_info, method_options
 from .models import list_models, load_model
-from .pipeline import DEFAULT_MODEL
+from .pipeline import DEFAULT_MODEL, bundle_on_device
 from .targets import class_spec
 from .layer_sweep import sweep
 
@@ -212,7 +212,12 @@ def fail(exc: BaseException | str, debug: bool, status: int, kind: str = "") -> 
 def cmd_explain(args) -> int:
     layer = parse_layers(args.layer)
     target = class_spec(args.target)
-    methods = list_methods() if args.method == "all" else [args.method]
+    methods = [args.method]
+    if args.method == "all":  # every method that applies to this model; say why the others do not
+        bundle, _ = bundle_on_device(args.model, args.weights, args.device)
+        methods, skipped = applicable_methods(list_methods(), bundle, layer, bundle.probe())
+        for name, why in skipped:
+            print(f"skipped {name}: {why}", file=sys.stderr)
     options = {"smooth": args.smooth, "noise": args.noise, "augment": args.augment,
                "max_channels": args.max_channels, "progress": not args.quiet}
     accepted = set().union(*(method_options(m) for m in methods))
@@ -326,7 +331,11 @@ def cmd_models(args) -> int:
 
 def cmd_methods(args) -> int:
     for name, description in describe_methods().items():
-        print(f"{name:<18} {description}")
+        info = method_info(name)
+        needs = [label for key, label in (("single_layer", "one layer"), ("needs_linear_head", "GAP+linear head"),
+                                          ("class_free", "class-free"), ("uses_gradients", "gradients"))
+                 if info[key]] + ([] if info["needs_layer"] else ["no layer"])
+        print(f"{name:<18} {description}  [{', '.join(needs + [info['output_kind']])}]")
     return OK
 
 

@@ -107,6 +107,8 @@ def resolve_layers(
         spec = [auto_layer(model, x)]
     elif isinstance(spec, (str, nn.Module)):
         spec = [spec]
+    elif not isinstance(spec, (list, tuple)):
+        raise LayerError(f"target layer {spec!r} must be a name, a module, a list of them or None")
     elif not spec:
         raise LayerError("target_layer is an empty list; pass at least one layer or None")
     names = {module: name for name, module in model.named_modules()}

@@ -12,10 +12,12 @@ from .eigencam import EigenCAM
 from .cam import CAM
 from .guided_backprop import GuidedBackprop
 from .guided_gradcam import GuidedGradCAM
-from .registry import create_method, describe_methods, get_method, list_methods, method_options, register_method
+from .registry import (applicable_methods, create_method, describe_methods, get_method, list_methods, method_info,
+                       method_options, register_method)
 
 __all__ = [
     "CAMMethod", "CAMOutput", "GradCAM", "GradCAMPlusPlus", "XGradCAM", "HiResCAM", "LayerCAM",
     "ScoreCAM", "AblationCAM", "EigenCAM", "CAM", "GuidedBackprop", "GuidedGradCAM",
-    "create_method", "describe_methods", "get_method", "list_methods", "method_options", "register_method",
+    "applicable_methods", "create_method", "describe_methods", "get_method", "list_methods", "method_info",
+    "method_options", "register_method",
 ]

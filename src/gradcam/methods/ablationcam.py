@@ -23,6 +23,7 @@ class AblationCAM(CAMMethod):
     y^c = 0 they are 0. The ablated copies run only the network after the target layer (traced with
     torch.fx, checked against the full pass; a model that cannot be traced, or whose traced suffix
     does not reproduce its output, runs whole, with a warning), ``batch_size`` copies at a time.
+    Several target layers are ablated one layer at a time and fused like every method's maps.
     """
 
     uses_gradients = False
@@ -32,79 +33,85 @@ class AblationCAM(CAMMethod):
         if int(batch_size) < 1:
             raise OptionError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = int(batch_size)
-        self._suffix: LayerSuffix | None | bool = None  # False: the model could not be traced
+        self._suffixes: dict[str, LayerSuffix | None] = {}  # None: the model could not be traced
 
     def run_model(self, x: torch.Tensor):
-        suffix = self._layer_suffix()
-        return suffix.run(x) if suffix else self.model(x)
+        if len(self._layers) == 1:  # the main pass also records what the suffix needs
+            suffix = self._suffix(self._layers[0][0])
+            if suffix is not None:
+                return suffix.run(x)
+        return self.model(x)
 
-    def _layer_suffix(self) -> LayerSuffix | None:
-        if self._suffix is None:
-            if len(self._layers) != 1:
-                raise OptionError("ablationcam explains one layer at a time")
+    def _suffix(self, layer: str) -> LayerSuffix | None:
+        if layer not in self._suffixes:
             try:
-                self._suffix = LayerSuffix(self.model, self._layers[0][0])
+                self._suffixes[layer] = LayerSuffix(self.model, layer)
             except Exception as exc:  # noqa: BLE001 - any tracing failure means: run the whole model
                 warnings.warn(f"ablationcam: the model cannot be traced ({type(exc).__name__}: {exc}); "
-                              "each ablated copy runs the whole network", stacklevel=3)
-                self._suffix = False
-        return self._suffix or None
+                              "each ablated copy runs the whole network", stacklevel=4)
+                self._suffixes[layer] = None
+        return self._suffixes[layer]
 
     def raw_maps(self, run: Pass, targets: list[Target]) -> list[list[torch.Tensor]]:
-        try:
-            return self._ablation_maps(run, targets)
-        finally:
-            if self._suffix:
-                self._suffix.clear()
-
-    def _check_suffix(self, run: Pass, acts: torch.Tensor) -> None:
-        """Fall back to the whole model if the traced suffix, resumed for the samples in another order
-        (so that a value wrongly taken per sample shows), does not give the full pass's output."""
-        b = acts.shape[0]
-        rows = torch.arange(b, device=acts.device).flip(0) if b > 1 else torch.zeros(2, dtype=torch.long)
-        rows = rows.to(acts.device)
-        expected = extract_logits(run.output)[rows].float()
-        try:
-            again = extract_logits(self._suffix.resume(rows, acts[rows].clone())).float()
-            same = again.shape == expected.shape and torch.allclose(again, expected, rtol=1e-4, atol=1e-5)
-        except Exception as exc:  # noqa: BLE001 - any failure means: run the whole model
-            same, why = False, f"{type(exc).__name__}: {exc}"
-        else:
-            why = "its output differs from the full pass"
-        if not same:
-            warnings.warn(f"ablationcam: the traced model cannot be resumed at the layer ({why}); "
-                          "each ablated copy runs the whole network", stacklevel=4)
-            self._suffix = False
-
-    def _ablation_maps(self, run: Pass, targets: list[Target]) -> list[list[torch.Tensor]]:
-        acts = run.activations[0]
-        b, k = acts.shape[:2]
         original = torch.stack([t.scores(run.output).float() for t in targets])  # (T, B)
+        try:
+            per_layer = [self._layer_maps(run, index, original, targets) for index in range(len(self._layers))]
+        finally:
+            for suffix in self._suffixes.values():
+                if suffix is not None:
+                    suffix.clear()
+        return [list(maps) for maps in zip(*per_layer)]
+
+    def _layer_maps(self, run: Pass, index: int, original: torch.Tensor, targets: list[Target]) -> list[torch.Tensor]:
+        """One raw map per target for layer ``index``: each of its channels zeroed in turn."""
+        name, module = self._layers[index]
+        acts = run.activations[index]
+        b, k = acts.shape[:2]
         ablated = torch.empty(len(targets), b, k, device=acts.device)
         eye = torch.eye(k, device=acts.device, dtype=torch.bool)
         with eval_mode(self.model), torch.inference_mode():
-            if self._suffix:
-                self._check_suffix(run, acts)
+            suffix = self._suffix(name)
+            if suffix is not None and len(self._layers) > 1:
+                suffix.run(run.x)  # the main pass ran whole: record what this layer's suffix needs
+            if suffix is not None and not self._resumes(suffix, run, acts, name):
+                suffix = self._suffixes[name] = None
             for i in range(b):
                 for start in range(0, k, self.batch_size):
                     stop = min(start + self.batch_size, k)
                     copies = acts[i].expand(stop - start, *acts.shape[1:]).clone()
                     copies[eye[start:stop, :, None, None].expand_as(copies)] = 0
                     rows = torch.full((stop - start,), i, dtype=torch.long, device=acts.device)
-                    output = self._run_ablated(run, rows, copies)
+                    output = (suffix.resume(rows, copies) if suffix is not None
+                              else self._run_whole(run.x[rows], module, copies))
                     for t, target in enumerate(targets):
                         ablated[t, i, start:stop] = target.scores(output, rows).float()
         y = original[:, :, None]
         weights = torch.where(y != 0, (y - ablated) / torch.where(y != 0, y, 1), 0)
-        return [[Fn.relu(Fn.weighted_sum(w, acts.float()))] for w in weights]
+        return [Fn.relu(Fn.weighted_sum(w, acts.float())) for w in weights]
 
-    def _run_ablated(self, run: Pass, rows: torch.Tensor, copies: torch.Tensor):
-        suffix = self._layer_suffix()
-        if suffix:
-            return suffix.resume(rows, copies)
-        module = self._layers[0][1]
+    def _resumes(self, suffix: LayerSuffix, run: Pass, acts: torch.Tensor, name: str) -> bool:
+        """Whether the traced suffix, resumed for the samples in another order (so that a value wrongly
+        taken per sample shows), gives the full pass's output; warns when it does not."""
+        b = acts.shape[0]
+        rows = torch.arange(b, device=acts.device).flip(0) if b > 1 else torch.zeros(2, dtype=torch.long)
+        rows = rows.to(acts.device)
+        try:
+            expected = extract_logits(run.output)[rows].float()
+            again = extract_logits(suffix.resume(rows, acts[rows].clone())).float()
+            same = again.shape == expected.shape and torch.allclose(again, expected, rtol=1e-4, atol=1e-5)
+        except Exception as exc:  # noqa: BLE001 - any failure means: run the whole model
+            same, why = False, f"{type(exc).__name__}: {exc}"
+        else:
+            why = "its output differs from the full pass"
+        if not same:
+            warnings.warn(f"ablationcam: the traced model cannot be resumed at layer {name!r} ({why}); "
+                          "each ablated copy runs the whole network", stacklevel=5)
+        return same
+
+    def _run_whole(self, x: torch.Tensor, module: torch.nn.Module, copies: torch.Tensor):
+        """The whole model on ``x`` with ``module``'s output replaced by ``copies``."""
         handle = module.register_forward_hook(lambda m, i, o: copies)
         try:
-            return self.model(run.x[rows])
+            return self.model(x)
         finally:
             handle.remove()

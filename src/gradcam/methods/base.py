@@ -93,8 +93,13 @@ class CAMMethod:
     """
 
     name = "base"
-    uses_gradients = True
-    needs_layer = True
+    # What a method needs and gives (registry metadata: `gradcam methods`, `--method all`, the web app)
+    uses_gradients = True  # needs the gradient of the target score
+    needs_layer = True  # explains a target layer (False: works on the input, like guided backprop)
+    single_layer = False  # one target layer at a time
+    needs_linear_head = False  # the layer must feed global average pooling + one nn.Linear (CAM)
+    class_free = False  # the same map whatever the class (Eigen-CAM)
+    output_kind = "heatmap"  # "heatmap": (B, H, W) maps; "image": (B, 3, H, W) input-space pictures
 
     def __init__(
         self,
@@ -122,6 +127,8 @@ class CAMMethod:
         self.smooth, self.noise, self.augment, self.seed = int(smooth), float(noise), bool(augment), seed
         self._layer_spec = target_layer
         self._layers: list[tuple[str, nn.Module]] | None = None
+        if target_layer is not None and self.needs_layer:  # names and modules are checked now
+            self._layers = resolve_layers(model, target_layer)
 
     def __enter__(self) -> "CAMMethod":
         return self
@@ -132,6 +139,30 @@ class CAMMethod:
     @property
     def layer_names(self) -> list[str]:
         return [name for name, _ in self._layers] if self._layers else []
+
+    @classmethod
+    def info(cls) -> dict:
+        """The method's metadata: what it needs and what it gives."""
+        return {"name": cls.name, "description": (cls.__doc__ or "").strip().splitlines()[0],
+                "uses_gradients": cls.uses_gradients, "needs_layer": cls.needs_layer,
+                "single_layer": cls.single_layer, "needs_linear_head": cls.needs_linear_head,
+                "class_free": cls.class_free, "output_kind": cls.output_kind}
+
+    def unsuitable(self, x: torch.Tensor | None = None) -> str:
+        """'' when this method can explain the model at its target layers for inputs like ``x`` (one
+        probe forward at most), else the reason it cannot."""
+        if self.needs_layer:
+            try:
+                self._resolve(x)
+            except LayerError as exc:
+                return str(exc)
+            if self.single_layer and len(self._layers) > 1:
+                return f"{self.name} explains one layer at a time, got {len(self._layers)}"
+        return ""
+
+    def _resolve(self, x: torch.Tensor | None) -> None:
+        if self._layers is None:
+            self._layers = resolve_layers(self.model, self._layer_spec, x) if self.needs_layer else []
 
     # ------------------------------------------------------------------ what a method defines
 
@@ -164,8 +195,7 @@ class CAMMethod:
             raise OptionError(f"input must be a (B, C, H, W) tensor, got {shape}")
         if top_k is not None and (top_k < 1 or targets is not None):
             raise OptionError("top_k must be >= 1 and cannot be combined with targets")
-        if self._layers is None:
-            self._layers = resolve_layers(self.model, self._layer_spec, x) if self.needs_layer else []
+        self._resolve(x)
         # Scores and gradients need autograd even when the caller is in no_grad or inference mode;
         # both contexts restore the caller's modes on exit.
         with torch.inference_mode(False), torch.enable_grad():

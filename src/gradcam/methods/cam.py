@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ..errors import LayerError, TargetError
+from ..layers import probe_input
 from ..targets import extract_logits
 from .base import CAMMethod, Pass, Target
 from .registry import register_method
@@ -21,6 +22,19 @@ class CAM(CAMMethod):
     """
 
     uses_gradients = False
+    single_layer = True
+    needs_linear_head = True
+
+    def unsuitable(self, x: torch.Tensor | None = None) -> str:
+        x = probe_input(self.model) if x is None else x
+        why = super().unsuitable(x)
+        if why:
+            return why
+        with torch.enable_grad():
+            run = self.forward(x)
+        mismatch = _head_mismatch(run.extra["linear"], run.activations[0].float(), extract_logits(run.output))
+        return f"CAM needs global average pooling + one linear layer after {self.layer_names[0]!r}: {mismatch}" \
+            if mismatch else ""
 
     def forward(self, x: torch.Tensor) -> Pass:
         calls: list[nn.Linear] = []

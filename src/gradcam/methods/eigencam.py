@@ -19,6 +19,7 @@ class EigenCAM(CAMMethod):
     """
 
     uses_gradients = False
+    class_free = True
 
     def raw_maps(self, run: Pass, targets: list[Target]) -> list[list[torch.Tensor]]:
         maps = [Fn.relu(principal_projection(acts.float())) for acts in run.activations]

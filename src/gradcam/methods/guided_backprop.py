@@ -41,6 +41,7 @@ class GuidedBackprop(CAMMethod):
     """
 
     needs_layer = False
+    output_kind = "image"
 
     def forward(self, x: torch.Tensor) -> Pass:
         x = x.detach().clone().requires_grad_(True)

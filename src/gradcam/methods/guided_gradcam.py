@@ -19,6 +19,8 @@ class GuidedGradCAM(GradCAM):
     Two passes: one for Grad-CAM, one with guided ReLUs.
     """
 
+    output_kind = "image"
+
     def __init__(self, model, target_layer=None, **options):
         super().__init__(model, target_layer, **options)
         self._guided = GuidedBackprop(self.model, labels=self.labels)

@@ -3,47 +3,68 @@
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+import re
+import warnings
+from typing import Callable, Sequence
 
-from ..errors import GradCAMError, OptionError, suggest
+from ..errors import OptionError, suggest
 
-_METHODS: dict[str, type] = {}
+_METHODS: dict[str, type] = {}  # case-folded name -> class (the class keeps the name as registered)
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9+\-]*")  # no dots, underscores or spaces: safe in file names
 
 
 def register_method(name: str) -> Callable[[type], type]:
-    """Class decorator that makes a method available to create_method, the CLI and the web app."""
+    """Class decorator that makes a method available to create_method, the CLI and the web app.
+
+    Names are looked up case-insensitively; registering a name again replaces the method with a
+    warning (so that ``importlib.reload`` of a method's module works)."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or re.fullmatch(r"top\d+", name, re.I):
+        raise OptionError(f"method name {name!r}: use letters, digits, '+' and '-', starting with a letter")
 
     def add(cls: type) -> type:
-        if name in _METHODS:
-            raise GradCAMError(f"method {name!r} is already registered")
+        key = name.casefold()
+        if key in _METHODS:
+            warnings.warn(f"method {name!r} is registered again: the new class replaces "
+                          f"{_METHODS[key].__module__}.{_METHODS[key].__qualname__}", stacklevel=2)
         cls.name = name
-        _METHODS[name] = cls
+        _METHODS[key] = cls
         return cls
 
     return add
 
 
 def list_methods() -> list[str]:
-    """Names of the registered methods."""
-    return list(_METHODS)
+    """Names of the registered methods, as registered."""
+    return [cls.name for cls in _METHODS.values()]
 
 
 def describe_methods() -> dict[str, str]:
     """Name -> first line of the method's docstring."""
-    return {name: (cls.__doc__ or "").strip().splitlines()[0] for name, cls in _METHODS.items()}
+    return {cls.name: cls.info()["description"] for cls in _METHODS.values()}
+
+
+def method_info(name: str) -> dict:
+    """What the method needs and gives: needs_layer, single_layer, needs_linear_head, class_free,
+    uses_gradients, output_kind ("heatmap" or "image") and its description."""
+    return get_method(name).info()
 
 
 def get_method(name: str) -> type:
     try:
-        return _METHODS[name.lower()]
+        return _METHODS[str(name).casefold()]
     except KeyError:
+        names = list_methods()
         raise OptionError(
-            f"unknown method {name!r}; choose one of: {', '.join(_METHODS)}.{suggest(name, _METHODS)}"
+            f"unknown method {name!r}; choose one of: {', '.join(names)}.{suggest(str(name), names)}"
         ) from None
 
 
 def create_method(name: str, model, target_layer=None, **options):
     """An instance of the method ``name`` on ``model`` (used like :class:`gradcam.GradCAM`)."""
+    unknown = sorted(set(options) - method_options(name))
+    if unknown:
+        raise OptionError(f"option {unknown[0]!r} is not taken by method {get_method(name).name!r}; "
+                          f"it takes: {', '.join(sorted(method_options(name)))}")
     return get_method(name)(model, target_layer, **options)
 
 
@@ -55,3 +76,18 @@ def method_options(name: str) -> set[str]:
             accepted |= {p.name for p in inspect.signature(cls.__init__).parameters.values()
                          if p.kind is inspect.Parameter.KEYWORD_ONLY}
     return accepted
+
+
+def applicable_methods(names: Sequence[str], model, target_layer=None, x=None, **options) -> tuple[list[str], list[tuple[str, str]]]:
+    """Of ``names``, those that can explain ``model`` at ``target_layer`` on inputs like ``x`` (the
+    model's probe image), and (name, reason) for each of the others."""
+    usable, skipped = [], []
+    for name in names:
+        method = create_method(name, model, target_layer, **{k: v for k, v in options.items()
+                                                             if k in method_options(name)})
+        why = method.unsuitable(x)
+        if why:
+            skipped.append((method.name, why))
+        else:
+            usable.append(method.name)
+    return usable, skipped
