@@ -88,3 +88,24 @@ def test_sweep_cli_layers_and_errors(tmp_path, capsys, photos):
                                                           "chelsea_sweep.png"]
     assert main(["sweep", str(photos[0]), "--layers", "bn2", "--every-stage"]) == 2
     assert main(["sweep", str(photos[0]), "--layers", "blocks.99"]) == 2
+
+
+def test_a_bad_image_in_compare_and_sweep_is_a_failed_image_exit_1(tmp_path, capsys, photos):
+    """As the README says: exit 1 when an image failed (the others still done), 2 only for usage errors."""
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image")
+    status = main(["compare", str(photos[0]), str(bad), "--models", "efficientnet_lite0", "--out", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert status == 1 and "broken.jpg" in err and "chelsea: efficientnet_lite0: Egyptian cat" in out
+    assert main(["sweep", str(bad), "--layers", "bn2", "--out", str(tmp_path)]) == 1
+    assert "broken.jpg" in capsys.readouterr().err
+
+
+def test_sweep_runs_a_given_model_where_it_is_even_when_cuda_exists(monkeypatch):
+    """One device policy: a module on the CPU is explained on the CPU, whatever CUDA says."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    model = seeded_model("resnet18")
+    bundle = gradcam.ModelBundle(model, gradcam.models.Preprocess(64), None, "resnet18")
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    result = sweep(image, model=bundle, layers=["layer3", "layer4"])
+    assert [m.name for m in result.layers] == ["layer3", "layer4"]

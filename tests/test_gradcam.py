@@ -332,3 +332,81 @@ def test_target_layers_on_parallel_branches_of_a_frozen_model():
     for t, f in zip(trainable.raw, frozen.raw):
         assert torch.allclose(t, f)
     assert not any(p.requires_grad for p in model.parameters())
+
+
+# ------------------------------------------------------------------------------- errors, consistently
+
+
+def test_class_names_exact_first_then_unique_case_insensitive():
+    """ImageNet has 'Cardigan' (264, the corgi) and 'cardigan' (474, the sweater): both reachable."""
+    from gradcam.targets import class_index
+
+    labels = gradcam.models.imagenet_labels()
+    assert labels[264] == "Cardigan" and labels[474] == "cardigan"
+    assert class_index("cardigan", labels) == 474 and class_index("Cardigan", labels) == 264
+    with pytest.raises(TargetError, match="matches 2 classes.*'Cardigan' \\(264\\).*'cardigan' \\(474\\)"):
+        class_index("CARDIGAN", labels)
+    assert class_index("TIGER CAT", labels) == labels.index("tiger cat")  # unique: case ignored
+
+
+def test_numpy_integer_targets(two_stage):
+    np = pytest.importorskip("numpy")
+    x = torch.randn(2, 3, 16, 16)
+    cam = gradcam.GradCAM(two_stage, "features")
+    expected = cam(x, targets=[2, 1]).targets
+    assert cam(x, targets=np.array([2, 1])).targets.tolist() == expected.tolist()
+    assert cam(x, targets=[np.int64(2), np.int32(1)]).targets.tolist() == [2, 1]
+    assert cam(x, targets=np.int64(3)).targets.tolist() == [3, 3]
+    with pytest.raises(TargetError, match="not a class index"):
+        cam(x, targets=[np.float32(1.5), 1])
+
+
+def test_non_finite_or_zero_d_scores_are_errors_not_silent_maps(two_stage):
+    x = torch.randn(2, 3, 16, 16)
+    x[1, 0, 3, 3] = float("nan")
+    with pytest.raises(gradcam.ModelError, match="NaN or inf.*sample\\(s\\) \\[1\\]"):
+        gradcam.GradCAM(two_stage, "features")(x)
+
+    class Scalar(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 2, 3)
+
+        def forward(self, x):
+            return self.conv(x).mean()
+
+    with pytest.raises(TargetError, match="single number"):
+        gradcam.GradCAM(Scalar(), "conv")(torch.randn(1, 3, 8, 8))
+    with pytest.raises(TargetError, match="NaN or inf scores"):
+        gradcam.GradCAM(two_stage, "features")(torch.randn(1, 3, 16, 16), targets=lambda o: o[:, 0] * float("inf"))
+
+
+def test_integer_inputs_and_bad_labels_are_clear_errors(two_stage):
+    with pytest.raises(gradcam.OptionError, match="floating-point tensor, got torch.uint8"):
+        gradcam.GradCAM(two_stage, "features")(torch.zeros(1, 3, 16, 16, dtype=torch.uint8))
+    with pytest.raises(gradcam.OptionError, match="labels must be a sequence of class names"):
+        gradcam.GradCAM(two_stage, "features", labels=[0, 1, 2, 3])
+    with pytest.raises(gradcam.OptionError, match="3 class names for a model with 4 scores"):
+        gradcam.GradCAM(two_stage, "features", labels=["a", "b", "c"])(torch.randn(1, 3, 16, 16))
+
+
+def test_eigencam_with_nan_activations_is_a_clear_error(two_stage):
+    """NaN activations at the layer while the scores stay finite (the head ignores them here): a
+    ModelError naming the layer, not a crash inside torch.linalg."""
+    two_stage.features[0].register_forward_hook(lambda m, i, o: torch.full_like(o, float("nan")))
+    two_stage.head.register_forward_hook(lambda m, i, o: torch.zeros_like(o))
+    with pytest.raises(gradcam.ModelError, match="layer 'features'.*NaN"):
+        gradcam.create_method("eigencam", two_stage, "features")(torch.randn(1, 3, 16, 16))
+
+
+def test_library_errors_are_the_familys():
+    from gradcam.preprocess import Preprocess
+    from gradcam.shapes import make_shapes
+
+    assert issubclass(gradcam.DataError, GradCAMError)
+    with pytest.raises(gradcam.OptionError):
+        Preprocess(interpolation="cubic-ish")
+    with pytest.raises(gradcam.OptionError, match="max_pixels"):
+        gradcam.load_image(b"x", max_pixels=0)
+    with pytest.raises(gradcam.OptionError, match="make_shapes"):
+        make_shapes("unused", n=1)

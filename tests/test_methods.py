@@ -549,3 +549,13 @@ def test_a_bad_layer_spec_fails_when_the_method_is_made(two_stage):
                            (["features", 2.5], "must be a name")):
         with pytest.raises(LayerError, match=fragment):
             gradcam.create_method("gradcam", two_stage, spec)
+
+
+def test_guided_backprop_warns_when_there_is_no_relu_module_to_guide():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.SiLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    with pytest.warns(UserWarning, match="no nn.ReLU or nn.ReLU6.*SiLU.*plain input gradient"):
+        gradcam.create_method("guided-backprop", model)(torch.randn(1, 3, 8, 8))
+    relu = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gradcam.create_method("guided-backprop", relu)(torch.randn(1, 3, 8, 8))

@@ -104,7 +104,7 @@ def _assert_one_line_hint(err: ModelError, name: str) -> None:
     text = str(err)
     assert name in text and "weights=" in text and "--weights" in text
     assert "\n" not in text and "Traceback" not in text
-    assert err.__cause__ is None and err.__suppress_context__
+    assert err.__cause__ is None and (err.__suppress_context__ or err.__context__ is None)
 
 
 def test_offline_torchvision_download_is_one_error(tmp_path, monkeypatch):
@@ -128,6 +128,48 @@ def test_offline_timm_download_is_one_error(tmp_path, monkeypatch):
         load_model("timm/resnet18")
     _assert_one_line_hint(info.value, "'timm/resnet18'")
     assert hub.HF_HUB_OFFLINE == before
+
+
+def test_offline_timm_never_flips_the_hub_offline_flag(tmp_path, monkeypatch):
+    """The hub's offline flag is process-wide: another thread may be downloading while we load."""
+    hub = pytest.importorskip("huggingface_hub.constants")
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(models, "_reachable", lambda url, timeout=3.0: False)
+    before, seen = hub.HF_HUB_OFFLINE, []
+    real = models._timm_create
+    monkeypatch.setattr(models, "_timm_create", lambda *a, **k: (seen.append(hub.HF_HUB_OFFLINE), real(*a, **k))[1])
+    with pytest.raises(ModelError):
+        load_model("timm/resnet18")
+    assert all(flag == before for flag in seen) and hub.HF_HUB_OFFLINE == before
+
+
+def test_timm_weights_in_the_local_hub_cache_load_offline(tmp_path, monkeypatch):
+    """Weights a user downloaded once (the Hugging Face cache layout) load with no network at all."""
+    hub = pytest.importorskip("huggingface_hub.constants")
+    timm = pytest.importorskip("timm")
+    from safetensors.torch import save_file
+
+    repo = timm.models.get_pretrained_cfg("resnet18").hf_hub_id
+    folder = tmp_path / f"models--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text("abc123")
+    (folder / "snapshots" / "abc123").mkdir(parents=True)
+    torch.manual_seed(3)
+    state = timm.create_model("resnet18").state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "snapshots" / "abc123" / "model.safetensors"))
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(models, "_reachable", lambda url, timeout=3.0: pytest.fail("no network call expected"))
+    bundle = load_model("timm/resnet18")
+    assert torch.equal(bundle.module.fc.weight, state["fc.weight"])
+
+
+def test_a_folder_with_another_config_json_is_not_a_checkpoint(tmp_path, monkeypatch):
+    """A Hugging Face snapshot ./resnet18/config.json must not hide the torchvision name resnet18."""
+    (tmp_path / "resnet18").mkdir()
+    (tmp_path / "resnet18" / "config.json").write_text('{"model_type": "resnet", "architectures": ["ResNet"]}')
+    monkeypatch.chdir(tmp_path)
+    bundle = load_model("resnet18", pretrained=False)
+    assert isinstance(bundle.module, torchvision.models.ResNet) and bundle.name == "resnet18"
 
 
 # ----------------------------------------------------------------------------- local weight files

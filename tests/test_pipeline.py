@@ -195,3 +195,43 @@ def test_explainer_runs_a_given_model_where_it_is(monkeypatch):
     explainer = gradcam.Explainer(bundle, layer="features")
     assert explainer.device == torch.device("cpu")
     assert explainer.explain([Image.new("RGB", (40, 30), (255, 255, 255))])[0].label == "bright"
+
+
+def test_device_policy_moves_a_given_module_or_raises(monkeypatch):
+    from gradcam.errors import OptionError
+
+    module = Brightness()
+    with pytest.raises(OptionError, match="device: 'cuda'.*not available"):
+        gradcam.Explainer(module, layer="features", device="cuda")
+    with pytest.raises(OptionError, match="device: 'gpu0' is not a device"):
+        gradcam.Explainer(module, layer="features", device="gpu0")
+    with pytest.raises(OptionError, match="weights= is for a model given by name"):
+        gradcam.Explainer(module, layer="features", weights="w.pth")
+    moved = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(type(module), "to", lambda self, device: moved.append(torch.device(device)) or self)
+    explainer = gradcam.Explainer(module, layer="features", device="cuda")
+    assert moved == [torch.device("cuda")] and explainer.device == torch.device("cuda")
+
+
+def test_in_process_cache_knows_the_weights(tmp_path):
+    """Retraining into the same checkpoint folder: the next explain uses the new weights, not the old."""
+    from gradcam.train import SmallCNN, TrainConfig, save_checkpoint
+
+    config = TrainConfig("small-cnn", ("a", "b"), 32, (0.5,) * 3, (0.25,) * 3, "bilinear")
+    image = Image.fromarray(np.random.default_rng(2).integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        first = SmallCNN(2)
+        torch.manual_seed(1)
+        second = SmallCNN(2)
+    save_checkpoint(first, config, tmp_path / "model")
+    one = gradcam.Explainer(str(tmp_path / "model"), layer="features")
+    save_checkpoint(second, config, tmp_path / "model")
+    import os
+    os.utime(tmp_path / "model" / "model.safetensors", ns=(1, 1))  # a rewrite, even within the clock's tick
+    two = gradcam.Explainer(str(tmp_path / "model"), layer="features")
+    assert two.bundle is not one.bundle
+    assert torch.equal(two.bundle.module.classifier.weight, second.classifier.weight)

@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .errors import GradCAMError, ImageError, LayerError, ModelError, OptionError, TargetError, VisualizeError
+from .errors import DataError, GradCAMError, ImageError, LayerError, ModelError, OptionError, TargetError, VisualizeError
 from .io import load_image
 from .layers import auto_layer, candidate_layers, resolve_layers
 from .methods import CAMOutput, GradCAM, create_method, list_methods
@@ -23,5 +23,5 @@ __all__ = [
     "explain_folder", "FolderSummary", "compare", "Comparison", "sweep", "Sweep",
     "load_model", "list_models", "ModelBundle",
     "auto_layer", "candidate_layers", "resolve_layers",
-    "GradCAMError", "ImageError", "LayerError", "ModelError", "OptionError", "TargetError", "VisualizeError",
+    "DataError", "GradCAMError", "ImageError", "LayerError", "ModelError", "OptionError", "TargetError", "VisualizeError",
 ]

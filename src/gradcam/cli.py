@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .comparison import compare
-from .errors import GradCAMError, OptionError
+from .errors import GradCAMError, ImageError, OptionError
 from .folder import PICTURES, explain_folder
 from .functional import NORMALIZATIONS
 from .layers import auto_layer, candidate_layers, parse_layers
@@ -192,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                "models": cmd_models, "methods": cmd_methods}
     try:
         return command[args.command](args)
+    except ImageError as exc:  # an image that cannot be read: a failed image, not a usage error
+        return fail(exc, args.debug, status=FAILED)
     except GradCAMError as exc:  # a bad model, weights file, layer, class or option: the same for every image
         return fail(exc, args.debug, status=USAGE)
     except Exception as exc:  # anything else still gets one line; --debug shows the traceback
@@ -256,12 +258,14 @@ def cmd_compare(args) -> int:
     result = compare(args.images, args.models, method=args.method, target=class_spec(args.target), device=args.device)
     for spec, why in result.skipped:
         print(f"skipped {spec}: {why}", file=sys.stderr)
+    for _, why in result.failed:
+        print(f"error: {why}", file=sys.stderr)
     written = result.save(args.out)
     for i, stem in enumerate(result.stems):
         found = ", ".join(f"{m}: {c[i].label} ({c[i].probability:.1%})" for m, c in zip(result.models, result.columns))
         print(f"{stem}: {found}")
     print(f"figure: {written['figure']}")
-    return OK
+    return FAILED if result.failed else OK
 
 
 def cmd_sweep(args) -> int:

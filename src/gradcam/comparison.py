@@ -10,7 +10,7 @@ from typing import Any, Sequence
 from PIL import Image
 
 from . import visualize
-from .errors import ModelError
+from .errors import ImageError, ModelError
 from .io import image_stem, load_image, save_png
 from .models import load_model
 from .device import choose_device
@@ -27,6 +27,7 @@ class Comparison:
     columns: list[list[Explanation]]
     target: Any = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (image, reason) not explained
 
     @property
     def title(self) -> str:
@@ -70,8 +71,15 @@ def compare(
     ``name=WEIGHTS_PATH`` or ``name:random`` (seeded random weights, to try a pipeline); a model whose
     weights cannot be had is skipped with the reason, and the others are still compared."""
     device = choose_device(device)
-    pictures = [load_image(image) for image in images]
-    stems = [image_stem(image) for image in images]
+    pictures, stems, failed = [], [], []
+    for image in images:  # a bad image is reported and left out; the others are still compared
+        try:
+            pictures.append(load_image(image))
+            stems.append(image_stem(image))
+        except ImageError as exc:
+            failed.append((str(image), str(exc)))
+    if not pictures:
+        raise ImageError("no image could be read: " + "; ".join(why for _, why in failed))
     names, columns, skipped = [], [], []
     for spec in models:
         try:
@@ -85,7 +93,7 @@ def compare(
         names.append(bundle.name)
     if not columns:
         raise ModelError("no model could be loaded: " + "; ".join(f"{m}: {why}" for m, why in skipped))
-    return Comparison(pictures, stems, names, columns, target, skipped)
+    return Comparison(pictures, stems, names, columns, target, skipped, failed)
 
 
 def load_model_spec(spec: str, device: Any = None):

@@ -5,14 +5,13 @@ from __future__ import annotations
 import io
 import os
 import secrets
-import warnings
 from pathlib import Path
 from typing import IO, Callable, Union
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from gradcam.errors import ImageError
+from gradcam.errors import ImageError, OptionError
 
 MAX_PIXELS = 64_000_000
 """Default limit on width x height, checked from the header before decoding."""
@@ -34,7 +33,7 @@ def load_image(source: ImageSource, *, max_pixels: int | None = None) -> Image.I
     """
     limit = MAX_PIXELS if max_pixels is None else int(max_pixels)
     if limit <= 0:
-        raise ValueError(f"max_pixels must be positive, got {max_pixels!r}")
+        raise OptionError(f"max_pixels must be positive, got {max_pixels!r}")
     if isinstance(source, Image.Image):
         name = getattr(source, "filename", "") or "<image>"
         _check_size(source.size, name, limit)
@@ -112,11 +111,12 @@ def image_stem(source: object) -> str:
 
 def _decode(fp: IO[bytes], name: str, limit: int) -> Image.Image:
     """Open from a seekable binary stream, check the declared size, then decode."""
+    # No warnings.catch_warnings() here: it changes process-wide state, and the web app decodes in
+    # threads. Pillow raises DecompressionBombError beyond twice its own limit; anything over ours is
+    # refused by _check_size from the header, before any pixel is decoded.
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(fp)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        im = Image.open(fp)
+    except Image.DecompressionBombError as exc:
         raise ImageError(_bomb_message(fp, name, limit, exc)) from None
     except Image.UnidentifiedImageError:
         raise ImageError(f"{name}: not a recognised image (unknown format or not an image file)") from None

@@ -236,25 +236,53 @@ def _timm_model(name: str, download: bool):
     if not name or not timm.is_model(name):
         raise ModelError(f"unknown timm model {name!r}.{suggest(name, timm.list_models())} See timm.list_models().")
     if download:
-        import huggingface_hub.constants as hub
-
-        # huggingface_hub retries an unreachable host for ~1 min per file: fail fast, cache only.
-        unreachable = not hub.HF_HUB_OFFLINE and not _reachable(hub.ENDPOINT)
-        offline, hub.HF_HUB_OFFLINE = hub.HF_HUB_OFFLINE, hub.HF_HUB_OFFLINE or unreachable
-        try:
-            model = _timm_create(name, pretrained=True)
-        except _download_errors() as e:
-            host = urllib.parse.urlsplit(hub.ENDPOINT).hostname
-            reason = f"{host} is unreachable and they are not in the local cache" if unreachable else _short(e)
-            raise ModelError(f"could not download the pretrained weights of 'timm/{name}' ({reason}); {_HINT}") from None
-        finally:
-            hub.HF_HUB_OFFLINE = offline
+        model = _timm_pretrained(name)
     else:
         model = _timm_create(name)
     cfg = timm.data.resolve_data_config({}, model=model)
     preprocess = Preprocess(size=int(cfg["input_size"][-1]), mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
                             interpolation=cfg["interpolation"])
     return model, functools.partial(_timm_create, name), preprocess
+
+
+def _timm_pretrained(name: str) -> nn.Module:
+    """timm's model with its pretrained weights: from the local Hugging Face cache when they are there
+    (no network), else downloaded when the hub can be reached; one ModelError otherwise. The hub's
+    process-wide offline flag is never changed (other threads may be downloading)."""
+    import huggingface_hub.constants as hub
+    import timm
+
+    cached = _timm_cached_weights(name)
+    if cached is not None:
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": cached})
+    if hub.HF_HUB_OFFLINE or not _reachable(hub.ENDPOINT):
+        host = urllib.parse.urlsplit(hub.ENDPOINT).hostname
+        why = "HF_HUB_OFFLINE is set" if hub.HF_HUB_OFFLINE else f"{host} is unreachable"
+        raise ModelError(f"could not download the pretrained weights of 'timm/{name}' ({why} and they are not "
+                         f"in the local cache); {_HINT}")
+    try:
+        return _timm_create(name, pretrained=True)
+    except _download_errors() as e:
+        raise ModelError(f"could not download the pretrained weights of 'timm/{name}' ({_short(e)}); {_HINT}") from None
+
+
+def _timm_cached_weights(name: str) -> str | None:
+    """The path of ``name``'s pretrained weights in the local Hugging Face cache, or None."""
+    import huggingface_hub
+    import huggingface_hub.constants as hub
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if not repo:
+        return None
+    repo, _, revision = repo.partition("@")
+    for filename in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
+        found = huggingface_hub.try_to_load_from_cache(repo, filename, cache_dir=hub.HF_HUB_CACHE,
+                                                        revision=revision or None)
+        if isinstance(found, str):
+            return found
+    return None
 
 
 def _reachable(url: str, timeout: float = 3.0) -> bool:

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .errors import OptionError
+
 _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -30,7 +32,7 @@ class Preprocess:
 
     def __post_init__(self) -> None:
         if self.interpolation not in _RESAMPLE:
-            raise ValueError(
+            raise OptionError(
                 f"unknown interpolation {self.interpolation!r}; choose from {', '.join(_RESAMPLE)}"
             )
 

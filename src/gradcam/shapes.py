@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from .errors import OptionError
+
 CLASSES = ("circle", "square")
 
 
@@ -22,7 +24,7 @@ def make_shapes(directory: str | os.PathLike, n: int = 400, size: int = 96, seed
     the image wide, anywhere in it.
     """
     if n < 2 or size < 32:
-        raise ValueError(f"make_shapes needs n >= 2 and size >= 32, got n={n}, size={size}")
+        raise OptionError(f"make_shapes needs n >= 2 and size >= 32, got n={n}, size={size}")
     root = Path(directory)
     rng = np.random.default_rng(seed)
     boxes = {}

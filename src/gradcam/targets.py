@@ -6,11 +6,12 @@ import copy
 import re
 from typing import Any, Callable, Sequence, Union
 
+import numpy as np
 import torch
 
 from .errors import TargetError, suggest
 
-TargetSpec = Union[None, int, str, Sequence[Union[int, str]], torch.Tensor, Callable[[Any], torch.Tensor]]
+TargetSpec = Union[None, int, str, Sequence[Union[int, str]], torch.Tensor, np.ndarray, Callable[[Any], torch.Tensor]]
 
 
 def class_spec(text: str | None) -> int | str | None:
@@ -39,14 +40,22 @@ def extract_logits(output: Any) -> torch.Tensor:
 
 
 def class_index(name: str, labels: Sequence[str] | None) -> int:
-    """Index of a class name, case-insensitive; an error with close matches when unknown."""
+    """Index of a class name: an exact match first, else a case-insensitive match when only one class
+    has that name (ImageNet has 'Cardigan', the corgi, and 'cardigan', the sweater); an error listing
+    the candidates when several do, and close matches when none does."""
     if not labels:
         raise TargetError(f"target {name!r} is a class name but the model has no class names; pass an index")
-    lowered = [label.lower() for label in labels]
-    key = name.strip().lower()
-    if key in lowered:
-        return lowered.index(key)
-    raise TargetError(f"unknown class name {name!r}.{suggest(key, lowered)}")
+    key = name.strip()
+    if key in labels:
+        return list(labels).index(key)
+    folded = [i for i, label in enumerate(labels) if label.casefold() == key.casefold()]
+    if len(folded) == 1:
+        return folded[0]
+    if folded:
+        found = ", ".join(f"{labels[i]!r} ({i})" for i in folded)
+        raise TargetError(f"class name {name!r} matches {len(folded)} classes when case is ignored: {found}; "
+                          "give the exact name or the index")
+    raise TargetError(f"unknown class name {name!r}.{suggest(key, list(labels))}")
 
 
 def resolve_classes(
@@ -57,17 +66,17 @@ def resolve_classes(
     None -> the predicted class (argmax of the same forward pass); an int or a name -> that class
     for every sample; a sequence or tensor -> one entry per sample (its length must equal B).
     """
-    batch, classes = logits.shape[0], logits.shape[-1]
     if logits.dim() != 2:
         raise TargetError(
             f"model scores have shape {tuple(logits.shape)}, expected (B, num_classes); "
             "pass targets=callable(output) -> (B,) scores"
         )
+    batch, classes = logits.shape
     if spec is None:
         return logits.detach().argmax(dim=1)
-    if isinstance(spec, (int, str)) or (isinstance(spec, torch.Tensor) and spec.dim() == 0):
+    if isinstance(spec, (int, str, np.integer)) or (isinstance(spec, (torch.Tensor, np.ndarray)) and spec.ndim == 0):
         spec = [spec] * batch
-    items = spec.tolist() if isinstance(spec, torch.Tensor) else list(spec)
+    items = spec.tolist() if isinstance(spec, (torch.Tensor, np.ndarray)) else list(spec)
     if len(items) != batch:
         raise TargetError(f"got {len(items)} targets for a batch of {batch}; pass one per sample or a single one")
     indices = [class_index(t, labels) if isinstance(t, str) else _as_index(t) for t in items]
@@ -78,9 +87,16 @@ def resolve_classes(
 
 
 def _as_index(value: Any) -> int:
-    if isinstance(value, bool) or not float(value).is_integer():
+    """An int from an int, a numpy or torch integer, or an integral float; a TargetError otherwise."""
+    if isinstance(value, (bool, np.bool_)):
         raise TargetError(f"target {value!r} is not a class index or name")
-    return int(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TargetError(f"target {value!r} is not a class index or name") from None
+    if not number.is_integer():
+        raise TargetError(f"target {value!r} is not a class index or name")
+    return int(number)
 
 
 def custom_scores(fn: Callable[[Any], torch.Tensor], output: Any, batch: int) -> torch.Tensor:
@@ -89,6 +105,8 @@ def custom_scores(fn: Callable[[Any], torch.Tensor], output: Any, batch: int) ->
     if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (batch,):
         shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
         raise TargetError(f"target callable returned {shape}, expected a tensor of shape ({batch},)")
+    if not torch.isfinite(scores.detach()).all():
+        raise TargetError(f"target callable returned NaN or inf scores: {scores.detach().tolist()}")
     return scores
 
 

@@ -121,6 +121,8 @@ class CAMMethod:
         Fn.check_normalize(normalize)
         if int(smooth) < 0 or float(noise) < 0:
             raise OptionError(f"smooth must be >= 0 and noise >= 0, got smooth={smooth}, noise={noise}")
+        if labels is not None and (isinstance(labels, str) or not all(isinstance(n, str) for n in labels)):
+            raise OptionError("labels must be a sequence of class names (strings), one per class")
         self.model = model
         self.labels = list(labels) if labels is not None else None
         self.normalize = normalize
@@ -193,6 +195,9 @@ class CAMMethod:
         if not isinstance(x, torch.Tensor) or x.dim() != 4:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise OptionError(f"input must be a (B, C, H, W) tensor, got {shape}")
+        if not x.is_floating_point():
+            raise OptionError(f"input must be a floating-point tensor, got {x.dtype}; preprocess it first "
+                              "(e.g. x.float() / 255, then the model's normalisation)")
         if top_k is not None and (top_k < 1 or targets is not None):
             raise OptionError("top_k must be >= 1 and cannot be combined with targets")
         self._resolve(x)
@@ -213,6 +218,7 @@ class CAMMethod:
         """(classes, callable or None, logits, raw maps per rank per layer) for one input."""
         run = self.forward(x)
         logits = extract_logits(run.output).detach()
+        self._check_pass(run, logits)
         fn = None
         if top_k is not None:
             classes = logits.topk(min(top_k, logits.shape[-1]), dim=-1).indices
@@ -230,6 +236,22 @@ class CAMMethod:
         columns = classes.unbind(1) if classes.dim() == 2 else [classes]
         raws = self.raw_maps(run, [Target(c, fn, run.output) for c in columns])
         return classes, fn, logits, raws
+
+    def _check_pass(self, run: Pass, logits: torch.Tensor) -> None:
+        """Scores and activations a map can be computed from: finite, and labels that fit the scores."""
+        if logits.dim() == 0:
+            raise TargetError("the model returned a single number (0-d), not one score per sample; "
+                              "return (B, num_classes) scores or pass targets=callable(output) -> (B,)")
+        bad = ~torch.isfinite(logits.reshape(logits.shape[0], -1)).all(dim=1)
+        if bad.any():
+            raise ModelError(f"the model's scores hold NaN or inf for sample(s) {bad.nonzero()[:, 0].tolist()}: "
+                             "no map can be computed (check the input and the weights)")
+        for (name, _), act in zip(self._layers or [], run.activations):
+            if not torch.isfinite(act).all():
+                raise ModelError(f"layer {name!r} gives NaN or inf activations: no map can be computed")
+        if self.labels is not None and logits.dim() == 2 and len(self.labels) != logits.shape[-1]:
+            raise OptionError(f"labels: {len(self.labels)} class names for a model with {logits.shape[-1]} "
+                              "scores; give one name per class")
 
     def _variants(self, x: torch.Tensor):
         """(input, undo) pairs for smoothing: noisy copies and the flipped image."""

@@ -3,6 +3,8 @@ Simplicity: The All Convolutional Net")."""
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -31,6 +33,14 @@ def _guide(module, inputs, output):
     return _PositiveGradient.apply(output)
 
 
+def _activations(model: nn.Module) -> str:
+    """What the model uses instead of ReLU modules, for the warning: its activation modules, if any."""
+    found = sorted({type(m).__name__ for m in model.modules()
+                    if type(m).__module__.startswith("torch.nn.modules.activation")})
+    return "activation modules found: " + ", ".join(found) if found else \
+        "no activation modules: functional ones such as F.relu are not guided"
+
+
 @register_method("guided-backprop")
 class GuidedBackprop(CAMMethod):
     """Guided Backprop: the input gradient with every ReLU passing only positive gradients to positive inputs.
@@ -45,7 +55,11 @@ class GuidedBackprop(CAMMethod):
 
     def forward(self, x: torch.Tensor) -> Pass:
         x = x.detach().clone().requires_grad_(True)
-        handles = [m.register_forward_hook(_guide) for m in self.model.modules() if isinstance(m, GUIDED_ACTIVATIONS)]
+        guided = [m for m in self.model.modules() if isinstance(m, GUIDED_ACTIVATIONS)]
+        if not guided:
+            warnings.warn(f"{self.name}: {type(self.model).__name__} has no nn.ReLU or nn.ReLU6 module to guide "
+                          f"({_activations(self.model)}): the map is the plain input gradient", stacklevel=4)
+        handles = [m.register_forward_hook(_guide) for m in guided]
         try:
             with eval_mode(self.model):
                 output = self.model(x)
