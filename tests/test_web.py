@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -98,7 +99,7 @@ def test_bad_options_are_422_listing_choices(client, cat, form, status, fragment
     assert response.status_code == status and fragment in response.json()["detail"], response.text
 
 
-def test_bad_uploads(client, tmp_path):
+def test_bad_uploads(client):
     assert explain(client, b"this is text").status_code == 415
     truncated = jpeg(skdata.coffee())[:2000]
     response = explain(client, truncated)
@@ -111,7 +112,20 @@ def test_bad_uploads(client, tmp_path):
     response = explain(client, bomb.getvalue(), name="bomb.png")
     assert response.status_code == 415 and "pixels" in response.json()["detail"]
     assert client.post("/api/explain", data={"method": "gradcam"}).status_code == 422  # no image
-    assert not list(tmp_path.iterdir())
+
+
+def test_nothing_from_a_request_is_written_to_disk(client, tmp_path, monkeypatch):
+    temp, work = tmp_path / "tmp", tmp_path / "cwd"
+    temp.mkdir(), work.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))  # where anything would put a temporary file
+    monkeypatch.chdir(work)
+    noise = io.BytesIO()  # a valid photo over 1 MB (Starlette spools those to an anonymous temporary file)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (700, 700, 3), dtype=np.uint8)).save(noise, "PNG")
+    assert 1_100_000 < len(noise.getvalue()) < 2_000_000
+    assert explain(client, noise.getvalue(), name="../noise.png").status_code == 200
+    assert explain(client, b"this is text", name="text.jpg").status_code == 415
+    assert explain(client, jpeg(skdata.coffee())[:2000], name="coffee.jpg").status_code == 415
+    assert not list(temp.iterdir()) and not list(work.iterdir()) and not (tmp_path / "noise.png").exists()
 
 
 # ------------------------------------------------------------------------------- a live server
