@@ -84,7 +84,6 @@ async function explain(target = null) {
     }
     if (!response.ok) throw new Error(await reason(response));
     const body = await response.json();
-    state.result = body;
     await show(body);
     const t = body.timings_ms;
     setStatus(`Done in ${t.total} ms (model ${t.explain} ms).`);
@@ -117,6 +116,7 @@ async function show(result) {
   const map = isImage(result) ? result.pictures.heatmap : result.pictures.map;
   [state.photoPixels, state.mapPixels] = await Promise.all([
     pixels(result.pictures.original, width, height), pixels(map, width, height)]);
+  state.result = result;  // with the pixels it describes
   $("original").src = result.pictures.original;
   $("colormap").disabled = isImage(result);
   $("download").hidden = false;
