@@ -380,7 +380,7 @@ def test_read_routes_answer_fast_with_200_explains_queued(deep_server):
     poller.stop.set()
     poller.join()
     assert statuses == [200] * 200 and not poller.failures, poller.failures[:3]
-    assert poller.deepest >= 150  # the requests really were queued while the reads were timed
+    assert poller.deepest >= 100  # really queued while the reads were timed (the old pool had 40 threads)
     assert p99(poller.latencies) < 0.100, f"p99 {p99(poller.latencies) * 1000:.0f} ms"
 
 
