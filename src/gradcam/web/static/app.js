@@ -1,4 +1,5 @@
-// The gradcam page: upload, explain over the HTTP API, recolour and blend in the browser.
+// The gradcam page: upload, explain over the HTTP API, recolour and blend in the browser, download
+// the full-size overlay from the server.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -10,11 +11,17 @@ function setStatus(text, kind = "") {
   status.className = kind;
 }
 
+// The server's explanation of a failed response (its JSON "detail").
+async function reason(response) {
+  const body = await response.json().catch(() => ({}));
+  if (body.detail === undefined) return response.statusText || `HTTP ${response.status}`;
+  return typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+}
+
 async function getJSON(url) {
   const response = await fetch(url);
-  const body = await response.json();
-  if (!response.ok) throw new Error(body.detail || response.statusText);
-  return body;
+  if (!response.ok) throw new Error(await reason(response));
+  return response.json();
 }
 
 function fill(select, items, selected) {
@@ -71,9 +78,12 @@ async function explain(target = null) {
   setStatus(`Explaining with ${$("method").value}…`, "busy");
   try {
     const response = await fetch("/api/explain", { method: "POST", body: form });
+    if (response.status === 503) {  // the queue is full: the server says when to try again
+      setStatus(await reason(response), "error");
+      return;
+    }
+    if (!response.ok) throw new Error(await reason(response));
     const body = await response.json();
-    if (!response.ok) throw new Error(typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail));
-    state.result = body;
     await show(body);
     const t = body.timings_ms;
     setStatus(`Done in ${t.total} ms (model ${t.explain} ms).`);
@@ -96,11 +106,20 @@ function pixels(url, width, height) {
   });
 }
 
+// A heat map comes as grey levels to colour here; a guided method's map is an image, shown as it is.
+function isImage(result) {
+  return result.map_kind === "image";
+}
+
 async function show(result) {
-  const { width, height } = result.image;
+  const { width, height } = result.display;
+  const map = isImage(result) ? result.pictures.heatmap : result.pictures.map;
   [state.photoPixels, state.mapPixels] = await Promise.all([
-    pixels(result.pictures.original, width, height), pixels(result.pictures.map, width, height)]);
+    pixels(result.pictures.original, width, height), pixels(map, width, height)]);
+  state.result = result;  // with the pixels it describes
   $("original").src = result.pictures.original;
+  $("colormap").disabled = isImage(result);
+  $("download").hidden = false;
   $("prediction").hidden = false;
   $("top-class").textContent = `${result.target.label} (${(100 * result.target.probability).toFixed(1)}%)`;
   $("details").textContent = `${result.model} · ${result.method}${result.layer ? " · layer " + result.layer : ""}`;
@@ -116,35 +135,53 @@ async function show(result) {
   recolour();
 }
 
-// Heatmap and overlay from the grey map, the colormap's lookup table and the opacity: no request.
-async function recolour() {
+function dataUrl(data) {
+  const canvas = document.createElement("canvas");
+  canvas.width = data.width;
+  canvas.height = data.height;
+  canvas.getContext("2d").putImageData(data, 0, 0);
+  return canvas.toDataURL("image/png");
+}
+
+// Heatmap and overlay from the map, the colormap's lookup table (heat maps only) and the opacity: no request.
+function recolour() {
   if (!state.mapPixels) return;
+  const image = isImage(state.result);
   const { width, height } = state.mapPixels;
   const lut = state.luts[$("colormap").value];
   const alpha = Number($("alpha").value);
   const map = state.mapPixels.data, photo = state.photoPixels.data;
   const heat = new ImageData(width, height), blend = new ImageData(width, height);
   for (let i = 0; i < map.length; i += 4) {
-    const colour = lut[map[i]];
     for (let c = 0; c < 3; c++) {
-      heat.data[i + c] = colour[c];
-      blend.data[i + c] = (1 - alpha) * photo[i + c] + alpha * colour[c];
+      const colour = image ? map[i + c] : lut[map[i]][c];
+      heat.data[i + c] = colour;
+      blend.data[i + c] = (1 - alpha) * photo[i + c] + alpha * colour;
     }
     heat.data[i + 3] = blend.data[i + 3] = 255;
   }
-  const [heatUrl, blendUrl] = await Promise.all([heat, blend].map(async (data) => {
-    const canvas = document.createElement("canvas");
-    canvas.width = width;
-    canvas.height = height;
-    canvas.getContext("2d").putImageData(data, 0, 0);
-    return canvas.toDataURL("image/png");
-  }));
-  $("heatmap").src = heatUrl;
-  $("overlay").src = blendUrl;
-  const link = $("download");
-  link.href = blendUrl;
-  link.download = `${(state.file.name || "image").replace(/\.[^.]+$/, "")}_overlay.png`;
-  link.hidden = false;
+  $("heatmap").src = image ? state.result.pictures.heatmap : dataUrl(heat);
+  $("overlay").src = dataUrl(blend);
+}
+
+// The overlay at the photo's own size, drawn by the server with the colormap and opacity chosen here.
+async function download() {
+  const result = state.result;
+  const query = new URLSearchParams({ colormap: $("colormap").value, alpha: $("alpha").value });
+  setStatus("Preparing the full-size overlay…", "busy");
+  try {
+    const response = await fetch(`${result.downloads.overlay}?${query}`);
+    if (!response.ok) throw new Error(await reason(response));
+    const url = URL.createObjectURL(await response.blob());
+    const link = document.createElement("a");
+    link.href = url;
+    link.download = `${(state.file.name || "image").replace(/\.[^.]+$/, "")}_overlay.png`;
+    link.click();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    setStatus(`Saved ${link.download} (${result.image.width}×${result.image.height}).`);
+  } catch (error) {
+    setStatus(`Could not download the overlay: ${error.message}`, "error");
+  }
 }
 
 function choose(file) {
@@ -166,6 +203,7 @@ $("model").addEventListener("change", async () => { await loadModel(); explain()
 $("method").addEventListener("change", () => explain(state.result ? state.result.target.index : null));
 $("layer").addEventListener("change", () => explain(state.result ? state.result.target.index : null));
 $("alpha").addEventListener("input", recolour);
+$("download").addEventListener("click", download);
 $("colormap").addEventListener("change", recolour);
 $("class-search").addEventListener("change", (event) => {
   const index = state.labels.findIndex((label) => label.toLowerCase() === event.target.value.trim().toLowerCase());

@@ -1,0 +1,313 @@
+"""The work behind the web app: models loaded once, each model's jobs on its own worker thread,
+a bounded queue in front of them, and small bounded caches of explainers and recent results.
+
+The HTTP routes only validate and await: no request holds one of the server's shared threads while
+it waits for a model, so the read-only routes answer however many explain requests are queued.
+Nothing from a request is written to disk by us or used as a path: uploads, maps and pictures stay
+in memory (Starlette keeps an upload over 1 MB in an anonymous temporary file while it parses it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import math
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from PIL import Image
+
+from ..device import choose_device
+from ..errors import ModelError
+from ..io import load_image
+from ..layers import auto_layer, candidate_layers, resolve_layers
+from ..methods import method_options
+from ..models import BUNDLED, ModelBundle, load_model
+from ..pipeline import Explainer, Explanation
+
+MAX_PIXELS = 40_000_000
+MAX_QUEUE = 32  # explain jobs admitted at once (waiting or running), over all models
+DISPLAY = 1024  # the long side of the pictures sent to the page, in pixels
+MAX_EXPLAINERS = 8
+RESULTS, RESULT_BYTES, RESULT_SECONDS = 16, 64 * 1024 * 1024, 600  # kept for full-resolution downloads
+RENDER: dict[str, Callable[[Explanation], Image.Image]] = {
+    "grayscale": Explanation.grayscale, "heatmap": Explanation.colored, "overlay": Explanation.overlay}
+
+
+class QueueFull(Exception):
+    """Too many explain jobs are waiting; the client should come back after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class LRU:
+    """A thread-safe mapping of the most recently used entries: at most ``size`` of them, at most
+    ``budget`` in total ``weight`` (the newest always stays), none older than ``ttl`` seconds."""
+
+    def __init__(self, size: int, *, budget: float = math.inf, ttl: float = math.inf,
+                 weight: Callable[[Any], int] = lambda value: 0):
+        self.size, self.budget, self.ttl, self.weight = size, budget, ttl, weight
+        self._items: OrderedDict[Any, tuple[float, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any | None:
+        with self._lock:
+            self._expire()
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key][1]
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._items[key] = (time.monotonic(), value)
+            self._items.move_to_end(key)
+            self._expire()
+            while len(self._items) > self.size or (
+                    len(self._items) > 1 and sum(self.weight(v) for _, v in self._items.values()) > self.budget):
+                self._items.popitem(last=False)
+
+    def keys(self) -> list:
+        with self._lock:
+            return list(self._items)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for key in [key for key, (added, _) in self._items.items() if now - added > self.ttl]:
+            del self._items[key]
+
+
+@dataclass
+class Loaded:
+    """A model ready to explain, with its layer listing (probed once, when it was loaded)."""
+
+    bundle: ModelBundle
+    automatic: str
+    layers: list[dict]
+
+
+@dataclass
+class ExplainRequest:
+    """One explain request, validated; ``layer`` as :func:`gradcam.layers.parse_layers` gives it."""
+
+    model: str
+    data: bytes
+    method: str = "gradcam"
+    layer: str | list[str] | None = None
+    target: int | str | None = None
+    normalize: str = "minmax"
+    colormap: str = "jet"
+    alpha: float = 0.5
+
+    @property
+    def key(self) -> tuple:
+        """The explainer that serves it: (model, method, layer or tuple of layers)."""
+        return self.model, self.method, tuple(self.layer) if isinstance(self.layer, list) else self.layer
+
+
+@dataclass
+class Result:
+    """What a full-resolution picture of an explained upload is drawn from, again."""
+
+    request: ExplainRequest
+    out: Any  # the CAMOutput: raw maps at the layers' resolution, classes, logits
+
+
+class Service:
+    """The models a server offers, loaded on first use and kept. Each model runs its jobs (loading,
+    explaining, full-resolution pictures) one at a time on its own worker thread, under its lock."""
+
+    def __init__(self, models: list[str], weights: str | None = None, device: str | None = None,
+                 max_queue: int = MAX_QUEUE):
+        if max_queue < 1:
+            raise ValueError(f"max_queue must be at least 1, got {max_queue}")
+        self.names = list(dict.fromkeys(models)) or [BUNDLED]
+        self.weights = weights
+        self.device = choose_device(device)
+        self.max_queue = max_queue
+        self.explainers = LRU(MAX_EXPLAINERS)
+        self.results = LRU(RESULTS, budget=RESULT_BYTES, ttl=RESULT_SECONDS,
+                           weight=lambda result: len(result.request.data))
+        self._locks = {name: threading.Lock() for name in self.names}
+        self._workers = {name: ThreadPoolExecutor(1, thread_name_prefix=f"gradcam-{name}") for name in self.names}
+        self._loads: dict[str, Future] = {}
+        self._loading = threading.Lock()
+        self._jobs, self._counting = 0, threading.Lock()
+        self._seconds = 0.1  # a running mean of a job's duration, for Retry-After
+
+    # ------------------------------------------------------------------ models
+
+    def check(self, name: str | None) -> str:
+        """The model's name (the default for None); a ModelError for one this server does not offer."""
+        name = name or self.names[0]
+        if name not in self.names:
+            raise ModelError(f"unknown model {name!r}; this server offers: {', '.join(self.names)}")
+        return name
+
+    def lock(self, name: str) -> threading.Lock:
+        return self._locks[name]
+
+    async def loaded(self, name: str) -> Loaded:
+        """The model, loaded by its worker the first time (other callers wait for the same load)."""
+        return await asyncio.shield(asyncio.wrap_future(self._load_future(self.check(name))))
+
+    def _load_future(self, name: str) -> Future:
+        with self._loading:
+            future = self._loads.get(name)
+            if future is None or (future.done() and (future.cancelled() or future.exception() is not None)):
+                future = self._loads[name] = self._workers[name].submit(self._load, name)
+            return future
+
+    def _load(self, name: str) -> Loaded:
+        bundle = load_model(name, self.weights if name == self.names[0] else None, device=self.device)
+        x = bundle.probe()  # no lock needed: no one else has this model yet
+        layers = [{"name": i.name, "shape": list(i.shape[1:])} for i in candidate_layers(bundle.module, x) if i.usable]
+        return Loaded(bundle, auto_layer(bundle.module, x), layers)
+
+    def _explainer(self, bundle: ModelBundle, request: ExplainRequest) -> Explainer:
+        """The cached explainer for the request, else a new one (cached by the caller once it worked)."""
+        explainer = self.explainers.get(request.key)
+        if explainer is None:
+            if request.layer is not None:
+                resolve_layers(bundle.module, request.layer)  # a clear error before anything is built
+            options = {"max_channels": 256} if "max_channels" in method_options(request.method) else {}
+            explainer = Explainer(bundle, method=request.method, layer=request.layer, device=self.device, **options)
+        explainer.normalize = request.normalize
+        return explainer
+
+    # ------------------------------------------------------------------ the queue
+
+    @property
+    def queued(self) -> int:
+        """Jobs admitted and not finished (waiting or running)."""
+        return self._jobs
+
+    async def _run(self, name: str, job: Callable, *args: Any) -> Any:
+        """``job(load, submitted, *args)`` on the model's worker; QueueFull, without waiting, when
+        ``max_queue`` jobs are already admitted. Awaiting holds no thread."""
+        with self._counting:
+            if self._jobs >= self.max_queue:
+                wait = min(60, max(1, math.ceil(self._jobs * self._seconds)))
+                raise QueueFull(f"the server is busy: {self._jobs} requests are queued (the limit is "
+                                f"{self.max_queue}); try again in {wait} s", wait)
+            self._jobs += 1
+        try:
+            load = self._load_future(name)
+            future = self._workers[name].submit(self._timed, job, load, time.perf_counter(), *args)
+        except BaseException:
+            self._finished(None)
+            raise
+        future.add_done_callback(self._finished)  # the slot is freed when the job ends, even if no one waits
+        return await asyncio.wrap_future(future)
+
+    def _timed(self, job: Callable, *args: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return job(*args)
+        finally:
+            self._seconds = 0.8 * self._seconds + 0.2 * (time.perf_counter() - start)
+
+    def _finished(self, future: Future | None) -> None:
+        with self._counting:
+            self._jobs -= 1
+
+    def close(self) -> None:
+        """Stop the workers; queued jobs are cancelled."""
+        for worker in self._workers.values():
+            worker.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------------ jobs
+
+    async def explain(self, request: ExplainRequest) -> dict:
+        """Predictions, the pictures the page shows (long side at most DISPLAY) and where to download
+        the full-resolution ones."""
+        return await self._run(request.model, self._explain, request)
+
+    async def picture(self, result_id: str, kind: str, colormap: str | None = None,
+                      alpha: float | None = None) -> bytes | None:
+        """A recent result's ``kind`` picture (grayscale, heatmap, overlay) at the upload's full
+        resolution, as PNG; None when the result is unknown or no longer kept."""
+        result = self.results.get(result_id)
+        if result is None:
+            return None
+        return await self._run(result.request.model, self._picture, result, kind, colormap, alpha)
+
+    def _explain(self, load: Future, submitted: float, request: ExplainRequest) -> dict:
+        start = time.perf_counter()
+        bundle = load.result().bundle
+        picture = load_image(request.data, max_pixels=MAX_PIXELS)
+        decoded = time.perf_counter()
+        with self.lock(request.model):
+            explainer = self._explainer(bundle, request)
+            out = explainer.run(bundle.preprocess.batch([picture]), request.target)
+            self.explainers.put(request.key, explainer)  # only an explainer that worked is kept
+            shown = explainer.explanations(out, [fit(picture, DISPLAY)], ["upload"])[0]
+        explained = time.perf_counter()
+        shown.colormap, shown.alpha = request.colormap, request.alpha
+        kind = "image" if shown.heatmap.ndim == 3 else "heatmap"  # guided methods give an image
+        pictures = {"original": data_url(shown.image)}
+        if kind == "image":
+            pictures["heatmap"] = data_url(shown.colored())  # the contrast-stretched image, shown as it is
+        else:
+            pictures["map"] = data_url(shown.grayscale())  # the page colours it with the chosen colormap
+        result_id = secrets.token_urlsafe(16)
+        self.results.put(result_id, Result(request, out))
+        done = time.perf_counter()
+        return {
+            "model": bundle.name, "method": request.method, "layer": shown.layer, "map_kind": kind,
+            "target": {"index": shown.class_index, "label": shown.label, "probability": shown.probability},
+            "top5": [{"index": i, "label": label, "probability": p} for i, label, p in shown.extra["top5"]],
+            "image": {"width": picture.width, "height": picture.height},
+            "display": {"width": shown.image.width, "height": shown.image.height},
+            "timings_ms": {"queue": _ms(start - submitted), "decode": _ms(decoded - start),
+                           "explain": _ms(explained - decoded), "render": _ms(done - explained),
+                           "total": _ms(done - submitted)},
+            "pictures": pictures,
+            "downloads": {kind: f"/api/results/{result_id}/{kind}.png" for kind in RENDER},
+        }
+
+    def _picture(self, load: Future, submitted: float, result: Result, kind: str, colormap: str | None,
+                 alpha: float | None) -> bytes:
+        request = result.request
+        picture = load_image(request.data, max_pixels=MAX_PIXELS)
+        with self.lock(request.model):
+            explainer = self._explainer(load.result().bundle, request)
+            full = explainer.explanations(result.out, [picture], ["upload"])[0]
+        full.colormap = request.colormap if colormap is None else colormap
+        full.alpha = request.alpha if alpha is None else alpha
+        return png(RENDER[kind](full))
+
+
+def fit(picture: Image.Image, longest: int) -> Image.Image:
+    """The picture, scaled down so that its long side is at most ``longest`` pixels."""
+    scale = longest / max(picture.size)
+    if scale >= 1:
+        return picture
+    size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
+    return picture.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
+
+
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def data_url(image: Image.Image) -> str:
+    return "data:image/png;base64," + base64.b64encode(png(image)).decode()
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
