@@ -306,6 +306,15 @@ def test_browser_upload_explain_slider_and_method(server, tmp_path):
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 10_000
             assert "error" not in (page.get_attribute("#status", "class") or "")
+            # class search: the exact name first ('cardigan' is the sweater, 474; 'Cardigan' the corgi)
+            page.fill("#class-search", "cardigan")
+            page.dispatch_event("#class-search", "change")
+            page.wait_for_function("document.getElementById('top-class').textContent.startsWith('cardigan')",
+                                   timeout=60_000)
+            page.fill("#class-search", "CARDIGAN")
+            page.dispatch_event("#class-search", "change")
+            status = page.text_content("#status")
+            assert '"Cardigan" (264)' in status and '"cardigan" (474)' in status, status
             # a guided map is an image: shown as the server made it, never through the colormap
             page.select_option("#method", "guided-backprop")
             page.wait_for_function("document.getElementById('details').textContent.includes('guided-backprop')",

@@ -24,7 +24,7 @@ from typing import Any, Callable
 from PIL import Image
 
 from ..device import choose_device
-from ..errors import ModelError
+from ..errors import ModelError, OptionError
 from ..io import load_image
 from ..layers import auto_layer, candidate_layers, resolve_layers
 from ..methods import method_options
@@ -132,7 +132,7 @@ class Service:
     def __init__(self, models: list[str], weights: str | None = None, device: str | None = None,
                  max_queue: int = MAX_QUEUE):
         if max_queue < 1:
-            raise ValueError(f"max_queue must be at least 1, got {max_queue}")
+            raise OptionError(f"max_queue must be at least 1, got {max_queue}")
         self.names = list(dict.fromkeys(models)) or [BUNDLED]
         self.weights = weights
         self.device = choose_device(device)

@@ -205,10 +205,23 @@ $("layer").addEventListener("change", () => explain(state.result ? state.result.
 $("alpha").addEventListener("input", recolour);
 $("download").addEventListener("click", download);
 $("colormap").addEventListener("change", recolour);
+// A class by name: the exact name first ("Cardigan" the corgi, "cardigan" the sweater), else the one
+// class whose name matches with case ignored; several such classes are listed, not guessed.
+function classByName(text) {
+  const exact = state.labels.indexOf(text);
+  if (exact >= 0) return { index: exact };
+  const folded = state.labels.flatMap((label, i) => (label.toLowerCase() === text.toLowerCase() ? [i] : []));
+  if (folded.length === 1) return { index: folded[0] };
+  if (folded.length > 1) {
+    return { error: `"${text}" matches ${folded.map((i) => `"${state.labels[i]}" (${i})`).join(" and ")}: type the exact name.` };
+  }
+  return { error: `No class named "${text}".` };
+}
+
 $("class-search").addEventListener("change", (event) => {
-  const index = state.labels.findIndex((label) => label.toLowerCase() === event.target.value.trim().toLowerCase());
-  if (index >= 0) explain(index);
-  else setStatus(`No class named "${event.target.value}".`, "error");
+  const found = classByName(event.target.value.trim());
+  if (found.error) setStatus(found.error, "error");
+  else explain(found.index);
 });
 
 init();
