@@ -23,7 +23,7 @@ $(VENV)/.installed-%: pyproject.toml $(LOCK) | $(BIN)/python
 demo: $(VENV)/.installed-demo
 	$(BIN)/python examples/sample_photos.py $(OUT)/photos
 	$(BIN)/gradcam explain $(OUT)/photos --out $(OUT)/gradcam --save all
-	@echo "Pictures written to $(OUT)/gradcam/ (open *_gradcam.png for the labelled figures)."
+	@echo "Pictures written to $(OUT)/gradcam/ (open *.figure.png for the labelled figures)."
 
 test: $(VENV)/.installed-test chromium
 	$(BIN)/python -m pytest -q

@@ -9,7 +9,10 @@ scikit-image and matplotlib), then
 
 Run:
     LD_PRELOAD=libtcmalloc_minimal.so.4 python benchmarks/bench_folder.py [--images 200,1000] [--workers 1]
-        [--model efficientnet_lite0 | resnet50]
+        [--model efficientnet_lite0 | resnet50] [--megapixels 12 --top-k 3]
+
+``--megapixels 12`` makes every image a 12 MP photo (4000 × 3000): the peak memory then shows whether
+maps are held per batch or per image.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ def sample_photos() -> list[Image.Image]:
     return photos
 
 
-def make_images(folder: Path, count: int, seed: int = 0) -> None:
+def make_images(folder: Path, count: int, seed: int = 0, megapixels: float | None = None) -> None:
     rng = np.random.default_rng(seed)
     photos = sample_photos()
     folder.mkdir(parents=True, exist_ok=True)
@@ -62,6 +65,8 @@ def make_images(folder: Path, count: int, seed: int = 0) -> None:
         cw, ch = int(w * rng.uniform(0.5, 1.0)), int(h * rng.uniform(0.5, 1.0))
         x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
         scale = rng.uniform(0.6, 1.6)
+        if megapixels:  # the crop blown up to the given size, a camera photo's
+            scale = (megapixels * 1e6 / (cw * ch)) ** 0.5
         crop = photo.crop((x0, y0, x0 + cw, y0 + ch)).resize((max(32, int(cw * scale)), max(32, int(ch * scale))))
         crop.save(folder / f"photo{i:05d}.jpg", quality=90)
 
@@ -80,9 +85,9 @@ def forward_only(folder: Path, batch_size: int, model: str, weights: str | None)
 
 
 def end_to_end(folder: Path, out: Path, batch_size: int, workers: int, threads: int, model: str,
-               weights: str | None) -> tuple[float, float]:
+               weights: str | None, extra: list[str]) -> tuple[float, float]:
     argv = ["explain", str(folder), "--out", str(out), "--quiet", "--batch-size", str(batch_size),
-            "--workers", str(workers), "--model", model] + (["--weights", weights] if weights else [])
+            "--workers", str(workers), "--model", model] + (["--weights", weights] if weights else []) + extra
     done = subprocess.run([sys.executable, "-c", CHILD.format(threads=threads, argv=argv)],
                           capture_output=True, text=True)
     line = [x for x in done.stdout.splitlines() if x.startswith("RESULT")]
@@ -101,10 +106,14 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model", default="efficientnet_lite0",
                         help="the bundled model, or a torchvision name run with seeded random weights")
+    parser.add_argument("--megapixels", type=float, help="every image this many megapixels (default: mixed sizes)")
+    parser.add_argument("--top-k", type=int, help="explain the K best classes of each image")
     args = parser.parse_args()
+    extra = ["--top-k", str(args.top_k)] if args.top_k else []
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch_size}, {args.workers} worker(s), "
-          f"{args.model}, Grad-CAM, overlays written")
+          f"{args.model}, Grad-CAM{' top-' + str(args.top_k) if args.top_k else ''}, overlays written"
+          + (f", {args.megapixels:g} MP photos" if args.megapixels else ""))
     print(f"  {'images':>7}{'forward img/s':>15}{'end-to-end img/s':>18}{'ratio':>7}{'peak RSS MiB':>14}")
     with tempfile.TemporaryDirectory() as tmp:
         weights = None
@@ -114,10 +123,10 @@ def main():
             torch.save(gradcam.load_model(args.model, pretrained=False).module.state_dict(), weights)
         for count in (int(n) for n in args.images.split(",")):
             folder = Path(tmp) / f"in{count}"
-            make_images(folder, count)
+            make_images(folder, count, megapixels=args.megapixels)
             fwd = forward_only(folder, args.batch_size, args.model, weights)
             e2e, peak = end_to_end(folder, Path(tmp) / f"out{count}", args.batch_size, args.workers, args.threads,
-                                   args.model, weights)
+                                   args.model, weights, extra)
             print(f"  {count:>7}{fwd:>15.1f}{e2e:>18.1f}{e2e / fwd:>7.2f}{peak:>14.0f}", flush=True)
 
 

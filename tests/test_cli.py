@@ -38,16 +38,16 @@ def test_explain_writes_decodable_pngs_at_original_size(tmp_path, capsys, photos
     assert len(lines) == 2
     assert "chelsea.jpg: " in lines[0] and "cat" in lines[0] and "%" in lines[0]
     assert "coffee.png: espresso" in lines[1]
-    for stem, source in (("chelsea", "chelsea.jpg"), ("coffee", "coffee.png")):
+    for source in ("chelsea.jpg", "coffee.png"):
         size = Image.open(photos / source).size
-        for kind in ("grayscale", "heatmap", "overlay", "gradcam"):
-            path = tmp_path / f"{stem}_{kind}.png"
+        for kind in ("grayscale", "heatmap", "overlay", "figure"):
+            path = tmp_path / f"{source}.gradcam.{kind}.png"
             assert str(path) in out
             with Image.open(path) as im:
                 im.load()
                 assert im.format == "PNG"
-                if kind != "gradcam":
-                    assert im.size == size, (stem, kind)
+                if kind != "figure":
+                    assert im.size == size, (source, kind)
     assert len(list(tmp_path.iterdir())) == 8
 
 
@@ -64,7 +64,8 @@ def test_folder_with_a_bad_file_reports_it_and_does_the_rest(tmp_path, capsys, p
     assert len(errors) == 1 and "broken.jpg" in errors[0]
     assert "Traceback" not in err
     assert "3 images: 2 explained, 1 failed" in err
-    assert sorted(p.name for p in (tmp_path / "out").glob("*_overlay.png")) == ["cat_overlay.png", "cup_overlay.png"]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.overlay.png")) == ["cat.jpg.gradcam.overlay.png",
+                                                                                 "cup.png.gradcam.overlay.png"]
     assert "notes" not in out
 
 
@@ -80,7 +81,7 @@ def test_target_top_k_and_options(tmp_path, capsys, photos):
                            "--normalize", "max", "--colormap", "inferno", "--alpha", "0.3")
     assert status == 0, err
     assert "top1" in out and "top2" in out
-    assert (tmp_path / "chelsea_top2_overlay.png").exists()
+    assert (tmp_path / "chelsea.jpg.gradcam.top2.overlay.png").exists()
     status, out, err = run(capsys, "explain", photos / "chelsea.jpg", "--out", tmp_path, "--target", "281")
     assert status == 0 and ": tabby" in out, out
     status, out, err = run(capsys, "explain", photos / "chelsea.jpg", "--out", tmp_path, "--target", "Egyptian Cat")
@@ -143,7 +144,7 @@ def test_installed_console_script(tmp_path, photos):
     done = subprocess.run([*script, "explain", str(photos / "chelsea.jpg"), "--out", str(tmp_path)],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    overlay = np.asarray(Image.open(tmp_path / "chelsea_overlay.png"))
+    overlay = np.asarray(Image.open(tmp_path / "chelsea.jpg.gradcam.overlay.png"))
     assert overlay.shape == (300, 451, 3)
 
 
@@ -152,10 +153,9 @@ def test_every_method_from_the_command_line(tmp_path, capsys, photos, method):
     status, out, err = run(capsys, "explain", photos / "chelsea.jpg", "--out", tmp_path, "--method", method,
                            "--max-channels", "8")
     assert status == 0, err
-    prefix = "chelsea" if method == "gradcam" else f"chelsea_{method}"
-    names = {f"{prefix}_grayscale.png", f"{prefix}_heatmap.png", f"{prefix}_overlay.png", f"chelsea_{method}.png"}
+    names = {f"chelsea.jpg.{method}.{kind}.png" for kind in ("grayscale", "heatmap", "overlay", "figure")}
     assert {p.name for p in tmp_path.iterdir()} == names
-    with Image.open(tmp_path / f"{prefix}_overlay.png") as overlay:
+    with Image.open(tmp_path / f"chelsea.jpg.{method}.overlay.png") as overlay:
         assert overlay.size == (451, 300)
     assert "cat" in out
 
@@ -164,12 +164,12 @@ def test_method_all_writes_one_comparison_figure(tmp_path, capsys, photos):
     status, out, err = run(capsys, "explain", photos / "chelsea.jpg", "--out", tmp_path, "--method", "all",
                            "--max-channels", "8", "--augment")
     assert status == 0, err
-    assert str(tmp_path / "chelsea_methods.png") in out
-    with Image.open(tmp_path / "chelsea_methods.png") as figure:
+    assert str(tmp_path / "chelsea.jpg.methods.figure.png") in out
+    with Image.open(tmp_path / "chelsea.jpg.methods.figure.png") as figure:
         figure.load()
         assert figure.width > 1000 and figure.height > 800  # 3 rows of 4 panels
     for method in gradcam.list_methods():
-        assert (tmp_path / f"chelsea_{method}.png").exists(), method
+        assert (tmp_path / f"chelsea.jpg.{method}.figure.png").exists(), method
     assert len(list(tmp_path.iterdir())) == 4 * len(gradcam.list_methods()) + 1
 
 

@@ -38,8 +38,8 @@ def test_compare_two_models_and_skip_one_that_cannot_load(tmp_path, photos):
     written = result.save(tmp_path)
     with Image.open(written["figure"]) as figure:
         assert figure.width >= 3 * 250 and figure.height >= 2 * 250  # 2 rows × (original + 2 models)
-    assert (tmp_path / "chelsea_resnet18-random_overlay.png").exists()
-    assert (tmp_path / "coffee_efficientnet_lite0_overlay.png").exists()
+    assert (tmp_path / "chelsea.jpg.resnet18-random.gradcam.overlay.png").exists()
+    assert (tmp_path / "coffee.jpg.efficientnet_lite0.gradcam.overlay.png").exists()
 
 
 def test_compare_with_one_target_for_every_model(photos):
@@ -54,7 +54,7 @@ def test_compare_cli(tmp_path, capsys, photos):
     out, err = capsys.readouterr()
     assert status == 0
     assert "skipped resnet18=missing.pth: weights file not found" in err
-    assert "chelsea: efficientnet_lite0: Egyptian cat" in out and (tmp_path / "compare_models.png").exists()
+    assert "chelsea.jpg: efficientnet_lite0: Egyptian cat" in out and (tmp_path / "compare_models.png").exists()
     assert main(["compare", str(photos[0]), "--models", "nope=missing.pth", "--out", str(tmp_path)]) == 2
 
 
@@ -84,8 +84,9 @@ def test_sweep_cli_layers_and_errors(tmp_path, capsys, photos):
     status = main(["sweep", str(photos[0]), "--layers", "blocks.2,bn2", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert status == 0 and "blocks.2" in out and "28×28" in out
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["chelsea_blocks.2_overlay.png", "chelsea_bn2_overlay.png",
-                                                          "chelsea_sweep.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chelsea.jpg.blocks.2.gradcam.overlay.png",
+                                                          "chelsea.jpg.bn2.gradcam.overlay.png",
+                                                          "chelsea.jpg.sweep.figure.png"]
     assert main(["sweep", str(photos[0]), "--layers", "bn2", "--every-stage"]) == 2
     assert main(["sweep", str(photos[0]), "--layers", "blocks.99"]) == 2
 
@@ -96,7 +97,7 @@ def test_a_bad_image_in_compare_and_sweep_is_a_failed_image_exit_1(tmp_path, cap
     bad.write_bytes(b"not an image")
     status = main(["compare", str(photos[0]), str(bad), "--models", "efficientnet_lite0", "--out", str(tmp_path)])
     out, err = capsys.readouterr()
-    assert status == 1 and "broken.jpg" in err and "chelsea: efficientnet_lite0: Egyptian cat" in out
+    assert status == 1 and "broken.jpg" in err and "chelsea.jpg: efficientnet_lite0: Egyptian cat" in out
     assert main(["sweep", str(bad), "--layers", "bn2", "--out", str(tmp_path)]) == 1
     assert "broken.jpg" in capsys.readouterr().err
 

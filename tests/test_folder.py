@@ -89,10 +89,11 @@ def test_workers_give_the_same_maps(tmp_path, folder, tiny_bundle):
     b = explain_folder([folder], tmp_path / "b", model=tiny_bundle, layer="features", save=(), save_maps=True,
                        workers=2, batch_size=3)
     assert a.done == b.done == 9
-    maps_a = sorted((tmp_path / "a").glob("*_raw.npy"))
+    maps_a = sorted((tmp_path / "a").rglob("*.raw.npy"))
     assert len(maps_a) == 9
     for path in maps_a:
-        np.testing.assert_allclose(np.load(path), np.load(tmp_path / "b" / path.name), atol=1e-6)
+        np.testing.assert_allclose(np.load(path), np.load(tmp_path / "b" / path.relative_to(tmp_path / "a")),
+                                   atol=1e-6)
 
 
 def test_resume_writes_nothing_twice_and_loses_nothing(tmp_path, folder, tiny_bundle, monkeypatch):
@@ -104,7 +105,7 @@ def test_resume_writes_nothing_twice_and_loses_nothing(tmp_path, folder, tiny_bu
     def dying_save(result, *args):  # the job is killed while writing the 5th image
         if len(calls) == 4:
             raise KeyboardInterrupt
-        calls.append(result.stem)
+        calls.append(result.name)
         return real_save(result, *args)
 
     monkeypatch.setattr(folder_module, "_save", dying_save)
@@ -114,16 +115,18 @@ def test_resume_writes_nothing_twice_and_loses_nothing(tmp_path, folder, tiny_bu
     assert len(first) == 4
     assert not list(out.glob(".*.tmp"))  # no half-written file
 
-    monkeypatch.setattr(folder_module, "_save", lambda result, *args: (calls.append(result.stem),
+    monkeypatch.setattr(folder_module, "_save", lambda result, *args: (calls.append(result.name),
                                                                          real_save(result, *args))[1])
     summary = explain_folder([folder], out, model=tiny_bundle, layer="features", batch_size=2, resume=True)
     assert (summary.skipped, summary.done, summary.failed) == (4, 5, 1)
     assert len(calls) == 9 == len(set(calls))  # every good image written once over both runs
     ok = [r["path"] for r in rows(out) if r["status"] == "ok"]
     assert len(ok) == 9 == len(set(ok))
-    # other settings: nothing is skipped
-    again = explain_folder([folder], out, model=tiny_bundle, layer="features", resume=True, normalize="max")
-    assert again.skipped == 0 and again.done == 9
+    # other settings: an error that says so, not a manifest of two kinds of rows
+    with pytest.raises(gradcam.OptionError, match="other settings"):
+        explain_folder([folder], out, model=tiny_bundle, layer="features", resume=True, normalize="max")
+    again = explain_folder([folder], out, model=tiny_bundle, layer="features", normalize="max")  # a new job
+    assert again.skipped == 0 and again.done == 9 and len(rows(out)) == 10
 
 
 def test_save_choices_and_bad_options(tmp_path, folder, tiny_bundle):
@@ -131,8 +134,9 @@ def test_save_choices_and_bad_options(tmp_path, folder, tiny_bundle):
     explain_folder([folder / "img1.png"], out, model=tiny_bundle, layer="features",
                    save=("overlay", "heatmap", "grayscale", "figure"), save_maps=True)
     names = sorted(p.name for p in out.iterdir() if not p.name.startswith("manifest"))
-    assert names == ["img1_gradcam.png", "img1_grayscale.png", "img1_heatmap.png", "img1_overlay.png", "img1_raw.npy"]
-    assert np.load(out / "img1_raw.npy").shape == (16, 16)  # the layer's resolution for a 32² input
+    assert names == [f"img1.png.gradcam.{kind}" for kind in ("figure.png", "grayscale.png", "heatmap.png",
+                                                             "overlay.png", "raw.npy")]
+    assert np.load(out / "img1.png.gradcam.raw.npy").shape == (16, 16)  # the layer's resolution for a 32² input
     with pytest.raises(gradcam.OptionError, match="poster"):
         explain_folder([folder], out, model=tiny_bundle, save=("poster",))
     with pytest.raises(gradcam.OptionError, match="max_channels"):
@@ -154,15 +158,99 @@ def test_cli_folder_defaults_to_overlays_and_a_manifest(tmp_path, capsys):
     assert status == 1
     assert captured.out == ""  # --quiet
     assert "bad.png" in captured.err and "3 images: 2 explained, 1 failed" in captured.err
-    assert sorted(p.name for p in out.iterdir()) == ["cat_overlay.png", "cup_overlay.png", "manifest.csv",
-                                                     "manifest.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == ["cat.jpg.gradcam.overlay.png", "cup.jpg.gradcam.overlay.png",
+                                                     "manifest.csv", "manifest.jsonl"]
     status = main(["explain", str(folder), "--out", str(out), "--resume", "--quiet"])
     assert status == 1 and "2 already done" in capsys.readouterr().err
 
 
-def test_output_names_never_collide():
-    from gradcam.folder import unique_stems
+def _image(path, value):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((24, 20, 3), value, np.uint8)).save(path)
 
-    stems = unique_stems(["a/cat.jpg", "b/cat.png", "c/cat-2.jpg", "d/Cat.jpg"])
-    assert len({s.casefold() for s in stems.values()}) == 4
-    assert stems["a/cat.jpg"] == "cat"
+
+def test_output_names_mirror_the_inputs_and_resume_never_overwrites(tmp_path, tiny_bundle):
+    """class_a/0001.jpg and class_b/0001.jpg, cat.jpg with xgradcam and cat_xgradcam.jpg with gradcam:
+    every picture has its own file; files added before --resume get new names, never a done one's."""
+    root, out = tmp_path / "val", tmp_path / "out"
+    _image(root / "class_a" / "0001.png", 40)
+    _image(root / "cat.png", 90)
+    _image(root / "cat_xgradcam.png", 140)
+    explain_folder([root], out, model=tiny_bundle, layer="features", method=["gradcam", "xgradcam"])
+    before = {p: p.read_bytes() for p in out.rglob("*.overlay.png")}
+    assert len(before) == 6
+    assert (out / "class_a" / "0001.png.gradcam.overlay.png") in before
+    assert (out / "cat.png.xgradcam.overlay.png") in before and (out / "cat_xgradcam.png.gradcam.overlay.png") in before
+    _image(root / "class_b" / "0001.png", 200)  # new files that the old -2 suffixes would have shifted
+    _image(root / "0001.png", 250)
+    summary = explain_folder([root], out, model=tiny_bundle, layer="features", method=["gradcam", "xgradcam"],
+                             resume=True)
+    assert (summary.skipped, summary.done) == (3, 2)
+    assert all(path.read_bytes() == data for path, data in before.items())  # finished work untouched
+    assert len(list(out.rglob("*.overlay.png"))) == 10
+    recorded = {r["files"]["overlay"] for r in rows(out)}
+    assert len(recorded) == 10 and str(out / "class_b" / "0001.png.gradcam.overlay.png") in recorded
+
+
+def test_resume_knows_the_weights(tmp_path, tiny_bundle):
+    """Retrained weights under the same name are not taken for the old ones' finished work."""
+    import copy
+
+    root, out = tmp_path / "in", tmp_path / "out"
+    _image(root / "a.png", 60)
+    explain_folder([root], out, model=tiny_bundle, layer="features")
+    assert explain_folder([root], out, model=tiny_bundle, layer="features", resume=True).skipped == 1
+    retrained = copy.deepcopy(tiny_bundle)
+    with torch.no_grad():
+        retrained.module.fc.weight.add_(0.01)
+    with pytest.raises(gradcam.OptionError, match="other settings"):
+        explain_folder([root], out, model=retrained, layer="features", resume=True)
+
+
+def test_a_method_failing_on_one_image_costs_only_that_row(tmp_path, tiny_bundle, monkeypatch):
+    """xgradcam fails on the white image: that image gets an error row for xgradcam and its gradcam
+    pictures; every other image gets both methods; the job goes on and counts one failed image."""
+    from gradcam.errors import ModelError
+    from gradcam.pipeline import Explainer
+
+    real_run = Explainer.run
+
+    def run(self, x, target=None, *, top_k=None):
+        if self.method == "xgradcam" and (x.flatten(1).amin(1) > 1.9).any():
+            raise ModelError("activations are NaN")
+        return real_run(self, x, target, top_k=top_k)
+
+    monkeypatch.setattr(Explainer, "run", run)
+    root, out = tmp_path / "in", tmp_path / "out"
+    for i, value in enumerate([30, 255, 80, 120]):
+        _image(root / f"{i}.png", value)
+    summary = explain_folder([root], out, model=tiny_bundle, layer="features", method=["gradcam", "xgradcam"],
+                             batch_size=4)
+    assert (summary.done, summary.failed) == (3, 1)
+    found = {(r["path"].rsplit("/", 1)[-1], r["method"]): r["status"] for r in rows(out)}
+    assert found == {(f"{i}.png", m): ("error" if (i, m) == (1, "xgradcam") else "ok")
+                     for i in range(4) for m in ("gradcam", "xgradcam")}
+    assert "activations are NaN" in summary.errors[0] and "1.png" in summary.errors[0]
+    assert (out / "1.png.gradcam.overlay.png").exists() and not (out / "1.png.xgradcam.overlay.png").exists()
+
+
+def test_maps_reach_full_size_one_image_at_a_time(tmp_path, tiny_bundle, monkeypatch):
+    """A batch's maps stay at the layer's resolution; each image is drawn and written before the next
+    image's maps are brought to full size (memory per image, not per batch)."""
+    from gradcam import folder as folder_module
+    from gradcam.pipeline import Explainer
+
+    events = []
+    real_explanation, real_save = Explainer.explanation, folder_module._save
+    monkeypatch.setattr(Explainer, "explanation", lambda self, out, index, rank, picture, name: (
+        events.append(("draw", name)), real_explanation(self, out, index, rank, picture, name))[1])
+    monkeypatch.setattr(folder_module, "_save", lambda result, *args: (
+        events.append(("save", result.name)), real_save(result, *args))[1])
+    root = tmp_path / "in"
+    for i in range(4):
+        _image(root / f"{i}.png", 50 * i)
+    explain_folder([root], tmp_path / "out", model=tiny_bundle, layer="features", method=["gradcam", "hirescam"],
+                   batch_size=4, top_k=2)
+    order = [name for i, (_, name) in enumerate(events) if i == 0 or events[i - 1][1] != name]
+    assert order == ["0.png", "1.png", "2.png", "3.png"], events  # one image drawn and written after another
+    assert sum(kind == "save" for kind, _ in events) == 4 * 2 * 2

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from gradcam.errors import GradCAMError, ImageError
-from gradcam.io import MAX_PIXELS, image_stem, load_image, save_png
+from gradcam.io import MAX_PIXELS, load_image, mirrored_names, picture_name, save_png, source_name, source_names
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 
@@ -334,9 +334,31 @@ def test_save_png_failure_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_image_stem(tmp_path):
-    assert image_stem(tmp_path / "cat.photo.jpg") == "cat.photo"
-    assert image_stem("dir/dog.png") == "dog"
-    assert image_stem(b"\x89PNG") == "image"
-    assert image_stem(np.zeros((2, 2), np.uint8)) == "image"
-    assert image_stem(Image.new("RGB", (1, 1))) == "image"
+def test_source_name(tmp_path):
+    assert source_name(tmp_path / "cat.photo.jpg") == "cat.photo.jpg"
+    assert source_name("dir/dog.png") == "dog.png"
+    assert source_name(b"\x89PNG") == "image"
+    assert source_name(np.zeros((2, 2), np.uint8)) == "image"
+    assert source_name(Image.new("RGB", (1, 1))) == "image"
+
+
+def test_mirrored_names_are_distinct_and_do_not_depend_on_other_files(tmp_path):
+    files = ["val/a/0001.jpg", "val/b/0001.jpg", "val/cat.jpg", "val/cat.png"]
+    names = mirrored_names(files, ["val"])
+    assert names == {"val/a/0001.jpg": "a/0001.jpg", "val/b/0001.jpg": "b/0001.jpg",
+                     "val/cat.jpg": "cat.jpg", "val/cat.png": "cat.png"}
+    assert mirrored_names(files[:1], ["val"]) == {"val/a/0001.jpg": "a/0001.jpg"}  # the same with fewer files
+    assert set(mirrored_names(["x/cat.jpg", "y/cat.jpg"], ["x", "y"]).values()) == {"x/cat.jpg", "y/cat.jpg"}
+    assert source_names(["a/cat.jpg", "b/cat.jpg", b"png"]) == ["a/cat.jpg", "b/cat.jpg", "image"]
+    assert source_names([b"1", b"2"]) == ["image-1", "image-2"]
+
+
+def test_picture_names_never_collide():
+    """The review's collisions: cat.jpg with xgradcam vs cat_xgradcam.jpg with gradcam; cat rank 2 vs
+    cat_top2; cat.jpg vs cat.png. Every (name, method, rank, kind) combination gets its own file."""
+    names = ["cat.jpg", "cat_xgradcam.jpg", "cat_top2.jpg", "cat.png", "cat.jpg.gradcam", "cat.jpg.top2"]
+    methods = ["gradcam", "xgradcam", "methods", "guided-gradcam"]
+    kinds = ["overlay", "heatmap", "grayscale", "figure"]
+    made = [picture_name(n, m, k, r) for n in names for m in methods for k in kinds for r in (None, 1, 2)]
+    assert len(set(made)) == len(made)
+    assert picture_name("cat.jpg", "gradcam", "overlay", 2) == "cat.jpg.gradcam.top2.overlay.png"

@@ -121,11 +121,11 @@ def test_map_is_placed_exactly_where_the_bright_square_is(size):
 
 
 def test_save_writes_four_pngs_atomically(tmp_path, chelsea, explainer):
-    result = explainer.explain([chelsea], stems=["chelsea"])[0]
+    result = explainer.explain([chelsea], names=["chelsea"])[0]
     written = result.save(tmp_path)
     assert sorted(written) == ["figure", "grayscale", "heatmap", "overlay"]
-    assert written["overlay"].name == "chelsea_overlay.png"
-    assert written["figure"].name == "chelsea_gradcam.png"
+    assert written["overlay"].name == "chelsea.gradcam.overlay.png"
+    assert written["figure"].name == "chelsea.gradcam.figure.png"
     for kind, path in written.items():
         with Image.open(path) as im:
             im.verify()  # decodes as a complete PNG
@@ -139,13 +139,13 @@ def test_save_writes_four_pngs_atomically(tmp_path, chelsea, explainer):
 
 
 def test_top_k_explains_distinct_classes_in_order(tmp_path, chelsea, explainer):
-    results = explainer.explain([chelsea], top_k=3, stems=["cat"])
+    results = explainer.explain([chelsea], top_k=3, names=["cat"])
     assert [r.rank for r in results] == [1, 2, 3]
     assert len({r.class_index for r in results}) == 3
     probabilities = [r.probability for r in results]
     assert probabilities == sorted(probabilities, reverse=True)
     assert results[0].class_index == explainer.explain([chelsea])[0].class_index
-    assert results[1].save(tmp_path)["overlay"].name == "cat_top2_overlay.png"
+    assert results[1].save(tmp_path)["overlay"].name == "cat.gradcam.top2.overlay.png"
 
 
 def test_target_by_name_and_normalizations(chelsea):
@@ -179,7 +179,7 @@ def test_guided_and_option_methods_through_explain(tmp_path, chelsea):
     assert guided.heatmap.shape == (chelsea.height, chelsea.width, 3)
     assert guided.heatmap.min() == 0.0 and guided.heatmap.max() == pytest.approx(1.0)
     written = guided.save(tmp_path)
-    assert written["overlay"].name == "image_guided-gradcam_overlay.png"  # a PIL image has no file name
+    assert written["overlay"].name == "image.guided-gradcam.overlay.png"  # a PIL image has no file name
     with Image.open(written["heatmap"]) as im:
         assert im.mode == "RGB" and im.size == chelsea.size
     fast = gradcam.explain(chelsea, method="scorecam", max_channels=4)

@@ -11,7 +11,7 @@ from PIL import Image
 
 from . import visualize
 from .errors import ImageError, ModelError
-from .io import image_stem, load_image, save_png
+from .io import load_image, save_png, source_names
 from .models import load_model
 from .device import choose_device
 from .pipeline import Explainer, Explanation
@@ -45,12 +45,12 @@ class Comparison:
         return visualize.grid(rows, titles, title=self.title)
 
     def save(self, directory: str | os.PathLike, name: str = "compare") -> dict[str, Path]:
-        """Each model's pictures (``<stem>_<model>_…``) and the grid ``<name>_models.png``."""
+        """Each model's pictures (``<image>.<model>.<method>.<kind>.png``) and the grid ``<name>_models.png``."""
         directory = Path(directory)
         written = {}
         for model, column in zip(self.models, self.columns):
             for stem, explanation in zip(self.stems, column):
-                for kind, path in explanation.save(directory, f"{stem}_{_safe(model)}").items():
+                for kind, path in explanation.save(directory, f"{stem}.{_safe(model)}").items():
                     written[f"{stem}/{model}/{kind}"] = path
         written["figure"] = save_png(self.figure(), directory / f"{name}_models.png")
         return written
@@ -72,10 +72,10 @@ def compare(
     weights cannot be had is skipped with the reason, and the others are still compared."""
     device = choose_device(device)
     pictures, stems, failed = [], [], []
-    for image in images:  # a bad image is reported and left out; the others are still compared
+    for image, name in zip(images, source_names(images)):  # a bad image is reported and left out
         try:
             pictures.append(load_image(image))
-            stems.append(image_stem(image))
+            stems.append(name)
         except ImageError as exc:
             failed.append((str(image), str(exc)))
     if not pictures:
@@ -89,7 +89,7 @@ def compare(
             continue
         explainer = Explainer(bundle, method=method, normalize=normalize, colormap=colormap, alpha=alpha,
                               device=device)
-        columns.append(explainer.explain(pictures, target, stems=stems))
+        columns.append(explainer.explain(pictures, target, names=stems))
         names.append(bundle.name)
     if not columns:
         raise ModelError("no model could be loaded: " + "; ".join(f"{m}: {why}" for m, why in skipped))

@@ -21,10 +21,11 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .errors import GradCAMError, OptionError
+from .errors import GradCAMError, ModelError, OptionError
 from .methods import method_options
-from .io import IMAGE_SUFFIXES, atomic_write, image_stem, load_image, save_array, save_png
-from .pipeline import DEFAULT_MODEL, Explainer, Explanation, compare_methods
+from .io import IMAGE_SUFFIXES, atomic_write, load_image, mirrored_names, picture_name, save_array, save_png
+from .models import module_fingerprint
+from .pipeline import DEFAULT_MODEL, Explainer, Explanation, compare_methods, ranks
 
 PICTURES = ("overlay", "heatmap", "grayscale", "figure")
 MANIFEST_FIELDS = ["path", "status", "error", "model", "method", "layer", "rank", "class_index", "label",
@@ -61,19 +62,20 @@ def find_images(inputs: Sequence[str | os.PathLike]) -> list[str]:
     return list(dict.fromkeys(files))  # once each, in order
 
 
-def unique_stems(files: Sequence[str]) -> dict[str, str]:
-    """Output stems, one per file and never the same twice (compared case-folded, for case-insensitive
-    file systems): a stem already taken gets -2, -3, … until it is free."""
-    stems, taken = {}, set()
-    for path in files:
-        base = stem = image_stem(path)
-        number = 1
-        while stem.casefold() in taken:
-            number += 1
-            stem = f"{base}-{number}"
-        taken.add(stem.casefold())
-        stems[path] = stem
-    return stems
+def input_roots(inputs: Sequence[str | os.PathLike]) -> list[str]:
+    """The folder each input names: a folder itself, a glob pattern's fixed leading folders, a file's
+    folder. Output names mirror the files' paths under their common folder (:func:`mirrored_names`)."""
+    roots = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            roots.append(str(path))
+        elif not path.exists() and glob.has_magic(str(item)):
+            fixed = [part for part in path.parts[: next(i for i, p in enumerate(path.parts) if glob.has_magic(p))]]
+            roots.append(str(Path(*fixed)) if fixed else ".")
+        else:
+            roots.append(str(path.parent))
+    return roots
 
 
 class _Images(torch.utils.data.Dataset):
@@ -96,6 +98,7 @@ class _Images(torch.utils.data.Dataset):
 
 
 def _as_list(items):
+    """The loader's collate function: the batch's items as they are (pictures differ in size)."""
     return items
 
 
@@ -191,11 +194,12 @@ def explain_folder(
     if not files:
         raise OptionError(f"no image files in {', '.join(map(str, inputs))} "
                           f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-    settings = _settings_key(explainers[0].bundle.name, weights, methods, layer, target, top_k, normalize,
-                             colormap, alpha, sorted(save), save_maps,
+    bundle = explainers[0].bundle
+    settings = _settings_key(bundle.name, module_fingerprint(bundle.module), methods, layer, target, top_k,
+                             normalize, colormap, alpha, sorted(save), save_maps,
                              {k: v for k, v in options.items() if k != "progress"})
     done_before = _done(out / "manifest.jsonl", settings, methods) if resume else set()
-    stems = unique_stems(files)
+    names = mirrored_names(files, input_roots(inputs))
     todo = [f for f in files if f not in done_before]
     summary = FolderSummary(total=len(files), skipped=len(files) - len(todo))
     book = Manifest(out, resume) if manifest else None
@@ -204,45 +208,61 @@ def explain_folder(
                dynamic_ncols=True)
     start = time.perf_counter()
 
+    def error_row(path: str, method: str, message: str) -> dict:
+        return {"path": path, "status": "error", "error": message, "model": bundle.name, "method": method,
+                "settings": settings}
+
     def report_error(path: str, error: tuple[str, str]) -> None:
         message, detail = error
         summary.failed += 1
         if len(summary.errors) < 20:
             summary.errors.append(message)
         if book:
-            book.append([{"path": path, "status": "error", "error": message, "model": explainers[0].bundle.name,
-                          "method": ",".join(methods), "settings": settings}])
+            book.append([error_row(path, ",".join(methods), message)])
         if on_error:
             on_error(message, detail)
         bar.update(1)
 
-    def write(item) -> None:
-        outs, paths, arrays = item
-        pictures = [Image.fromarray(a) for a in arrays]
-        names = [stems[p] for p in paths]
-        per_method = [ex.explanations(o, pictures, names) for ex, o in zip(explainers, outs)]
-        per_image = len(per_method[0]) // len(paths)
-        for i, path in enumerate(paths):
-            rows, written = [], []
-            for j in range(i * per_image, (i + 1) * per_image):
-                results = [found[j] for found in per_method]
-                for result in results:
-                    files_written = _save(result, out, save, save_maps)
-                    written += files_written.values()
-                    rows.append(_row(path, result, files_written, settings))
-                if len(results) > 1:
-                    figure = save_png(compare_methods(results), out / f"{results[0].ranked_stem}_methods.png")
-                    written.append(figure)
-                    rows[-1]["files"]["methods"] = str(figure)
-                if on_result:
-                    on_result(path, results, written)
-            if book:
-                book.append(rows)
+    def write(path: str, array: np.ndarray, found: list) -> None:
+        """One image: each method's pictures drawn at the photo's size, written, and let go before the
+        next (only the all-methods figure keeps small copies), then the image's manifest rows."""
+        picture, name = Image.fromarray(array), names[path]
+        rows, written, failures = [], [], []
+        good = [(explainer, item) for explainer, item in zip(explainers, found) if not isinstance(item, _Failed)]
+        for explainer, item in zip(explainers, found):
+            if isinstance(item, _Failed):  # this method failed on this image: a row, and the others go on
+                failures.append(item)
+                rows.append(error_row(path, explainer.method, item.message))
+        for rank in ranks(good[0][1][0]) if good else []:
+            results, thumbnails = [], []
+            for explainer, (output, index) in good:
+                result = explainer.explanation(output, index, rank, picture, name)
+                files_written = _save(result, out, save, save_maps)
+                written += files_written.values()
+                rows.append(_row(path, result, files_written, settings))
+                results.append(result)
+                if len(good) > 1:
+                    thumbnails.append(explainer.explanation(output, index, rank, _thumbnail(picture), name))
+            if thumbnails:
+                figure = save_png(compare_methods(thumbnails), out / picture_name(name, "methods", "figure", rank))
+                written.append(figure)
+                rows[-1]["files"]["methods"] = str(figure)
+            if on_result:
+                on_result(path, results, written)
+        if book:
+            book.append(rows)
+        if failures:
+            summary.failed += 1
+            summary.errors += [f.message for f in failures][: max(0, 20 - len(summary.errors))]
+            for failure in failures:
+                if on_error:
+                    on_error(failure.message, failure.detail)
+        else:
             summary.done += 1
-            bar.update(1)
+        bar.update(1)
 
-    writer = _Writer(write)
-    loader = torch.utils.data.DataLoader(_Images(todo, explainers[0].bundle.preprocess), batch_size=batch_size,
+    writer = _Writer(maxsize=2 * batch_size)  # two batches' images wait at most: memory stays flat
+    loader = torch.utils.data.DataLoader(_Images(todo, bundle.preprocess), batch_size=batch_size,
                                          num_workers=workers, collate_fn=_as_list)
     try:
         for batch in loader:
@@ -252,8 +272,10 @@ def explain_folder(
                     writer.put(lambda p=todo[i], e=error: report_error(p, e))
             if good:
                 x = torch.stack([x for _, x, _ in good])
-                outs = [explainer.run(x, target, top_k=top_k) for explainer in explainers]
-                writer.put(lambda item=(outs, [p for p, _, _ in good], [a for _, _, a in good]): write(item))
+                per_method = [_run(explainer, x, [p for p, _, _ in good], target, top_k) for explainer in explainers]
+                for j, (path, _, array) in enumerate(good):
+                    found = [items[j] for items in per_method]
+                    writer.put(lambda p=path, a=array, f=found: write(p, a, f))
         writer.close()
     finally:
         writer.stop()
@@ -264,12 +286,39 @@ def explain_folder(
     return summary
 
 
+@dataclass
+class _Failed:
+    message: str
+    detail: str  # the traceback, shown with --debug
+
+
+def _run(explainer: Explainer, x: torch.Tensor, paths: Sequence[str], target: Any, top_k: int | None) -> list:
+    """One method on a batch: per image ``(output, row)``, or a :class:`_Failed` where the method failed
+    on that image's numbers (a ModelError: NaN/inf activations or scores). A failing batch is run again
+    image by image, so one image's failure costs no other image. Other errors (an unknown class, a bad
+    layer) are the same for every image and end the job as usage errors."""
+    try:
+        out = explainer.run(x, target, top_k=top_k)
+        return [(out, j) for j in range(len(paths))]
+    except ModelError as exc:
+        if len(paths) == 1:
+            return [_Failed(f"{paths[0]}: {explainer.method}: {exc}", traceback.format_exc())]
+    return [item for j, path in enumerate(paths) for item in _run(explainer, x[j : j + 1], [path], target, top_k)]
+
+
+def _thumbnail(picture: Image.Image, side: int = 512) -> Image.Image:
+    """A copy at most ``side`` pixels on its long side, for the panels of the all-methods figure."""
+    small = picture.copy()
+    small.thumbnail((side, side), Image.Resampling.BILINEAR)
+    return small
+
+
 class _Writer:
-    """Runs jobs in order on one thread behind the model; at most two batches wait, so memory stays flat.
+    """Runs jobs in order on one thread behind the model; at most ``maxsize`` wait, so memory stays flat.
     An exception in a job is raised again by :meth:`close`."""
 
-    def __init__(self, job_runner: Callable):
-        self._queue: queue.Queue = queue.Queue(maxsize=2)
+    def __init__(self, maxsize: int):
+        self._queue: queue.Queue = queue.Queue(maxsize=maxsize)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
@@ -307,7 +356,8 @@ def _save(result: Explanation, out: Path, save: Sequence[str], save_maps: bool) 
     if save_maps:
         raws = result.extra["raw"]
         array = raws[0].numpy() if len(raws) == 1 else np.stack([r.numpy() for r in raws])
-        written["maps"] = str(save_array(array.astype(np.float32), out / f"{result.prefix}_raw.npy"))
+        name = picture_name(result.name, result.method, "raw", result.rank, suffix=".npy")
+        written["maps"] = str(save_array(array.astype(np.float32), out / name))
     return written
 
 
@@ -325,9 +375,15 @@ def _settings_key(*settings) -> str:
 
 
 def _done(jsonl: Path, settings: str, methods: Sequence[str]) -> set[str]:
-    """Paths with an "ok" row for every method under the same settings."""
+    """Paths with an "ok" row for every method under the same settings. A manifest written with other
+    settings (another model or weights, method, layer, target, picture options) is an OptionError: its
+    pictures have the same names as the new ones would, so mixing the two would make it ambiguous."""
     ok: dict[str, set] = {}
     for row in read_manifest(jsonl):
-        if row.get("settings") == settings and row.get("status") == "ok":
+        if row.get("settings") != settings:
+            raise OptionError(f"--resume: {jsonl} was written with other settings (model weights, method, "
+                              "layer, target or picture options); run without --resume to start again, "
+                              "or write to another --out")
+        if row.get("status") == "ok":
             ok.setdefault(row["path"], set()).add(row.get("method"))
     return {path for path, found in ok.items() if found >= set(methods)}

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from . import visualize
-from .io import image_stem, load_image, save_png
+from .io import load_image, picture_name, save_png, source_name
 from .layers import stage_layers
 from .methods import create_method
 from .pipeline import DEFAULT_MODEL, bundle_on_device
@@ -48,12 +48,13 @@ class Sweep:
                               title=f"{self.method}: shallow to deep")
 
     def save(self, directory: str | os.PathLike) -> dict[str, Path]:
-        """``<stem>_sweep.png`` and ``<stem>_<layer>_overlay.png`` per layer, written atomically."""
+        """``<image>.sweep.figure.png`` and ``<image>.<layer>.<method>.overlay.png`` per layer, written
+        atomically."""
         directory = Path(directory)
-        written = {"figure": save_png(self.figure(), directory / f"{self.stem}_sweep.png")}
+        written = {"figure": save_png(self.figure(), directory / picture_name(self.stem, "sweep", "figure"))}
         for m in self.layers:
             picture = visualize.overlay(self.image, m.heatmap, colormap=self.colormap, alpha=self.alpha)
-            written[m.name] = save_png(picture, directory / f"{self.stem}_{m.name}_overlay.png")
+            written[m.name] = save_png(picture, directory / picture_name(f"{self.stem}.{m.name}", self.method, "overlay"))
         return written
 
 
@@ -84,4 +85,4 @@ def sweep(
             for name, raw in zip(names, raws)]
     index = int(out.targets[0])
     label = bundle.labels[index] if bundle.labels and index >= 0 else f"class {index}"
-    return Sweep(picture, index, label, float(out.probabilities[0]), method, maps, colormap, alpha, image_stem(image))
+    return Sweep(picture, index, label, float(out.probabilities[0]), method, maps, colormap, alpha, source_name(image))

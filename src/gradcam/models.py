@@ -132,20 +132,15 @@ def weights_stamp(name: str, weights: str | os.PathLike | None = None) -> tuple:
     return tuple(stamps)
 
 
-def weights_digest(name: str, weights: str | os.PathLike | None = None) -> str:
-    """SHA-256 of the local weights files' contents ('' for weights by name: bundled or downloaded).
-    Resuming a folder job compares it, so retrained weights in the same place are not taken as done."""
-    files = weights_files(name, weights)
-    if not files:
-        return ""
+def module_fingerprint(module: nn.Module) -> str:
+    """SHA-256 of a module's parameters and buffers (names, shapes, dtypes, values): the same for the
+    same weights wherever they came from, different after retraining into the same folder. Resuming a
+    folder job compares it, so new weights are never taken for the old ones' finished work."""
     digest = hashlib.sha256()
-    for path in files:
-        try:
-            with open(path, "rb") as fp:
-                for block in iter(lambda: fp.read(1 << 20), b""):
-                    digest.update(block)
-        except OSError:
-            digest.update(b"missing:" + str(path).encode())
+    for key, tensor in module.state_dict().items():
+        tensor = tensor.detach()
+        digest.update(f"{key}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from torch import nn
 
 from . import functional as Fn
 from . import visualize
-from .io import image_stem, load_image, save_png
+from .io import load_image, picture_name, save_png, source_names
 from .methods import create_method
 from .models import ModelBundle, load_model, weights_stamp
 from .preprocess import Preprocess
@@ -45,7 +44,7 @@ class Explanation:
     model: str = ""
     colormap: str = "jet"
     alpha: float = 0.5
-    stem: str = "image"
+    name: str = "image"  # the image's file name (or path under the output folder): pictures start with it
     rank: int | None = None  # 1..k when explaining the top-k classes
     extra: dict = field(default_factory=dict)
 
@@ -66,34 +65,17 @@ class Explanation:
     def figure(self) -> Image.Image:
         return visualize.figure(self.image, self.heatmap, title=self.title, colormap=self.colormap, alpha=self.alpha)
 
-    @property
-    def ranked_stem(self) -> str:
-        """``<stem>``, or ``<stem>_topR`` for the R-th class of a top-k explanation."""
-        return self.stem + (f"_top{self.rank}" if self.rank is not None else "")
-
-    @property
-    def prefix(self) -> str:
-        """Picture names start here: the ranked stem, then ``_<method>`` for methods other than Grad-CAM."""
-        return self.ranked_stem if self.method == "gradcam" else f"{self.ranked_stem}_{self.method}"
-
-    def save(self, directory: str | os.PathLike, stem: str | None = None,
+    def save(self, directory: str | os.PathLike, name: str | None = None,
              kinds: Sequence[str] = ("grayscale", "heatmap", "overlay", "figure")) -> dict[str, Path]:
-        """Write ``<stem>_grayscale.png``, ``_heatmap.png``, ``_overlay.png`` and ``_<method>.png``
-        (original | heatmap | overlay, titled), or only ``kinds`` of them, each atomically; returns
-        kind -> path.
-
-        Methods other than Grad-CAM name their pictures ``<stem>_<method>_grayscale.png`` etc., so
-        several methods can share a folder."""
-        directory = Path(directory)
-        named = self if stem is None else dataclasses.replace(self, stem=stem)
-        pictures = {
-            "grayscale": (self.grayscale, f"{named.prefix}_grayscale.png"),
-            "heatmap": (self.colored, f"{named.prefix}_heatmap.png"),
-            "overlay": (self.overlay, f"{named.prefix}_overlay.png"),
-            "figure": (self.figure, f"{named.ranked_stem}_{self.method}.png"),
-        }
-        return {kind: save_png(render(), directory / name)
-                for kind, (render, name) in pictures.items() if kind in kinds}
+        """Write the pictures ``kinds`` (grayscale, heatmap, overlay, figure: original | heatmap |
+        overlay, titled), each atomically, as ``<name>.<method>[.top<R>].<kind>.png``
+        (:func:`gradcam.io.picture_name`; ``name`` defaults to the image's); returns kind -> path.
+        ``name`` may hold folders (``class_a/0001.jpg``): they are created."""
+        name = self.name if name is None else name
+        pictures = {"grayscale": self.grayscale, "heatmap": self.colored, "overlay": self.overlay,
+                    "figure": self.figure}
+        return {kind: save_png(render(), Path(directory) / picture_name(name, self.method, kind, self.rank))
+                for kind, render in pictures.items() if kind in kinds}
 
 
 def compare_methods(explanations: Sequence[Explanation], columns: int = 4) -> Image.Image:
@@ -131,50 +113,47 @@ class Explainer:
         self.normalize, self.colormap, self.alpha = normalize, colormap, alpha
 
     def explain(
-        self, images: Sequence[Any], target: Any = None, *, top_k: int | None = None, stems: Sequence[str] | None = None
+        self, images: Sequence[Any], target: Any = None, *, top_k: int | None = None, names: Sequence[str] | None = None
     ) -> list[Explanation]:
-        """Explanations of a batch of images (paths, bytes, PIL, arrays); k per image with ``top_k``."""
+        """Explanations of a batch of images (paths, bytes, PIL, arrays); k per image with ``top_k``.
+        ``names``: what their pictures' file names start with (default: each file's name)."""
         pictures = [load_image(image) for image in images]
-        stems = list(stems) if stems is not None else [image_stem(image) for image in images]
+        names = list(names) if names is not None else source_names(images)
         out = self.run(self.bundle.preprocess.batch(pictures), target, top_k=top_k)
-        return self.explanations(out, pictures, stems)
+        return self.explanations(out, pictures, names)
 
     def run(self, x: torch.Tensor, target: Any = None, *, top_k: int | None = None):
         """The model step on a preprocessed batch: raw maps, classes and logits (a CAMOutput)."""
         return self.cam(x.to(self.device), targets=target, top_k=top_k, normalize="none")
 
-    def explanations(self, out, pictures: Sequence[Image.Image], stems: Sequence[str]) -> list[Explanation]:
+    def explanations(self, out, pictures: Sequence[Image.Image], names: Sequence[str]) -> list[Explanation]:
         """Each image's maps brought to its own resolution (k per image after ``top_k``)."""
+        return [self.explanation(out, i, rank, picture, names[i])
+                for i, picture in enumerate(pictures) for rank in ranks(out)]
+
+    def explanation(self, out, index: int, rank: int | None, picture: Image.Image, name: str) -> Explanation:
+        """Sample ``index`` of a batch's output (its ``rank``-th class after ``top_k``, 1-based) as one
+        Explanation at ``picture``'s resolution: the only place a map leaves the layer's resolution."""
         raws = list(out.raw) if isinstance(out.raw, tuple) else [out.raw]
-        probs = out.probabilities
-        ranked = out.targets.dim() == 2
-        results = []
-        for i, picture in enumerate(pictures):
-            for r in range(out.targets.shape[1]) if ranked else [None]:
-                pick = (i, r) if r is not None else (i,)
-                maps = self.cam.finish([raw[pick][None] for raw in raws], (picture.height, picture.width),
-                                       self.normalize)[0]
-                heatmap = maps.permute(1, 2, 0) if maps.dim() == 3 else maps  # guided: (H, W, 3)
-                index = int(out.targets[pick])
-                results.append(
-                    Explanation(
-                        image=picture,
-                        heatmap=heatmap.cpu().numpy().astype(np.float32),
-                        class_index=index,
-                        label=self.label(index),
-                        probability=float(probs[pick]),
-                        layer=",".join(out.layers),
-                        method=self.method,
-                        model=self.bundle.name,
-                        colormap=self.colormap,
-                        alpha=self.alpha,
-                        stem=stems[i],
-                        rank=None if r is None else r + 1,
-                        extra={"raw": [raw[pick].cpu() for raw in raws],
-                               "top5": self.top5(out.logits[i])},
-                    )
-                )
-        return results
+        pick = (index,) if rank is None else (index, rank - 1)
+        maps = self.cam.finish([raw[pick][None] for raw in raws], (picture.height, picture.width), self.normalize)[0]
+        heatmap = maps.permute(1, 2, 0) if maps.dim() == 3 else maps  # guided: (H, W, 3)
+        class_index = int(out.targets[pick])
+        return Explanation(
+            image=picture,
+            heatmap=heatmap.cpu().numpy().astype(np.float32),
+            class_index=class_index,
+            label=self.label(class_index),
+            probability=float(out.probabilities[pick]),
+            layer=",".join(out.layers),
+            method=self.method,
+            model=self.bundle.name,
+            colormap=self.colormap,
+            alpha=self.alpha,
+            name=name,
+            rank=rank,
+            extra={"raw": [raw[pick].cpu() for raw in raws], "top5": self.top5(out.logits[index])},
+        )
 
     def top5(self, logits: torch.Tensor) -> list[tuple[int, str, float]]:
         probs = logits.float().softmax(-1)
@@ -184,6 +163,11 @@ class Explainer:
     def label(self, index: int) -> str:
         labels = self.bundle.labels
         return labels[index] if labels and 0 <= index < len(labels) else f"class {index}"
+
+
+def ranks(out) -> list[int | None]:
+    """The ranks a batch's output holds per sample: [None] for one class each, 1..k after ``top_k``."""
+    return list(range(1, out.targets.shape[1] + 1)) if out.targets.dim() == 2 else [None]
 
 
 def explain(

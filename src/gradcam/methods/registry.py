@@ -11,6 +11,7 @@ from ..errors import OptionError, suggest
 
 _METHODS: dict[str, type] = {}  # case-folded name -> class (the class keeps the name as registered)
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9+\-]*")  # no dots, underscores or spaces: safe in file names
+_RESERVED = {"all", "methods"}  # the CLI's "every method" and the name of the all-methods figure
 
 
 def register_method(name: str) -> Callable[[type], type]:
@@ -18,8 +19,10 @@ def register_method(name: str) -> Callable[[type], type]:
 
     Names are looked up case-insensitively; registering a name again replaces the method with a
     warning (so that ``importlib.reload`` of a method's module works)."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or re.fullmatch(r"top\d+", name, re.I):
-        raise OptionError(f"method name {name!r}: use letters, digits, '+' and '-', starting with a letter")
+    if (not isinstance(name, str) or not _NAME.fullmatch(name) or re.fullmatch(r"top\d+", name, re.I)
+            or name.casefold() in _RESERVED):
+        raise OptionError(f"method name {name!r}: use letters, digits, '+' and '-', starting with a letter "
+                          f"(not top<N>, {' or '.join(sorted(_RESERVED))})")
 
     def add(cls: type) -> type:
         key = name.casefold()
