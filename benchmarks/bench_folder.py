@@ -30,8 +30,8 @@ from matplotlib import cbook
 from PIL import Image
 
 import gradcam
-from gradcam.folder import find_images
-from gradcam.io import load_image
+from gradcam.apps.batch import find_images
+from gradcam.render.images import load_image
 
 CHILD = """
 import sys, time, torch

@@ -9,9 +9,9 @@ from PIL import Image
 
 import gradcam
 from gradcam.cli import main
-from gradcam.comparison import compare
-from gradcam.layers import stage_layers
-from gradcam.layer_sweep import sweep
+from gradcam.apps.compare import compare
+from gradcam.engine.layers import stage_layers
+from gradcam.apps.sweep import sweep
 
 from conftest import seeded_model
 

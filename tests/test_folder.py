@@ -12,9 +12,9 @@ from PIL import Image
 
 import gradcam
 from gradcam.cli import main
-from gradcam.folder import explain_folder, find_images
-from gradcam.models import ModelBundle
-from gradcam.preprocess import Preprocess
+from gradcam.apps.batch import explain_folder, find_images
+from gradcam.models.bundle import ModelBundle
+from gradcam.models.bundle import Preprocess
 
 from conftest import TwoStageCNN, spread_init
 
@@ -98,7 +98,7 @@ def test_workers_give_the_same_maps(tmp_path, folder, tiny_bundle):
 
 def test_resume_writes_nothing_twice_and_loses_nothing(tmp_path, folder, tiny_bundle, monkeypatch):
     out = tmp_path / "out"
-    from gradcam import folder as folder_module
+    from gradcam.apps import batch as folder_module
 
     real_save, calls = folder_module._save, []
 
@@ -211,7 +211,7 @@ def test_a_method_failing_on_one_image_costs_only_that_row(tmp_path, tiny_bundle
     """xgradcam fails on the white image: that image gets an error row for xgradcam and its gradcam
     pictures; every other image gets both methods; the job goes on and counts one failed image."""
     from gradcam.errors import ModelError
-    from gradcam.pipeline import Explainer
+    from gradcam.apps.explainer import Explainer
 
     real_run = Explainer.run
 
@@ -237,8 +237,8 @@ def test_a_method_failing_on_one_image_costs_only_that_row(tmp_path, tiny_bundle
 def test_maps_reach_full_size_one_image_at_a_time(tmp_path, tiny_bundle, monkeypatch):
     """A batch's maps stay at the layer's resolution; each image is drawn and written before the next
     image's maps are brought to full size (memory per image, not per batch)."""
-    from gradcam import folder as folder_module
-    from gradcam.pipeline import Explainer
+    from gradcam.apps import batch as folder_module
+    from gradcam.apps.explainer import Explainer
 
     events = []
     real_explanation, real_save = Explainer.explanation, folder_module._save

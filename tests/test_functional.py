@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from gradcam import functional as Fn
+from gradcam.engine import functional as Fn
 from gradcam.errors import GradCAMError
 
 

@@ -103,7 +103,7 @@ def test_several_layers_are_fused(two_stage):
     cam_b = gradcam.GradCAM(two_stage, "features")(x, targets=1)
     both = gradcam.GradCAM(two_stage, ["stem", two_stage.features])(x, targets=1)
     assert both.layers == ["stem", "features"] and len(both.raw) == 2
-    expected = gradcam.functional.normalize((cam_a.maps + cam_b.maps) / 2)
+    expected = gradcam.engine.functional.normalize((cam_a.maps + cam_b.maps) / 2)
     assert torch.allclose(both.maps, expected, atol=1e-6)
 
 
@@ -339,7 +339,7 @@ def test_target_layers_on_parallel_branches_of_a_frozen_model():
 
 def test_class_names_exact_first_then_unique_case_insensitive():
     """ImageNet has 'Cardigan' (264, the corgi) and 'cardigan' (474, the sweater): both reachable."""
-    from gradcam.targets import class_index
+    from gradcam.engine.targets import class_index
 
     labels = gradcam.models.imagenet_labels()
     assert labels[264] == "Cardigan" and labels[474] == "cardigan"
@@ -400,8 +400,8 @@ def test_eigencam_with_nan_activations_is_a_clear_error(two_stage):
 
 
 def test_library_errors_are_the_familys():
-    from gradcam.preprocess import Preprocess
-    from gradcam.shapes import make_shapes
+    from gradcam.models.bundle import Preprocess
+    from gradcam.apps.shapes import make_shapes
 
     assert issubclass(gradcam.DataError, GradCAMError)
     with pytest.raises(gradcam.OptionError):

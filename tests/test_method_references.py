@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 import gradcam
-from gradcam.methods.eigencam import principal_projection
+from gradcam.engine.methods.eigencam import principal_projection
 
 from conftest import seeded_model
 from mapcheck import assert_minmax_close, assert_relative_close

@@ -11,7 +11,7 @@ from torch import nn
 
 import gradcam
 from gradcam.errors import LayerError, OptionError, TargetError
-from gradcam.methods import ScoreCAM, get_method
+from gradcam.engine.methods import ScoreCAM, get_method
 
 from mapcheck import assert_relative_close
 from conftest import TwoStageCNN, spread_init
@@ -498,33 +498,33 @@ def test_ablationcam_takes_several_layers_like_the_others(two_stage):
     for raw, layer in zip(both.raw, ["stem", "features"]):
         alone = gradcam.create_method("ablationcam", two_stage, layer)(x, targets=both.targets, normalize="none")
         assert_relative_close(raw, alone.raw, 1e-5)
-    assert torch.allclose(both.maps, gradcam.functional.fuse(list(both.raw), x.shape[-2:], "none"), atol=1e-6)
+    assert torch.allclose(both.maps, gradcam.engine.functional.fuse(list(both.raw), x.shape[-2:], "none"), atol=1e-6)
 
 
 def test_registered_names_keep_their_case_and_re_registering_replaces(two_stage):
-    from gradcam.methods.registry import _METHODS
+    from gradcam.engine.methods.registry import _METHODS
 
     try:
-        @gradcam.methods.register_method("MyCAM")
+        @gradcam.engine.methods.register_method("MyCAM")
         class MyCAM(gradcam.GradCAM):
             """My CAM."""
 
         assert "MyCAM" in gradcam.list_methods()
         assert get_method("MyCAM") is MyCAM and get_method("mycam") is MyCAM
         with pytest.warns(UserWarning, match="registered again"):
-            @gradcam.methods.register_method("MyCAM")
+            @gradcam.engine.methods.register_method("MyCAM")
             class MyCAM2(gradcam.GradCAM):
                 """My CAM, reloaded."""
         assert get_method("MyCAM") is MyCAM2 and gradcam.list_methods().count("MyCAM") == 1
         for bad in ("my.cam", "my_cam", "top2", ""):
             with pytest.raises(OptionError, match="method name"):
-                gradcam.methods.register_method(bad)
+                gradcam.engine.methods.register_method(bad)
     finally:
         _METHODS.pop("mycam", None)
 
 
 def test_methods_declare_what_they_need():
-    info = {name: gradcam.methods.method_info(name) for name in gradcam.list_methods()}
+    info = {name: gradcam.engine.methods.method_info(name) for name in gradcam.list_methods()}
     assert info["cam"]["single_layer"] and info["cam"]["needs_linear_head"] and not info["cam"]["uses_gradients"]
     assert info["eigencam"]["class_free"] and not info["gradcam"]["class_free"]
     assert info["guided-backprop"]["output_kind"] == "image" and not info["guided-backprop"]["needs_layer"]
@@ -534,13 +534,13 @@ def test_methods_declare_what_they_need():
 
 def test_applicable_methods_say_why_the_others_do_not_apply(two_stage):
     x = torch.randn(1, 3, 16, 16)
-    usable, skipped = gradcam.methods.applicable_methods(gradcam.list_methods(), two_stage, "features", x)
+    usable, skipped = gradcam.engine.methods.applicable_methods(gradcam.list_methods(), two_stage, "features", x)
     assert [name for name, _ in skipped] == ["cam"]  # "features" feeds a conv head, not GAP + linear
     assert "global average pooling" in skipped[0][1] and "features" in skipped[0][1]
     assert usable == [n for n in gradcam.list_methods() if n != "cam"]
-    usable, skipped = gradcam.methods.applicable_methods(["cam", "gradcam"], two_stage, "head", x)
+    usable, skipped = gradcam.engine.methods.applicable_methods(["cam", "gradcam"], two_stage, "head", x)
     assert usable == ["cam", "gradcam"] and not skipped
-    _, skipped = gradcam.methods.applicable_methods(["cam", "gradcam"], two_stage, ["head", "features"], x)
+    _, skipped = gradcam.engine.methods.applicable_methods(["cam", "gradcam"], two_stage, ["head", "features"], x)
     assert skipped == [("cam", "cam explains one layer at a time, got 2")]
 
 

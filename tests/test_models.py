@@ -10,10 +10,11 @@ import torch
 import torchvision
 from PIL import Image
 
-from gradcam import models
+from gradcam.models import sources as models
 from gradcam.errors import ModelError
-from gradcam.models import ModelBundle, imagenet_labels, list_models, load_model
-from gradcam.preprocess import Preprocess
+from gradcam.models.bundle import ModelBundle
+from gradcam.models.sources import imagenet_labels, list_models, load_model
+from gradcam.models.bundle import Preprocess
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ from torch import nn
 
 import gradcam
 from gradcam.errors import OptionError
-from gradcam.models import ModelBundle
-from gradcam.preprocess import Preprocess
+from gradcam.models.bundle import ModelBundle
+from gradcam.models.bundle import Preprocess
 
 skdata = pytest.importorskip("skimage.data")
 
@@ -218,7 +218,7 @@ def test_device_policy_moves_a_given_module_or_raises(monkeypatch):
 
 def test_in_process_cache_knows_the_weights(tmp_path):
     """Retraining into the same checkpoint folder: the next explain uses the new weights, not the old."""
-    from gradcam.train import SmallCNN, TrainConfig, save_checkpoint
+    from gradcam.models.checkpoint import SmallCNN, TrainConfig, save_checkpoint
 
     config = TrainConfig("small-cnn", ("a", "b"), 32, (0.5,) * 3, (0.25,) * 3, "bilinear")
     image = Image.fromarray(np.random.default_rng(2).integers(0, 255, (32, 32, 3), dtype=np.uint8))

@@ -13,8 +13,9 @@ from PIL import Image
 import gradcam
 from gradcam.cli import main
 from gradcam.errors import DataError
-from gradcam.shapes import make_shapes
-from gradcam.train import SmallCNN, TrainConfig, load_checkpoint, save_checkpoint, train
+from gradcam.apps.shapes import make_shapes
+from gradcam.models.checkpoint import SmallCNN, TrainConfig, load_checkpoint, save_checkpoint
+from gradcam.apps.train import train
 
 
 @pytest.fixture(scope="module")

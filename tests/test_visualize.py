@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from gradcam.errors import GradCAMError
-from gradcam.visualize import colorize, figure, grayscale, grid, overlay
+from gradcam.render.pictures import colorize, figure, grayscale, grid, overlay
 
 
 def ramp(h: int = 4, w: int = 6) -> np.ndarray:

@@ -101,7 +101,7 @@ def test_explain_returns_predictions_and_pictures(client, cat):
 
 
 def test_large_upload_gets_display_size_pictures_and_a_full_resolution_download(client):
-    from gradcam.pipeline import Explainer
+    from gradcam.apps.explainer import Explainer
 
     photo = np.asarray(Image.fromarray(skdata.chelsea()).resize((2000, 1500), Image.Resampling.BICUBIC))
     body = explain(client, jpeg(photo), colormap="viridis", alpha="0.3").json()

@@ -2,15 +2,16 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .errors import DataError, GradCAMError, ImageError, LayerError, ModelError, OptionError, TargetError, VisualizeError
-from .io import load_image
-from .layers import auto_layer, candidate_layers, resolve_layers
-from .methods import CAMOutput, GradCAM, create_method, list_methods
-from .models import ModelBundle, list_models, load_model
-from .pipeline import Explainer, Explanation, explain
-from .comparison import Comparison, compare
-from .folder import FolderSummary, explain_folder
-from .layer_sweep import Sweep, sweep
+from gradcam.errors import DataError, GradCAMError, ImageError, LayerError, ModelError, OptionError, TargetError, VisualizeError
+from gradcam.render.images import load_image
+from gradcam.engine.layers import auto_layer, candidate_layers, resolve_layers
+from gradcam.engine.methods import CAMOutput, GradCAM, create_method, list_methods
+from gradcam.models.bundle import ModelBundle
+from gradcam.models.sources import list_models, load_model
+from gradcam.apps.explainer import Explainer, Explanation, explain
+from gradcam.apps.compare import Comparison, compare
+from gradcam.apps.batch import FolderSummary, explain_folder
+from gradcam.apps.sweep import Sweep, sweep
 
 try:
     __version__ = version("gradcam")

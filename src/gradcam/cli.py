@@ -10,17 +10,17 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
-from . import __version__
-from .comparison import compare
-from .errors import GradCAMError, ImageError, OptionError
-from .folder import PICTURES, explain_folder
-from .functional import NORMALIZATIONS
-from .layers import auto_layer, candidate_layers, parse_layers
-from .methods import applicable_methods, describe_methods, list_methods, method_info, method_options
-from .models import list_models, load_model
-from .pipeline import DEFAULT_MODEL, bundle_on_device
-from .targets import class_spec
-from .layer_sweep import sweep
+from gradcam import __version__
+from gradcam.apps.compare import compare
+from gradcam.errors import GradCAMError, ImageError, OptionError
+from gradcam.apps.batch import PICTURES, explain_folder
+from gradcam.engine.functional import NORMALIZATIONS
+from gradcam.engine.layers import auto_layer, candidate_layers, parse_layers
+from gradcam.engine.methods import applicable_methods, describe_methods, list_methods, method_info, method_options
+from gradcam.models.sources import list_models, load_model
+from gradcam.apps.explainer import DEFAULT_MODEL, bundle_on_device
+from gradcam.engine.targets import class_spec
+from gradcam.apps.sweep import sweep
 
 EXAMPLES = """examples:
   gradcam explain cat.jpg                         # bundled EfficientNet-Lite0, predicted class
@@ -285,7 +285,7 @@ def cmd_serve(args) -> int:
     try:
         import uvicorn
 
-        from .web import create_app
+        from gradcam.web import create_app
     except ImportError as exc:
         raise OptionError(f"the web app needs its extra: pip install 'gradcam[web]' ({exc})") from None
     app = create_app(args.models or [DEFAULT_MODEL], weights=args.weights and str(args.weights), device=args.device)
@@ -295,7 +295,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .train import train
+    from gradcam.apps.train import train
 
     metrics = train(args.data, args.out, arch=args.arch, epochs=args.epochs, image_size=args.image_size,
                     val_split=args.val_split, freeze_backbone=args.freeze, batch_size=args.batch_size,
@@ -306,7 +306,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_make_shapes(args) -> int:
-    from .shapes import make_shapes
+    from gradcam.apps.shapes import make_shapes
 
     root = make_shapes(args.out, n=args.n, size=args.size, seed=args.seed)
     print(f"{args.n} images in {root}/circle and {root}/square, boxes in {root}/boxes.json")

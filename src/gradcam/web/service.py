@@ -23,13 +23,14 @@ from typing import Any, Callable
 
 from PIL import Image
 
-from ..device import choose_device
-from ..errors import ModelError, OptionError
-from ..io import load_image
-from ..layers import auto_layer, candidate_layers, resolve_layers
-from ..methods import method_options
-from ..models import BUNDLED, ModelBundle, load_model
-from ..pipeline import Explainer, Explanation
+from gradcam.apps.device import choose_device
+from gradcam.errors import ModelError, OptionError
+from gradcam.render.images import load_image
+from gradcam.engine.layers import auto_layer, candidate_layers, resolve_layers
+from gradcam.engine.methods import method_options
+from gradcam.models.sources import BUNDLED, load_model
+from gradcam.models.bundle import ModelBundle
+from gradcam.apps.explainer import Explainer, Explanation
 
 MAX_PIXELS = 40_000_000
 MAX_QUEUE = 32  # explain jobs admitted at once (waiting or running), over all models

@@ -1,0 +1,389 @@
+"""Explain many images: decode in background workers, batch through the model, write behind it,
+with a progress bar, a manifest (JSON lines + CSV) and resume."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import hashlib
+import json
+import os
+import queue
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from gradcam.errors import GradCAMError, ModelError, OptionError
+from gradcam.engine.methods import method_options
+from gradcam.render.images import IMAGE_SUFFIXES, atomic_write, load_image, mirrored_names, picture_name, save_array, save_png
+from gradcam.models.weights import module_fingerprint
+from gradcam.apps.explainer import DEFAULT_MODEL, Explainer, Explanation, compare_methods, ranks
+
+PICTURES = ("overlay", "heatmap", "grayscale", "figure")
+MANIFEST_FIELDS = ["path", "status", "error", "model", "method", "layer", "rank", "class_index", "label",
+                   "probability", "top5", "files", "settings"]
+
+
+@dataclass
+class FolderSummary:
+    total: int = 0
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0  # already done by an earlier run (resume)
+    seconds: float = 0.0
+    manifest: Path | None = None
+    errors: list[str] = field(default_factory=list)  # the first few messages
+
+    @property
+    def images_per_second(self) -> float:
+        return (self.done + self.failed) / self.seconds if self.seconds else 0.0
+
+
+def find_images(inputs: Sequence[str | os.PathLike]) -> list[str]:
+    """Files as given; a folder -> its image files (recursively, sorted); a glob pattern -> its matches.
+    A path that does not exist is kept, so that it is reported as a failed image."""
+    files: list[str] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files += sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        elif not path.exists() and glob.has_magic(str(item)):
+            files += sorted(p for p in glob.glob(str(item), recursive=True) if Path(p).is_file())
+        else:
+            files.append(str(item))
+    return list(dict.fromkeys(files))  # once each, in order
+
+
+def input_roots(inputs: Sequence[str | os.PathLike]) -> list[str]:
+    """The folder each input names: a folder itself, a glob pattern's fixed leading folders, a file's
+    folder. Output names mirror the files' paths under their common folder (:func:`mirrored_names`)."""
+    roots = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            roots.append(str(path))
+        elif not path.exists() and glob.has_magic(str(item)):
+            fixed = [part for part in path.parts[: next(i for i, p in enumerate(path.parts) if glob.has_magic(p))]]
+            roots.append(str(Path(*fixed)) if fixed else ".")
+        else:
+            roots.append(str(path.parent))
+    return roots
+
+
+class _Images(torch.utils.data.Dataset):
+    """(index, model input, original RGB array, error message) per file; errors are returned, not raised."""
+
+    def __init__(self, paths: Sequence[str], preprocess):
+        self.paths, self.preprocess = list(paths), preprocess
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        path = self.paths[index]
+        try:
+            image = load_image(path)
+            return index, self.preprocess(image), np.asarray(image), None
+        except (GradCAMError, OSError) as exc:
+            message = str(exc) if path in str(exc) else f"{path}: {exc}"
+            return index, None, None, (message, traceback.format_exc())
+
+
+def _as_list(items):
+    """The loader's collate function: the batch's items as they are (pictures differ in size)."""
+    return items
+
+
+class Manifest:
+    """``manifest.jsonl``, one JSON object per line, appended whole with one write (a killed job leaves
+    complete lines); ``manifest.csv`` rebuilt from it at the end."""
+
+    def __init__(self, directory: Path, resume: bool):
+        self.jsonl, self.csv = directory / "manifest.jsonl", directory / "manifest.csv"
+        directory.mkdir(parents=True, exist_ok=True)
+        fresh = 0 if resume else os.O_TRUNC  # a new job starts a new manifest: no stale rows to trust
+        self._fd = os.open(self.jsonl, os.O_WRONLY | os.O_CREAT | os.O_APPEND | fresh, 0o666)
+
+    def append(self, rows: list[dict]) -> None:
+        os.write(self._fd, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode())
+
+    def close(self) -> None:
+        os.close(self._fd)
+        atomic_write(self.csv, self._write_csv)
+
+    def _write_csv(self, fp) -> None:
+        import io
+
+        text = io.TextIOWrapper(fp, encoding="utf-8", newline="")
+        writer = csv.DictWriter(text, MANIFEST_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        for row in read_manifest(self.jsonl):
+            writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in row.items()})
+        text.flush()
+        text.detach()
+
+
+def read_manifest(path: Path):
+    """The rows of a manifest.jsonl, skipping a line cut short by a kill."""
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue
+
+
+def explain_folder(
+    inputs: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    model: Any = DEFAULT_MODEL,
+    method: str | Sequence[str] = "gradcam",
+    layer: Any = None,
+    target: Any = None,
+    top_k: int | None = None,
+    weights: Any = None,
+    device: Any = None,
+    normalize: str = "minmax",
+    colormap: str = "jet",
+    alpha: float = 0.5,
+    batch_size: int = 16,
+    workers: int = 0,
+    save: Sequence[str] = ("overlay",),
+    save_maps: bool = False,
+    manifest: bool = True,
+    resume: bool = False,
+    progress_bar: bool | None = None,
+    on_result: Callable[[str, list[Explanation], list[Path]], None] | None = None,
+    on_error: Callable[[str, str], None] | None = None,
+    **options: Any,
+) -> FolderSummary:
+    """Explain every image of ``inputs`` (files, folders, glob patterns) and write the pictures in ``save``
+    (overlay, heatmap, grayscale, figure) to ``out``; ``save_maps`` also writes the raw maps as .npy.
+
+    Images are decoded and preprocessed by ``workers`` background processes, explained ``batch_size``
+    at a time, and written by a thread behind the model. Memory stays flat in the number of images.
+    A bad image gets a manifest row with status "error" and the job goes on; with ``resume`` the
+    images already done with the same settings are skipped. ``progress_bar=None`` shows one on a terminal.
+    """
+    unknown = set(save) - set(PICTURES)
+    if unknown:
+        raise OptionError(f"save: unknown picture {sorted(unknown)[0]!r}; choose from {', '.join(PICTURES)}")
+    if batch_size < 1 or workers < 0:
+        raise OptionError(f"batch_size must be >= 1 and workers >= 0, got {batch_size} and {workers}")
+    methods = [method] if isinstance(method, str) else list(method)
+    unused = set(options) - set().union(*(method_options(m) for m in methods))
+    if unused:
+        raise OptionError(f"option {sorted(unused)[0]!r} is not taken by {', '.join(methods)}")
+    explainers = [Explainer(model, method=m, layer=layer, weights=weights, device=device, normalize=normalize,
+                            colormap=colormap, alpha=alpha,
+                            **{k: v for k, v in options.items() if k in method_options(m)})
+                  for m in methods]
+    out = Path(out)
+    files = find_images(inputs)
+    if not files:
+        raise OptionError(f"no image files in {', '.join(map(str, inputs))} "
+                          f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    bundle = explainers[0].bundle
+    settings = _settings_key(bundle.name, module_fingerprint(bundle.module), methods, layer, target, top_k,
+                             normalize, colormap, alpha, sorted(save), save_maps,
+                             {k: v for k, v in options.items() if k != "progress"})
+    done_before = _done(out / "manifest.jsonl", settings, methods) if resume else set()
+    names = mirrored_names(files, input_roots(inputs))
+    todo = [f for f in files if f not in done_before]
+    summary = FolderSummary(total=len(files), skipped=len(files) - len(todo))
+    book = Manifest(out, resume) if manifest else None
+    summary.manifest = book.jsonl if book else None
+    bar = tqdm(total=len(todo), unit="img", desc="explain", disable=None if progress_bar is None else not progress_bar,
+               dynamic_ncols=True)
+    start = time.perf_counter()
+
+    def error_row(path: str, method: str, message: str) -> dict:
+        return {"path": path, "status": "error", "error": message, "model": bundle.name, "method": method,
+                "settings": settings}
+
+    def report_error(path: str, error: tuple[str, str]) -> None:
+        message, detail = error
+        summary.failed += 1
+        if len(summary.errors) < 20:
+            summary.errors.append(message)
+        if book:
+            book.append([error_row(path, ",".join(methods), message)])
+        if on_error:
+            on_error(message, detail)
+        bar.update(1)
+
+    def write(path: str, array: np.ndarray, found: list) -> None:
+        """One image: each method's pictures drawn at the photo's size, written, and let go before the
+        next (only the all-methods figure keeps small copies), then the image's manifest rows."""
+        picture, name = Image.fromarray(array), names[path]
+        rows, written, failures = [], [], []
+        good = [(explainer, item) for explainer, item in zip(explainers, found) if not isinstance(item, _Failed)]
+        for explainer, item in zip(explainers, found):
+            if isinstance(item, _Failed):  # this method failed on this image: a row, and the others go on
+                failures.append(item)
+                rows.append(error_row(path, explainer.method, item.message))
+        for rank in ranks(good[0][1][0]) if good else []:
+            results, thumbnails = [], []
+            for explainer, (output, index) in good:
+                result = explainer.explanation(output, index, rank, picture, name)
+                files_written = _save(result, out, save, save_maps)
+                written += files_written.values()
+                rows.append(_row(path, result, files_written, settings))
+                results.append(result)
+                if len(good) > 1:
+                    thumbnails.append(explainer.explanation(output, index, rank, _thumbnail(picture), name))
+            if thumbnails:
+                figure = save_png(compare_methods(thumbnails), out / picture_name(name, "methods", "figure", rank))
+                written.append(figure)
+                rows[-1]["files"]["methods"] = str(figure)
+            if on_result:
+                on_result(path, results, written)
+        if book:
+            book.append(rows)
+        if failures:
+            summary.failed += 1
+            summary.errors += [f.message for f in failures][: max(0, 20 - len(summary.errors))]
+            for failure in failures:
+                if on_error:
+                    on_error(failure.message, failure.detail)
+        else:
+            summary.done += 1
+        bar.update(1)
+
+    writer = _Writer(maxsize=2 * batch_size)  # two batches' images wait at most: memory stays flat
+    loader = torch.utils.data.DataLoader(_Images(todo, bundle.preprocess), batch_size=batch_size,
+                                         num_workers=workers, collate_fn=_as_list)
+    try:
+        for batch in loader:
+            good = [(todo[i], x, a) for i, x, a, error in batch if error is None]
+            for i, _, _, error in batch:
+                if error is not None:
+                    writer.put(lambda p=todo[i], e=error: report_error(p, e))
+            if good:
+                x = torch.stack([x for _, x, _ in good])
+                per_method = [_run(explainer, x, [p for p, _, _ in good], target, top_k) for explainer in explainers]
+                for j, (path, _, array) in enumerate(good):
+                    found = [items[j] for items in per_method]
+                    writer.put(lambda p=path, a=array, f=found: write(p, a, f))
+        writer.close()
+    finally:
+        writer.stop()
+        bar.close()
+        if book:
+            book.close()
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+@dataclass
+class _Failed:
+    message: str
+    detail: str  # the traceback, shown with --debug
+
+
+def _run(explainer: Explainer, x: torch.Tensor, paths: Sequence[str], target: Any, top_k: int | None) -> list:
+    """One method on a batch: per image ``(output, row)``, or a :class:`_Failed` where the method failed
+    on that image's numbers (a ModelError: NaN/inf activations or scores). A failing batch is run again
+    image by image, so one image's failure costs no other image. Other errors (an unknown class, a bad
+    layer) are the same for every image and end the job as usage errors."""
+    try:
+        out = explainer.run(x, target, top_k=top_k)
+        return [(out, j) for j in range(len(paths))]
+    except ModelError as exc:
+        if len(paths) == 1:
+            return [_Failed(f"{paths[0]}: {explainer.method}: {exc}", traceback.format_exc())]
+    return [item for j, path in enumerate(paths) for item in _run(explainer, x[j : j + 1], [path], target, top_k)]
+
+
+def _thumbnail(picture: Image.Image, side: int = 512) -> Image.Image:
+    """A copy at most ``side`` pixels on its long side, for the panels of the all-methods figure."""
+    small = picture.copy()
+    small.thumbnail((side, side), Image.Resampling.BILINEAR)
+    return small
+
+
+class _Writer:
+    """Runs jobs in order on one thread behind the model; at most ``maxsize`` wait, so memory stays flat.
+    An exception in a job is raised again by :meth:`close`."""
+
+    def __init__(self, maxsize: int):
+        self._queue: queue.Queue = queue.Queue(maxsize=maxsize)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            if self._error is None:
+                try:
+                    job()
+                except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+                    self._error = exc
+
+    def put(self, job: Callable[[], None]) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(job)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+
+def _save(result: Explanation, out: Path, save: Sequence[str], save_maps: bool) -> dict[str, str]:
+    written = {kind: str(path) for kind, path in result.save(out, kinds=save).items()}
+    if save_maps:
+        raws = result.extra["raw"]
+        array = raws[0].numpy() if len(raws) == 1 else np.stack([r.numpy() for r in raws])
+        name = picture_name(result.name, result.method, "raw", result.rank, suffix=".npy")
+        written["maps"] = str(save_array(array.astype(np.float32), out / name))
+    return written
+
+
+def _row(path: str, result: Explanation, files: dict, settings: str) -> dict:
+    return {"path": path, "status": "ok", "error": "", "model": result.model, "method": result.method,
+            "layer": result.layer, "rank": result.rank or 1, "class_index": result.class_index,
+            "label": result.label, "probability": round(result.probability, 6), "top5": result.extra["top5"],
+            "files": files, "settings": settings}
+
+
+def _settings_key(*settings) -> str:
+    text = json.dumps([str(s) if not isinstance(s, (int, float, str, bool, type(None), list)) else s
+                       for s in settings], sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def _done(jsonl: Path, settings: str, methods: Sequence[str]) -> set[str]:
+    """Paths with an "ok" row for every method under the same settings. A manifest written with other
+    settings (another model or weights, method, layer, target, picture options) is an OptionError: its
+    pictures have the same names as the new ones would, so mixing the two would make it ambiguous."""
+    ok: dict[str, set] = {}
+    for row in read_manifest(jsonl):
+        if row.get("settings") != settings:
+            raise OptionError(f"--resume: {jsonl} was written with other settings (model weights, method, "
+                              "layer, target or picture options); run without --resume to start again, "
+                              "or write to another --out")
+        if row.get("status") == "ok":
+            ok.setdefault(row["path"], set()).add(row.get("method"))
+    return {path for path, found in ok.items() if found >= set(methods)}

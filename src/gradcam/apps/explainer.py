@@ -1,0 +1,223 @@
+"""From photos to pictures: load, preprocess, explain a batch, map back to each original image."""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from gradcam.engine import functional as Fn
+from gradcam.render import pictures as draw
+from gradcam.render.images import load_image, picture_name, save_png, source_names
+from gradcam.engine.methods import create_method
+from gradcam.models.bundle import ModelBundle
+from gradcam.models.sources import load_model
+from gradcam.models.weights import weights_stamp
+from gradcam.models.bundle import Preprocess
+from gradcam.apps.device import choose_device, place
+from gradcam.errors import OptionError
+
+DEFAULT_MODEL = "efficientnet_lite0"
+
+
+@dataclass
+class Explanation:
+    """One image's explanation. ``heatmap`` is float32 (H, W) at the original image's resolution
+    ((H, W, 3) for the guided methods).
+
+    The model sees the whole image resized to its input size (no crop), so the map, resized back
+    with the same bilinear geometry, lines up with every pixel of the original photo.
+    """
+
+    image: Image.Image
+    heatmap: np.ndarray
+    class_index: int
+    label: str
+    probability: float
+    layer: str
+    method: str = "gradcam"
+    model: str = ""
+    colormap: str = "jet"
+    alpha: float = 0.5
+    name: str = "image"  # the image's file name (or path under the output folder): pictures start with it
+    rank: int | None = None  # 1..k when explaining the top-k classes
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        layer = f" · layer {self.layer}" if self.layer else ""
+        return f"{self.label} ({self.probability:.1%}) · {self.method} · {self.model}{layer}"
+
+    def grayscale(self) -> Image.Image:
+        return draw.grayscale(self.heatmap)
+
+    def colored(self) -> Image.Image:
+        return draw.colorize(self.heatmap, self.colormap)
+
+    def overlay(self) -> Image.Image:
+        return draw.overlay(self.image, self.heatmap, colormap=self.colormap, alpha=self.alpha)
+
+    def figure(self) -> Image.Image:
+        return draw.figure(self.image, self.heatmap, title=self.title, colormap=self.colormap, alpha=self.alpha)
+
+    def save(self, directory: str | os.PathLike, name: str | None = None,
+             kinds: Sequence[str] = ("grayscale", "heatmap", "overlay", "figure")) -> dict[str, Path]:
+        """Write the pictures ``kinds`` (grayscale, heatmap, overlay, figure: original | heatmap |
+        overlay, titled), each atomically, as ``<name>.<method>[.top<R>].<kind>.png``
+        (:func:`gradcam.io.picture_name`; ``name`` defaults to the image's); returns kind -> path.
+        ``name`` may hold folders (``class_a/0001.jpg``): they are created."""
+        name = self.name if name is None else name
+        pictures = {"grayscale": self.grayscale, "heatmap": self.colored, "overlay": self.overlay,
+                    "figure": self.figure}
+        return {kind: save_png(render(), Path(directory) / picture_name(name, self.method, kind, self.rank))
+                for kind, render in pictures.items() if kind in kinds}
+
+
+def compare_methods(explanations: Sequence[Explanation], columns: int = 4) -> Image.Image:
+    """One figure for one image: the original, then each method's overlay (the guided methods'
+    own image) titled with the method's name, ``columns`` panels per row."""
+    first = explanations[0]
+    panels = [first.image] + [e.colored() if e.heatmap.ndim == 3 else e.overlay() for e in explanations]
+    titles = [f"{first.label} ({first.probability:.1%})"] + [e.method for e in explanations]
+    rows = [panels[i : i + columns] for i in range(0, len(panels), columns)]
+    return draw.grid(rows, [titles[i : i + columns] for i in range(0, len(titles), columns)])
+
+
+class Explainer:
+    """A model and a method loaded once, applied to many images in batches."""
+
+    def __init__(
+        self,
+        model: str | ModelBundle | nn.Module = DEFAULT_MODEL,
+        *,
+        method: str = "gradcam",
+        layer: Any = None,
+        weights: str | os.PathLike | None = None,
+        device: str | torch.device | None = None,
+        normalize: str = "minmax",
+        colormap: str = "jet",
+        alpha: float = 0.5,
+        **options: Any,
+    ):
+        """``options`` go to the method (e.g. ``smooth=8``, ``augment=True``, Score-CAM's ``max_channels``)."""
+        Fn.check_normalize(normalize)
+        draw.get_colormap(colormap)
+        self.bundle, self.device = bundle_on_device(model, weights, device)
+        self.method = method
+        self.cam = create_method(method, self.bundle.module, layer, labels=self.bundle.labels, **options)
+        self.normalize, self.colormap, self.alpha = normalize, colormap, alpha
+
+    def explain(
+        self, images: Sequence[Any], target: Any = None, *, top_k: int | None = None, names: Sequence[str] | None = None
+    ) -> list[Explanation]:
+        """Explanations of a batch of images (paths, bytes, PIL, arrays); k per image with ``top_k``.
+        ``names``: what their pictures' file names start with (default: each file's name)."""
+        pictures = [load_image(image) for image in images]
+        names = list(names) if names is not None else source_names(images)
+        out = self.run(self.bundle.preprocess.batch(pictures), target, top_k=top_k)
+        return self.explanations(out, pictures, names)
+
+    def run(self, x: torch.Tensor, target: Any = None, *, top_k: int | None = None):
+        """The model step on a preprocessed batch: raw maps, classes and logits (a CAMOutput)."""
+        return self.cam(x.to(self.device), targets=target, top_k=top_k, normalize="none")
+
+    def explanations(self, out, pictures: Sequence[Image.Image], names: Sequence[str]) -> list[Explanation]:
+        """Each image's maps brought to its own resolution (k per image after ``top_k``)."""
+        return [self.explanation(out, i, rank, picture, names[i])
+                for i, picture in enumerate(pictures) for rank in ranks(out)]
+
+    def explanation(self, out, index: int, rank: int | None, picture: Image.Image, name: str) -> Explanation:
+        """Sample ``index`` of a batch's output (its ``rank``-th class after ``top_k``, 1-based) as one
+        Explanation at ``picture``'s resolution: the only place a map leaves the layer's resolution."""
+        raws = list(out.raw) if isinstance(out.raw, tuple) else [out.raw]
+        pick = (index,) if rank is None else (index, rank - 1)
+        maps = self.cam.finish([raw[pick][None] for raw in raws], (picture.height, picture.width), self.normalize)[0]
+        heatmap = maps.permute(1, 2, 0) if maps.dim() == 3 else maps  # guided: (H, W, 3)
+        class_index = int(out.targets[pick])
+        return Explanation(
+            image=picture,
+            heatmap=heatmap.cpu().numpy().astype(np.float32),
+            class_index=class_index,
+            label=self.label(class_index),
+            probability=float(out.probabilities[pick]),
+            layer=",".join(out.layers),
+            method=self.method,
+            model=self.bundle.name,
+            colormap=self.colormap,
+            alpha=self.alpha,
+            name=name,
+            rank=rank,
+            extra={"raw": [raw[pick].cpu() for raw in raws], "top5": self.top5(out.logits[index])},
+        )
+
+    def top5(self, logits: torch.Tensor) -> list[tuple[int, str, float]]:
+        probs = logits.float().softmax(-1)
+        values, indices = probs.topk(min(5, probs.shape[-1]))
+        return [(int(i), self.label(int(i)), round(float(v), 6)) for v, i in zip(values, indices)]
+
+    def label(self, index: int) -> str:
+        labels = self.bundle.labels
+        return labels[index] if labels and 0 <= index < len(labels) else f"class {index}"
+
+
+def ranks(out) -> list[int | None]:
+    """The ranks a batch's output holds per sample: [None] for one class each, 1..k after ``top_k``."""
+    return list(range(1, out.targets.shape[1] + 1)) if out.targets.dim() == 2 else [None]
+
+
+def explain(
+    image: Any,
+    *,
+    model: str | ModelBundle | nn.Module = DEFAULT_MODEL,
+    method: str = "gradcam",
+    layer: Any = None,
+    target: int | str | None = None,
+    normalize: str = "minmax",
+    colormap: str = "jet",
+    alpha: float = 0.5,
+    weights: str | os.PathLike | None = None,
+    device: str | None = None,
+    **options: Any,
+) -> Explanation:
+    """Explain one image (a path, bytes, a PIL image, or an H×W / H×W×3 uint8 array).
+
+    >>> result = gradcam.explain("cat.jpg")          # bundled EfficientNet-Lite0, predicted class
+    >>> result.label, result.probability, result.save("out")
+    """
+    explainer = Explainer(
+        model, method=method, layer=layer, weights=weights, device=device,
+        normalize=normalize, colormap=colormap, alpha=alpha, **options,
+    )
+    return explainer.explain([image], target)[0]
+
+
+def bundle_on_device(model: Any, weights: Any = None, device: Any = None) -> tuple[ModelBundle, torch.device]:
+    """A model name, bundle or module as a bundle on the device the policy chooses (:mod:`.device`):
+    a name is loaded there (cached); a given module is moved when ``device`` names another place."""
+    if isinstance(model, (ModelBundle, nn.Module)):
+        if weights is not None:
+            raise OptionError("weights= is for a model given by name; load them into your module with "
+                              "module.load_state_dict(...) first")
+        bundle = model if isinstance(model, ModelBundle) else ModelBundle(
+            module=model, preprocess=Preprocess(), labels=None, name=type(model).__name__)
+        _, chosen = place(bundle.module, device)
+        return bundle, chosen
+    if not isinstance(model, (str, os.PathLike)):
+        raise OptionError(f"model must be a name, a ModelBundle or a torch.nn.Module, got {type(model).__name__}")
+    chosen = choose_device(device)
+    name, weights = os.fspath(model), None if weights is None else os.fspath(weights)
+    return _cached_bundle(name, weights, str(chosen), weights_stamp(name, weights)), chosen
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_bundle(name: str, weights: str | None, device: str, stamp: tuple) -> ModelBundle:
+    """Models loaded by name, kept per (name, weights, device) and the weights files' size and time,
+    so that weights rewritten in place (a retrained checkpoint) are loaded again."""
+    return load_model(name, weights, device=device)

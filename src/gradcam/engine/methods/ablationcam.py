@@ -1,0 +1,118 @@
+"""Ablation-CAM (Desai & Ramaswamy, WACV 2020)."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from gradcam.engine.capture import temporary_hooks
+from gradcam.engine import functional as Fn
+from gradcam.errors import OptionError
+from gradcam.engine.suffix import LayerSuffix
+from gradcam.engine.targets import extract_logits
+from gradcam.engine.capture import eval_mode
+from gradcam.engine.methods.base import CAMMethod
+from gradcam.engine.output import Pass
+from gradcam.engine.targets import Target
+from gradcam.engine.methods.registry import register_method
+
+
+@register_method("ablationcam")
+class AblationCAM(CAMMethod):
+    """Ablation-CAM: how much the class score drops when one channel is zeroed; no gradient.
+
+    w_k = (y^c − y_k^c) / y^c, y_k^c the score with A^k set to 0;  L^c = ReLU(Σ_k w_k A^k).
+    As in the paper the weights assume y^c > 0: for a negative score they change sign, and for
+    y^c = 0 they are 0. The ablated copies run only the network after the target layer (traced with
+    torch.fx, checked against the full pass; a model that cannot be traced, or whose traced suffix
+    does not reproduce its output, runs whole, with a warning), ``batch_size`` copies at a time.
+    Several target layers are ablated one layer at a time and fused like every method's maps.
+    """
+
+    uses_gradients = False
+
+    def __init__(self, model, target_layer=None, *, batch_size: int = 64, **options):
+        super().__init__(model, target_layer, **options)
+        if int(batch_size) < 1:
+            raise OptionError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = int(batch_size)
+        self._suffixes: dict[str, LayerSuffix | None] = {}  # None: the model could not be traced
+
+    def run_model(self, x: torch.Tensor):
+        if len(self._layers) == 1:  # the main pass also records what the suffix needs
+            suffix = self._suffix(self._layers[0][0])
+            if suffix is not None:
+                return suffix.run(x)
+        return self.model(x)
+
+    def _suffix(self, layer: str) -> LayerSuffix | None:
+        if layer not in self._suffixes:
+            try:
+                self._suffixes[layer] = LayerSuffix(self.model, layer)
+            except Exception as exc:  # noqa: BLE001 - any tracing failure means: run the whole model
+                warnings.warn(f"ablationcam: the model cannot be traced ({type(exc).__name__}: {exc}); "
+                              "each ablated copy runs the whole network", stacklevel=4)
+                self._suffixes[layer] = None
+        return self._suffixes[layer]
+
+    def raw_maps(self, run: Pass, targets: list[Target]) -> list[list[torch.Tensor]]:
+        original = torch.stack([t.scores(run.output).float() for t in targets])  # (T, B)
+        try:
+            per_layer = [self._layer_maps(run, index, original, targets) for index in range(len(self._layers))]
+        finally:
+            for suffix in self._suffixes.values():
+                if suffix is not None:
+                    suffix.clear()
+        return [list(maps) for maps in zip(*per_layer)]
+
+    def _layer_maps(self, run: Pass, index: int, original: torch.Tensor, targets: list[Target]) -> list[torch.Tensor]:
+        """One raw map per target for layer ``index``: each of its channels zeroed in turn."""
+        name, module = self._layers[index]
+        acts = run.activations[index]
+        b, k = acts.shape[:2]
+        ablated = torch.empty(len(targets), b, k, device=acts.device)
+        eye = torch.eye(k, device=acts.device, dtype=torch.bool)
+        with eval_mode(self.model), torch.inference_mode():
+            suffix = self._suffix(name)
+            if suffix is not None and len(self._layers) > 1:
+                suffix.run(run.x)  # the main pass ran whole: record what this layer's suffix needs
+            if suffix is not None and not self._resumes(suffix, run, acts, name):
+                suffix = self._suffixes[name] = None
+            for i in range(b):
+                for start in range(0, k, self.batch_size):
+                    stop = min(start + self.batch_size, k)
+                    copies = acts[i].expand(stop - start, *acts.shape[1:]).clone()
+                    copies[eye[start:stop, :, None, None].expand_as(copies)] = 0
+                    rows = torch.full((stop - start,), i, dtype=torch.long, device=acts.device)
+                    output = (suffix.resume(rows, copies) if suffix is not None
+                              else self._run_whole(run.x[rows], module, copies))
+                    for t, target in enumerate(targets):
+                        ablated[t, i, start:stop] = target.scores(output, rows).float()
+        y = original[:, :, None]
+        weights = torch.where(y != 0, (y - ablated) / torch.where(y != 0, y, 1), 0)
+        return [Fn.relu(Fn.weighted_sum(w, acts.float())) for w in weights]
+
+    def _resumes(self, suffix: LayerSuffix, run: Pass, acts: torch.Tensor, name: str) -> bool:
+        """Whether the traced suffix, resumed for the samples in another order (so that a value wrongly
+        taken per sample shows), gives the full pass's output; warns when it does not."""
+        b = acts.shape[0]
+        rows = torch.arange(b, device=acts.device).flip(0) if b > 1 else torch.zeros(2, dtype=torch.long)
+        rows = rows.to(acts.device)
+        try:
+            expected = extract_logits(run.output)[rows].float()
+            again = extract_logits(suffix.resume(rows, acts[rows].clone())).float()
+            same = again.shape == expected.shape and torch.allclose(again, expected, rtol=1e-4, atol=1e-5)
+        except Exception as exc:  # noqa: BLE001 - any failure means: run the whole model
+            same, why = False, f"{type(exc).__name__}: {exc}"
+        else:
+            why = "its output differs from the full pass"
+        if not same:
+            warnings.warn(f"ablationcam: the traced model cannot be resumed at layer {name!r} ({why}); "
+                          "each ablated copy runs the whole network", stacklevel=5)
+        return same
+
+    def _run_whole(self, x: torch.Tensor, module: torch.nn.Module, copies: torch.Tensor):
+        """The whole model on ``x`` with ``module``'s output replaced by ``copies``."""
+        with temporary_hooks([(module, lambda m, i, o: copies)]):
+            return self.model(x)

@@ -1,0 +1,241 @@
+"""The lifecycle every CAM method shares: checks, hooks, one forward, targets, smoothing, maps."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from gradcam.engine import functional as Fn
+from gradcam.errors import LayerError, ModelError, OptionError, TargetError
+from gradcam.engine.capture import ActivationCapture, eval_mode
+from gradcam.engine.layers import LayerSpec, resolve_layers
+from gradcam.engine.output import CAMOutput, Pass
+from gradcam.engine.targets import Target, TargetSpec, extract_logits, parse_targets
+
+
+class CAMMethod:
+    """Base class of the CAM methods. Gradient methods define :meth:`combine` only; others
+    override :meth:`raw_maps` (and set ``uses_gradients = False``).
+
+    The model is run once, in eval mode, with no autograd graph before the first target layer; the
+    gradients of the target scores are taken with ``torch.autograd.grad`` with respect to the captured
+    activations only (no parameter gradient is computed). The caller's train/eval modes, grad mode,
+    ``requires_grad`` and ``.grad`` are left as they were; hooks live only during a call.
+
+    Options of every method: ``smooth=N`` averages the raw maps over N noisy copies of the input
+    (SmoothGrad, Smilkov et al. 2017; noise σ = ``noise`` × the input's value range, seeded by
+    ``seed``), and ``augment=True`` also averages over the horizontally flipped input, its map flipped
+    back. The classes explained are those of the clean input.
+    """
+
+    name = "base"
+    # What a method needs and gives (registry metadata: `gradcam methods`, `--method all`, the web app)
+    uses_gradients = True  # needs the gradient of the target score
+    needs_layer = True  # explains a target layer (False: works on the input, like guided backprop)
+    single_layer = False  # one target layer at a time
+    needs_linear_head = False  # the layer must feed global average pooling + one nn.Linear (CAM)
+    class_free = False  # the same map whatever the class (Eigen-CAM)
+    output_kind = "heatmap"  # "heatmap": (B, H, W) maps; "image": (B, 3, H, W) input-space pictures
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layer: LayerSpec = None,
+        *,
+        labels: Sequence[str] | None = None,
+        normalize: str = "minmax",
+        smooth: int = 0,
+        noise: float = 0.15,
+        augment: bool = False,
+        seed: int = 0,
+    ):
+        if hasattr(model, "module") and hasattr(model, "preprocess"):  # a ModelBundle
+            labels = labels if labels is not None else model.labels
+            model = model.module
+        if not isinstance(model, nn.Module):
+            raise ModelError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        Fn.check_normalize(normalize)
+        if int(smooth) < 0 or float(noise) < 0:
+            raise OptionError(f"smooth must be >= 0 and noise >= 0, got smooth={smooth}, noise={noise}")
+        if labels is not None and (isinstance(labels, str) or not all(isinstance(n, str) for n in labels)):
+            raise OptionError("labels must be a sequence of class names (strings), one per class")
+        self.model = model
+        self.labels = list(labels) if labels is not None else None
+        self.normalize = normalize
+        self.smooth, self.noise, self.augment, self.seed = int(smooth), float(noise), bool(augment), seed
+        self._layer_spec = target_layer
+        self._layers: list[tuple[str, nn.Module]] | None = None
+        if target_layer is not None and self.needs_layer:  # names and modules are checked now
+            self._layers = resolve_layers(model, target_layer)
+
+    def __enter__(self) -> "CAMMethod":
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        return False  # nothing outlives a call; exceptions propagate unchanged
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [name for name, _ in self._layers] if self._layers else []
+
+    @classmethod
+    def info(cls) -> dict:
+        """The method's metadata: what it needs and what it gives."""
+        return {"name": cls.name, "description": (cls.__doc__ or "").strip().splitlines()[0],
+                "uses_gradients": cls.uses_gradients, "needs_layer": cls.needs_layer,
+                "single_layer": cls.single_layer, "needs_linear_head": cls.needs_linear_head,
+                "class_free": cls.class_free, "output_kind": cls.output_kind}
+
+    def unsuitable(self, x: torch.Tensor | None = None) -> str:
+        """'' when this method can explain the model at its target layers for inputs like ``x`` (one
+        probe forward at most), else the reason it cannot."""
+        if self.needs_layer:
+            try:
+                self._resolve(x)
+            except LayerError as exc:
+                return str(exc)
+            if self.single_layer and len(self._layers) > 1:
+                return f"{self.name} explains one layer at a time, got {len(self._layers)}"
+        return ""
+
+    def _resolve(self, x: torch.Tensor | None) -> None:
+        if self._layers is None:
+            self._layers = resolve_layers(self.model, self._layer_spec, x) if self.needs_layer else []
+
+    # ------------------------------------------------------------------ what a method defines
+
+    def combine(self, activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        """(B, K, h, w) activations and gradients (float32) -> raw map (B, h, w)."""
+        raise NotImplementedError
+
+    def raw_maps(self, run: Pass, targets: list[Target]) -> list[list[torch.Tensor]]:
+        """Raw maps for each target (outer list) and each layer (inner list), from one forward pass.
+
+        Default: gradients of the target scores w.r.t. the activations, then :meth:`combine`.
+        """
+        scores = [target.scores(run.output) for target in targets]
+        return [self._gradient_maps(s, run.activations, last=i == len(scores) - 1) for i, s in enumerate(scores)]
+
+    # ------------------------------------------------------------------ the call
+
+    def __call__(
+        self,
+        x: torch.Tensor,
+        targets: TargetSpec = None,
+        *,
+        top_k: int | None = None,
+        normalize: str | None = None,
+    ) -> CAMOutput:
+        normalize = self.normalize if normalize is None else normalize
+        Fn.check_normalize(normalize)
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise OptionError(f"input must be a (B, C, H, W) tensor, got {shape}")
+        if not x.is_floating_point():
+            raise OptionError(f"input must be a floating-point tensor, got {x.dtype}; preprocess it first "
+                              "(e.g. x.float() / 255, then the model's normalisation)")
+        if top_k is not None and (top_k < 1 or targets is not None):
+            raise OptionError("top_k must be >= 1 and cannot be combined with targets")
+        self._resolve(x)
+        # Scores and gradients need autograd even when the caller is in no_grad or inference mode;
+        # both contexts restore the caller's modes on exit.
+        with torch.inference_mode(False), torch.enable_grad():
+            classes, fn, logits, raws = self._explain(x, targets, top_k)
+            for variant, undo in self._variants(x):
+                fixed = fn if fn is not None else classes
+                _, _, _, more = self._explain(variant, fixed, None)
+                raws = [[a + undo(b) for a, b in zip(ra, rb)] for ra, rb in zip(raws, more)]
+            if self.smooth or self.augment:
+                count = 1 + self.smooth + int(self.augment)
+                raws = [[m / count for m in per_layer] for per_layer in raws]
+        return self._output(x, raws, classes, logits, normalize, ranked=classes.dim() == 2)
+
+    def _explain(self, x, targets, top_k):
+        """(classes, callable or None, logits, raw maps per rank per layer) for one input."""
+        run = self.forward(x)
+        logits = extract_logits(run.output).detach()
+        self._check_pass(run, logits)
+        classes, fn = parse_targets(targets, logits, self.labels, top_k, x.shape[0])
+        columns = classes.unbind(1) if classes.dim() == 2 else [classes]
+        raws = self.raw_maps(run, [Target(c, fn, run.output) for c in columns])
+        return classes, fn, logits, raws
+
+    def _check_pass(self, run: Pass, logits: torch.Tensor) -> None:
+        """Scores and activations a map can be computed from: finite, and labels that fit the scores."""
+        if logits.dim() == 0:
+            raise TargetError("the model returned a single number (0-d), not one score per sample; "
+                              "return (B, num_classes) scores or pass targets=callable(output) -> (B,)")
+        bad = ~torch.isfinite(logits.reshape(logits.shape[0], -1)).all(dim=1)
+        if bad.any():
+            raise ModelError(f"the model's scores hold NaN or inf for sample(s) {bad.nonzero()[:, 0].tolist()}: "
+                             "no map can be computed (check the input and the weights)")
+        for (name, _), act in zip(self._layers or [], run.activations):
+            if not torch.isfinite(act).all():
+                raise ModelError(f"layer {name!r} gives NaN or inf activations: no map can be computed")
+        if self.labels is not None and logits.dim() == 2 and len(self.labels) != logits.shape[-1]:
+            raise OptionError(f"labels: {len(self.labels)} class names for a model with {logits.shape[-1]} "
+                              "scores; give one name per class")
+
+    def _variants(self, x: torch.Tensor):
+        """(input, undo) pairs for smoothing: noisy copies and the flipped image."""
+        if self.smooth:
+            gen = torch.Generator(device=x.device).manual_seed(self.seed)
+            span = (x.flatten(1).amax(1) - x.flatten(1).amin(1)).view(-1, 1, 1, 1)
+            for _ in range(self.smooth):
+                noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+                yield x + noise * (self.noise * span), _same
+        if self.augment:
+            yield x.flip(-1), _flip
+
+    def _output(self, x, raws, classes, logits, normalize, ranked) -> CAMOutput:
+        size = x.shape[-2:]
+        per_rank = [self.finish(per_layer, size, normalize) for per_layer in raws]
+        maps = torch.stack(per_rank, dim=1) if ranked else per_rank[0]
+        per_layer = [torch.stack(r, dim=1) for r in zip(*raws)] if ranked else raws[0]
+        raw = per_layer[0] if len(per_layer) == 1 else tuple(per_layer)
+        return CAMOutput(maps, raw, classes, logits, self.layer_names)
+
+    def finish(self, raws: list[torch.Tensor], size, normalize: str) -> torch.Tensor:
+        """Maps at the input resolution from the raw maps of each layer (upsample, fuse, normalise)."""
+        return Fn.fuse(raws, size, normalize)
+
+    # ------------------------------------------------------------------ the forward pass
+
+    def forward(self, x: torch.Tensor) -> Pass:
+        """One forward pass in eval mode with the target layers captured; the caller's state restored.
+
+        Gradient methods record a graph from the first target layer on; the others record none.
+        """
+        with eval_mode(self.model), ActivationCapture(self._layers, record_graph=self.uses_gradients) as capture:
+            try:
+                torch.set_grad_enabled(False)  # the first target layer's hook turns it back on
+                output = self.run_model(x)
+            finally:
+                torch.set_grad_enabled(True)
+        return Pass(x, output, capture.checked())
+
+    def run_model(self, x: torch.Tensor) -> Any:
+        """The model's forward pass (a method may run it another way that gives the same output)."""
+        return self.model(x)
+
+    def _gradient_maps(self, scores: torch.Tensor, activations, *, last: bool) -> list[torch.Tensor]:
+        """Raw maps (B, h, w), one per layer, from the gradients of the (B,) target scores."""
+        if not scores.requires_grad:
+            raise LayerError(f"the target score does not depend on layer(s) {', '.join(self.layer_names)}")
+        grads = torch.autograd.grad(scores.sum(), activations, retain_graph=not last, allow_unused=True)
+        maps = []
+        for (name, _), act, grad in zip(self._layers, activations, grads):
+            if grad is None:
+                raise LayerError(f"the target score does not depend on layer {name!r}")
+            maps.append(self.combine(act.detach().float(), grad.float()))
+        return maps
+
+
+def _same(m: torch.Tensor) -> torch.Tensor:
+    return m
+
+
+def _flip(m: torch.Tensor) -> torch.Tensor:
+    return m.flip(-1)

@@ -1,0 +1,87 @@
+"""Score-CAM (Wang, Wang, Du, Yang, Zhang, Ding, Mardziel & Hu, CVPR-W 2020)."""
+
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from gradcam.engine import functional as Fn
+from gradcam.errors import OptionError
+from gradcam.engine.capture import eval_mode
+from gradcam.engine.methods.base import CAMMethod
+from gradcam.engine.output import Pass
+from gradcam.engine.targets import Target
+from gradcam.engine.methods.registry import register_method
+
+
+@register_method("scorecam")
+class ScoreCAM(CAMMethod):
+    """Score-CAM: each channel, upsampled and min-max scaled, masks the input; no gradient.
+
+    H^k = s(Up(A^k)) (bilinear, min-max to [0, 1]; a constant channel masks everything out),
+    S_k^c = f^c(X ∘ H^k) − f^c(X_b), α^c = softmax_k(S^c) (Algorithm 1, f^c the pre-softmax score),
+    L^c = ReLU(Σ_k α_k^c A^k). The baseline term f^c(X_b) is the same for every k and cancels in the
+    softmax, so it is not computed. The masked inputs are scored ``batch_size`` at a time under
+    inference mode, never all at once, each distinct mask once; ``max_channels=N`` keeps the N channels of largest mean
+    activation (Faster Score-CAM, Wang et al. 2020); ``progress=True`` shows a progress bar.
+    """
+
+    uses_gradients = False
+
+    def __init__(self, model, target_layer=None, *, batch_size: int = 32, max_channels: int | None = None,
+                 progress: bool = False, **options):
+        super().__init__(model, target_layer, **options)
+        if int(batch_size) < 1 or (max_channels is not None and int(max_channels) < 1):
+            raise OptionError(f"batch_size and max_channels must be >= 1, got {batch_size} and {max_channels}")
+        self.batch_size, self.progress = int(batch_size), progress
+        self.max_channels = None if max_channels is None else int(max_channels)
+
+    def raw_maps(self, run: Pass, targets: list[Target]) -> list[list[torch.Tensor]]:
+        per_layer = [self._layer_maps(run.x, acts.float(), targets) for acts in run.activations]
+        return [list(maps) for maps in zip(*per_layer)]
+
+    def _layer_maps(self, x: torch.Tensor, acts: torch.Tensor, targets: list[Target]) -> list[torch.Tensor]:
+        b, k, h, w = acts.shape
+        n = k if self.max_channels is None else min(self.max_channels, k)
+        channels = acts.mean(dim=(2, 3)).topk(n, dim=1).indices if n < k else None
+        chosen = acts if channels is None else acts.gather(1, channels[:, :, None, None].expand(-1, -1, h, w))
+        scores = self._masked_scores(x, chosen, targets)  # (T, B, n)
+        return [Fn.relu(Fn.weighted_sum(s.softmax(dim=-1), chosen)) for s in scores]
+
+    def _masked_scores(self, x: torch.Tensor, chosen: torch.Tensor, targets: list[Target]) -> torch.Tensor:
+        """(T, B, n) scores f^c(X ∘ H^k). Channels whose min-max scaled maps are identical (all the
+        constant ones, and e.g. every channel active at one same position) give identical masks:
+        each distinct mask is scored once. Masked batches run channels-last (faster on CPUs)."""
+        b, n = chosen.shape[:2]
+        scores = torch.empty(len(targets), b, n, device=x.device)
+        groups = [_distinct_maps(chosen[i]) for i in range(b)]
+        bar = tqdm(total=sum(len(first) for first, _ in groups), desc="score-cam", unit="mask",
+                   disable=None if self.progress else True, leave=False)  # disable=None: on a terminal only
+        try:
+            with eval_mode(self.model), torch.inference_mode():
+                for i, (first, inverse) in enumerate(groups):
+                    distinct = torch.empty(len(targets), len(first), device=x.device)
+                    for start in range(0, len(first), self.batch_size):
+                        channels = first[start : start + self.batch_size]
+                        masks = Fn.normalize(Fn.upsample(chosen[i, channels], x.shape[-2:]), "minmax")
+                        masked = (x[i] * masks[:, None].to(x.dtype)).contiguous(memory_format=torch.channels_last)
+                        output = self.model(masked)
+                        rows = torch.full((len(channels),), i, dtype=torch.long, device=x.device)
+                        for t, target in enumerate(targets):
+                            distinct[t, start : start + len(channels)] = target.scores(output, rows).float()
+                        bar.update(len(channels))
+                    scores[:, i] = distinct[:, inverse]
+        finally:
+            bar.close()
+        return scores
+
+
+def _distinct_maps(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For (n, h, w) channel maps: the first channel of each distinct min-max scaled map, and for
+    every channel the index of its map among those."""
+    scaled = Fn.normalize(maps, "minmax").flatten(1)
+    _, inverse = torch.unique(scaled, dim=0, return_inverse=True)
+    count = int(inverse.max()) + 1
+    order = torch.arange(len(maps), device=maps.device)
+    first = torch.full((count,), len(maps), device=maps.device).scatter_reduce(0, inverse, order, "amin")
+    return first, inverse

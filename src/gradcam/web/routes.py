@@ -1,0 +1,157 @@
+"""FastAPI app: a page to drop a photo on, and an HTTP API over the same pipeline.
+
+Every route is ``async`` and only validates, reads and awaits: the model work runs in the
+:class:`~.service.Service` (one worker thread per model, a bounded queue), so the read-only routes
+never wait for a model. A full queue is 503 with Retry-After.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from gradcam import __version__
+from gradcam.errors import GradCAMError, ImageError
+from gradcam.engine.layers import parse_layers
+from gradcam.engine.methods import describe_methods, list_methods
+from gradcam.models.sources import BUNDLED
+from gradcam.engine.targets import class_spec
+from gradcam.web.service import MAX_QUEUE, RENDER, RESULT_SECONDS, RESULTS, ExplainRequest, QueueFull, Service
+
+STATIC = Path(__file__).with_name("static")
+COLORMAPS = ("jet", "turbo", "viridis", "inferno", "magma", "plasma", "hot", "gray")
+NORMALIZE = ("minmax", "max", "none")
+MAX_UPLOAD = 20 * 1024 * 1024  # bytes
+
+
+def create_app(models: list[str] | None = None, weights: str | None = None, device: str | None = None,
+               max_upload: int = MAX_UPLOAD, max_queue: int = MAX_QUEUE) -> FastAPI:
+    """The app; ``models`` are the names it offers (the first is the default); at most ``max_queue``
+    explain requests wait or run at once, the next ones get 503."""
+    service = Service(models or [BUNDLED], weights, device, max_queue=max_queue)
+    luts = _colormap_luts(COLORMAPS)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        service.close()
+
+    app = FastAPI(title="gradcam", version=__version__, lifespan=lifespan,
+                  description="Grad-CAM and the CAM family over HTTP: which part of the image made the model decide.")
+    app.state.service = service
+
+    @app.middleware("http")
+    async def limit_upload(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if request.method == "POST" and not (length and length.isascii() and length.isdigit()):
+            return JSONResponse({"detail": "a Content-Length header is required (no chunked uploads)"},
+                                status_code=411)
+        if request.method == "POST" and int(length) > max_upload + 64 * 1024:
+            return JSONResponse({"detail": f"upload too large: {int(length)} bytes; the limit is {max_upload}"},
+                                status_code=413)
+        return await call_next(request)
+
+    @app.exception_handler(GradCAMError)
+    async def gradcam_error(request: Request, exc: GradCAMError):
+        status = 415 if isinstance(exc, ImageError) else 422
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @app.exception_handler(QueueFull)
+    async def queue_full(request: Request, exc: QueueFull):
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after)})
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok", "version": __version__,
+                "queue": {"jobs": service.queued, "limit": service.max_queue}}
+
+    @app.get("/api/models")
+    async def api_models() -> dict:
+        return {"models": service.names, "default": service.names[0]}
+
+    @app.get("/api/methods")
+    async def api_methods() -> dict:
+        return {"methods": [{"name": n, "description": d} for n, d in describe_methods().items()],
+                "default": "gradcam"}
+
+    @app.get("/api/layers")
+    async def api_layers(model: str | None = None) -> dict:
+        loaded = await service.loaded(model)
+        return {"model": loaded.bundle.name, "automatic": loaded.automatic, "layers": loaded.layers}
+
+    @app.get("/api/labels")
+    async def api_labels(model: str | None = None) -> dict:
+        bundle = (await service.loaded(model)).bundle
+        return {"model": bundle.name, "labels": bundle.labels or []}
+
+    @app.get("/api/colormaps")
+    async def api_colormaps() -> dict:
+        return {"colormaps": list(COLORMAPS), "luts": luts}
+
+    @app.post("/api/explain")
+    async def api_explain(
+        image: UploadFile = File(..., description="the photo (JPEG, PNG, WebP, BMP, TIFF, GIF)"),
+        model: str | None = Form(None),
+        method: str = Form("gradcam"),
+        layer: str | None = Form(None, description="a layer name, or several separated by commas"),
+        target: str | None = Form(None, description="class index or name; default: the prediction"),
+        colormap: str = Form("jet"),
+        alpha: float = Form(0.5),
+        normalize: str = Form("minmax"),
+    ) -> dict:
+        """Predictions, top-5, the pictures the page shows (long side at most 1024 px) and the URLs of
+        the full-resolution ones."""
+        name = service.check(model)
+        if method not in list_methods():
+            raise HTTPException(422, f"unknown method {method!r}; choose one of: {', '.join(list_methods())}")
+        _check_look(colormap, alpha)
+        if normalize not in NORMALIZE:
+            raise HTTPException(422, f"unknown normalize {normalize!r}; choose one of: {', '.join(NORMALIZE)}")
+        layers, spec = parse_layers(layer), class_spec(target)
+        data = await image.read(max_upload + 1)
+        if len(data) > max_upload:
+            raise HTTPException(413, f"upload too large; the limit is {max_upload} bytes")
+        return await service.explain(ExplainRequest(name, data, method=method, layer=layers, target=spec,
+                                                    normalize=normalize, colormap=colormap, alpha=alpha))
+
+    @app.get("/api/results/{result_id}/{kind}.png", response_class=Response,
+             responses={200: {"content": {"image/png": {}}, "description": "the picture at the upload's size"}})
+    async def api_result_picture(result_id: str, kind: str, colormap: str | None = None,
+                                 alpha: float | None = None) -> Response:
+        """A recent explanation's grayscale, heatmap or overlay at the photo's full resolution, with the
+        request's colormap and opacity unless given. The last results are kept for a few minutes."""
+        if kind not in RENDER:
+            raise HTTPException(404, f"unknown picture {kind!r}; choose one of: {', '.join(RENDER)}")
+        _check_look(colormap or "jet", 0.5 if alpha is None else alpha)
+        picture = await service.picture(result_id, kind, colormap, alpha)
+        if picture is None:
+            raise HTTPException(404, f"no such result: the last {RESULTS} are kept for {RESULT_SECONDS // 60} "
+                                     "minutes; explain the photo again")
+        return Response(picture, media_type="image/png")
+
+    return app
+
+
+def _check_look(colormap: str, alpha: float) -> None:
+    if colormap not in COLORMAPS:
+        raise HTTPException(422, f"unknown colormap {colormap!r}; choose one of: {', '.join(COLORMAPS)}")
+    if not 0.0 <= alpha <= 1.0:
+        raise HTTPException(422, f"alpha must be in [0, 1], got {alpha}")
+
+
+def _colormap_luts(names: tuple[str, ...]) -> dict[str, list]:
+    """Each colormap as 256 RGB triples, for the page to recolour maps without asking the server."""
+    from matplotlib import colormaps
+
+    return {name: (colormaps[name](np.linspace(0, 1, 256), bytes=True)[:, :3]).tolist() for name in names}
