@@ -10,7 +10,7 @@ from PIL import Image
 import gradcam
 from gradcam.cli import main
 from gradcam.apps.compare import compare
-from gradcam.engine.layers import stage_layers
+from gradcam.engine.stages import stage_layers
 from gradcam.apps.sweep import sweep
 
 from conftest import seeded_model

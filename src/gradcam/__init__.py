@@ -1,28 +1,51 @@
-"""gradcam: Grad-CAM exactly as the paper defines it, on any PyTorch model."""
+"""gradcam: Grad-CAM exactly as the paper defines it, on any PyTorch model.
 
+The public names are imported on first use (PEP 562), so ``import gradcam`` costs little more than
+``import torch``, and ``import gradcam.engine`` loads no image, plotting or model-zoo library."""
+
+from __future__ import annotations
+
+import importlib
 from importlib.metadata import PackageNotFoundError, version
 
-from gradcam.errors import DataError, GradCAMError, ImageError, LayerError, ModelError, OptionError, TargetError, VisualizeError
-from gradcam.render.images import load_image
-from gradcam.engine.layers import auto_layer, candidate_layers, resolve_layers
-from gradcam.engine.methods import CAMOutput, GradCAM, create_method, list_methods
-from gradcam.models.bundle import ModelBundle
-from gradcam.models.sources import list_models, load_model
-from gradcam.apps.explainer import Explainer, Explanation, explain
-from gradcam.apps.compare import Comparison, compare
-from gradcam.apps.batch import FolderSummary, explain_folder
-from gradcam.apps.sweep import Sweep, sweep
+from gradcam.errors import (DataError, GradCAMError, ImageError, LayerError, ModelError, OptionError, TargetError,
+                            VisualizeError)
 
 try:
     __version__ = version("gradcam")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-__all__ = [
-    "GradCAM", "CAMOutput", "create_method", "list_methods",
-    "explain", "Explainer", "Explanation", "load_image",
-    "explain_folder", "FolderSummary", "compare", "Comparison", "sweep", "Sweep",
-    "load_model", "list_models", "ModelBundle",
-    "auto_layer", "candidate_layers", "resolve_layers",
-    "DataError", "GradCAMError", "ImageError", "LayerError", "ModelError", "OptionError", "TargetError", "VisualizeError",
-]
+_PUBLIC = {  # name -> the module that defines it
+    "GradCAM": "gradcam.engine.methods", "CAMOutput": "gradcam.engine.output",
+    "create_method": "gradcam.engine.methods", "list_methods": "gradcam.engine.methods",
+    "method_info": "gradcam.engine.methods", "register_method": "gradcam.engine.methods",
+    "auto_layer": "gradcam.engine.layers", "candidate_layers": "gradcam.engine.layers",
+    "resolve_layers": "gradcam.engine.layers",
+    "load_model": "gradcam.models.sources", "list_models": "gradcam.models.sources",
+    "ModelBundle": "gradcam.models.bundle", "Preprocess": "gradcam.models.bundle",
+    "load_image": "gradcam.render.images",
+    "explain": "gradcam.apps.explainer", "Explainer": "gradcam.apps.explainer",
+    "Explanation": "gradcam.apps.explainer",
+    "explain_folder": "gradcam.apps.batch", "FolderSummary": "gradcam.apps.batch",
+    "compare": "gradcam.apps.compare", "Comparison": "gradcam.apps.compare",
+    "sweep": "gradcam.apps.sweep", "Sweep": "gradcam.apps.sweep",
+}
+_ROOMS = {"engine", "models", "render", "apps", "web", "cli", "errors"}
+
+__all__ = sorted(_PUBLIC) + ["DataError", "GradCAMError", "ImageError", "LayerError", "ModelError", "OptionError",
+                             "TargetError", "VisualizeError"]
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value  # once
+        return value
+    if name in _ROOMS:
+        return importlib.import_module(f"gradcam.{name}")
+    raise AttributeError(f"module 'gradcam' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC) | _ROOMS)

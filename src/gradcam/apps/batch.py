@@ -1,15 +1,10 @@
-"""Explain many images: decode in background workers, batch through the model, write behind it,
-with a progress bar, a manifest (JSON lines + CSV) and resume."""
+"""Explain many images: find them, decode in background workers, batch through the model, write
+behind it (:mod:`.writer`), with a progress bar, a manifest (:mod:`.manifest`) and resume."""
 
 from __future__ import annotations
 
-import csv
 import glob
-import hashlib
-import json
 import os
-import queue
-import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -23,13 +18,14 @@ from tqdm.auto import tqdm
 
 from gradcam.errors import GradCAMError, ModelError, OptionError
 from gradcam.engine.methods import method_options
-from gradcam.render.images import IMAGE_SUFFIXES, atomic_write, load_image, mirrored_names, picture_name, save_array, save_png
+from gradcam.render.images import IMAGE_SUFFIXES, load_image
+from gradcam.render.files import mirrored_names, picture_name, save_array, save_png
 from gradcam.models.weights import module_fingerprint
 from gradcam.apps.explainer import DEFAULT_MODEL, Explainer, Explanation, compare_methods, ranks
+from gradcam.apps.manifest import Manifest, done_paths, settings_key
+from gradcam.apps.writer import Writer
 
 PICTURES = ("overlay", "heatmap", "grayscale", "figure")
-MANIFEST_FIELDS = ["path", "status", "error", "model", "method", "layer", "rank", "class_index", "label",
-                   "probability", "top5", "files", "settings"]
 
 
 @dataclass
@@ -102,47 +98,6 @@ def _as_list(items):
     return items
 
 
-class Manifest:
-    """``manifest.jsonl``, one JSON object per line, appended whole with one write (a killed job leaves
-    complete lines); ``manifest.csv`` rebuilt from it at the end."""
-
-    def __init__(self, directory: Path, resume: bool):
-        self.jsonl, self.csv = directory / "manifest.jsonl", directory / "manifest.csv"
-        directory.mkdir(parents=True, exist_ok=True)
-        fresh = 0 if resume else os.O_TRUNC  # a new job starts a new manifest: no stale rows to trust
-        self._fd = os.open(self.jsonl, os.O_WRONLY | os.O_CREAT | os.O_APPEND | fresh, 0o666)
-
-    def append(self, rows: list[dict]) -> None:
-        os.write(self._fd, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode())
-
-    def close(self) -> None:
-        os.close(self._fd)
-        atomic_write(self.csv, self._write_csv)
-
-    def _write_csv(self, fp) -> None:
-        import io
-
-        text = io.TextIOWrapper(fp, encoding="utf-8", newline="")
-        writer = csv.DictWriter(text, MANIFEST_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        for row in read_manifest(self.jsonl):
-            writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in row.items()})
-        text.flush()
-        text.detach()
-
-
-def read_manifest(path: Path):
-    """The rows of a manifest.jsonl, skipping a line cut short by a kill."""
-    if not path.exists():
-        return
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                continue
-
-
 def explain_folder(
     inputs: Sequence[str | os.PathLike],
     out: str | os.PathLike,
@@ -195,10 +150,10 @@ def explain_folder(
         raise OptionError(f"no image files in {', '.join(map(str, inputs))} "
                           f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     bundle = explainers[0].bundle
-    settings = _settings_key(bundle.name, module_fingerprint(bundle.module), methods, layer, target, top_k,
+    settings = settings_key(bundle.name, module_fingerprint(bundle.module), methods, layer, target, top_k,
                              normalize, colormap, alpha, sorted(save), save_maps,
                              {k: v for k, v in options.items() if k != "progress"})
-    done_before = _done(out / "manifest.jsonl", settings, methods) if resume else set()
+    done_before = done_paths(out / "manifest.jsonl", settings, methods) if resume else set()
     names = mirrored_names(files, input_roots(inputs))
     todo = [f for f in files if f not in done_before]
     summary = FolderSummary(total=len(files), skipped=len(files) - len(todo))
@@ -261,7 +216,7 @@ def explain_folder(
             summary.done += 1
         bar.update(1)
 
-    writer = _Writer(maxsize=2 * batch_size)  # two batches' images wait at most: memory stays flat
+    writer = Writer(maxsize=2 * batch_size)  # two batches' images wait at most: memory stays flat
     loader = torch.utils.data.DataLoader(_Images(todo, bundle.preprocess), batch_size=batch_size,
                                          num_workers=workers, collate_fn=_as_list)
     try:
@@ -313,44 +268,6 @@ def _thumbnail(picture: Image.Image, side: int = 512) -> Image.Image:
     return small
 
 
-class _Writer:
-    """Runs jobs in order on one thread behind the model; at most ``maxsize`` wait, so memory stays flat.
-    An exception in a job is raised again by :meth:`close`."""
-
-    def __init__(self, maxsize: int):
-        self._queue: queue.Queue = queue.Queue(maxsize=maxsize)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            if self._error is None:
-                try:
-                    job()
-                except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-                    self._error = exc
-
-    def put(self, job: Callable[[], None]) -> None:
-        if self._error is not None:
-            raise self._error
-        self._queue.put(job)
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-
-
 def _save(result: Explanation, out: Path, save: Sequence[str], save_maps: bool) -> dict[str, str]:
     written = {kind: str(path) for kind, path in result.save(out, kinds=save).items()}
     if save_maps:
@@ -368,22 +285,3 @@ def _row(path: str, result: Explanation, files: dict, settings: str) -> dict:
             "files": files, "settings": settings}
 
 
-def _settings_key(*settings) -> str:
-    text = json.dumps([str(s) if not isinstance(s, (int, float, str, bool, type(None), list)) else s
-                       for s in settings], sort_keys=True, default=str)
-    return hashlib.sha1(text.encode()).hexdigest()[:12]
-
-
-def _done(jsonl: Path, settings: str, methods: Sequence[str]) -> set[str]:
-    """Paths with an "ok" row for every method under the same settings. A manifest written with other
-    settings (another model or weights, method, layer, target, picture options) is an OptionError: its
-    pictures have the same names as the new ones would, so mixing the two would make it ambiguous."""
-    ok: dict[str, set] = {}
-    for row in read_manifest(jsonl):
-        if row.get("settings") != settings:
-            raise OptionError(f"--resume: {jsonl} was written with other settings (model weights, method, "
-                              "layer, target or picture options); run without --resume to start again, "
-                              "or write to another --out")
-        if row.get("status") == "ok":
-            ok.setdefault(row["path"], set()).add(row.get("method"))
-    return {path for path, found in ok.items() if found >= set(methods)}

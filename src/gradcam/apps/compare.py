@@ -11,7 +11,8 @@ from PIL import Image
 
 from gradcam.render import pictures as draw
 from gradcam.errors import ImageError, ModelError
-from gradcam.render.images import load_image, save_png, source_names
+from gradcam.render.images import load_image
+from gradcam.render.files import save_png, source_names
 from gradcam.models.sources import load_model
 from gradcam.apps.device import choose_device
 from gradcam.apps.explainer import Explainer, Explanation

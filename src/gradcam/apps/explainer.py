@@ -15,7 +15,8 @@ from torch import nn
 
 from gradcam.engine import functional as Fn
 from gradcam.render import pictures as draw
-from gradcam.render.images import load_image, picture_name, save_png, source_names
+from gradcam.render.images import load_image
+from gradcam.render.files import picture_name, save_png, source_names
 from gradcam.engine.methods import create_method
 from gradcam.models.bundle import ModelBundle
 from gradcam.models.sources import load_model

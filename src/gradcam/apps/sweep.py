@@ -11,8 +11,9 @@ import numpy as np
 from PIL import Image
 
 from gradcam.render import pictures as draw
-from gradcam.render.images import load_image, picture_name, save_png, source_name
-from gradcam.engine.layers import stage_layers
+from gradcam.render.images import load_image
+from gradcam.render.files import picture_name, save_png, source_name
+from gradcam.engine.stages import stage_layers
 from gradcam.engine.methods import create_method
 from gradcam.apps.explainer import DEFAULT_MODEL, bundle_on_device
 

@@ -22,7 +22,20 @@ from gradcam.apps.device import choose_device
 from gradcam.errors import DataError, ImageError
 from gradcam.render.images import IMAGE_SUFFIXES, load_image
 from gradcam.models.bundle import Preprocess
-from gradcam.models.checkpoint import ARCHITECTURES, TrainConfig, build, save_checkpoint
+from gradcam.models.checkpoint import ARCHITECTURES, SmallCNN, TrainConfig, save_checkpoint
+from gradcam.models.sources import load_model
+
+
+def build(config: TrainConfig) -> nn.Module:
+    """The untrained network of a config (the Lite0 one with the ImageNet backbone)."""
+    if config.arch == "small-cnn":
+        return SmallCNN(len(config.classes))
+    if config.arch == "efficientnet_lite0":
+        model = load_model("efficientnet_lite0").module
+        model.reset_classifier(len(config.classes))
+        return model
+    raise DataError(f"unknown architecture {config.arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
+
 
 def find_examples(data_dir: str | os.PathLike, warn: Callable[[str], None] | None = None):
     """(classes, [(path, class index)]) from one sub-folder per class; unreadable images are reported

@@ -47,19 +47,6 @@ class TrainConfig:
     metrics: dict | None = None
 
 
-def build(config: TrainConfig) -> nn.Module:
-    """The untrained network of a config (the Lite0 one with the ImageNet backbone)."""
-    if config.arch == "small-cnn":
-        return SmallCNN(len(config.classes))
-    if config.arch == "efficientnet_lite0":
-        from gradcam.models.sources import load_model  # the bundled weights (sources imports this module)
-
-        model = load_model("efficientnet_lite0").module
-        model.reset_classifier(len(config.classes))
-        return model
-    raise DataError(f"unknown architecture {config.arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
-
-
 def save_checkpoint(model: nn.Module, config: TrainConfig, out: str | os.PathLike, val_files=()) -> Path:
     from safetensors.torch import save_file
 

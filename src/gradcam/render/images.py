@@ -1,12 +1,10 @@
-"""Read any image safely into RGB; write PNGs atomically."""
+"""Read any image safely into RGB: paths, bytes, PIL images and arrays; EXIF, alpha, 16-bit, bombs."""
 
 from __future__ import annotations
 
 import io
 import os
-import secrets
-from pathlib import Path
-from typing import IO, Callable, Sequence, Union
+from typing import IO, Union
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -63,85 +61,6 @@ def load_image(source: ImageSource, *, max_pixels: int | None = None) -> Image.I
         f"<{type(source).__name__}>: unsupported image source; "
         "expected a path, bytes, a PIL image or a numpy array"
     )
-
-
-def save_png(image: Image.Image, path: str | os.PathLike, compress_level: int = 1) -> Path:
-    """Write `image` as PNG atomically (temp file in the same directory, then os.replace).
-
-    zlib level 1: 3.5× faster to encode than Pillow's default 6 on photos, files ~10 % larger."""
-    return atomic_write(path, lambda fp: image.save(fp, format="PNG", compress_level=compress_level))
-
-
-def save_array(array: np.ndarray, path: str | os.PathLike) -> Path:
-    """Write `array` as .npy atomically."""
-    return atomic_write(path, lambda fp: np.save(fp, np.asarray(array)))
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
-    """Call ``write(file)`` on a temp file beside ``path``, fsync, then rename it to ``path``: a reader
-    (or a killed job) sees the whole file or none of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    try:
-        with os.fdopen(os.open(tmp, flags, 0o666), "wb") as fp:
-            write(fp)
-            fp.flush()
-            os.fsync(fp.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
-
-
-def source_name(source: object) -> str:
-    """The name pictures of ``source`` start with: a path's file name with its extension (``cat.jpg``,
-    so that ``cat.jpg`` and ``cat.png`` stay apart), "image" for anything else."""
-    if isinstance(source, (str, os.PathLike)):
-        return Path(os.fsdecode(source)).name or "image"
-    return "image"
-
-
-def source_names(sources: Sequence[object]) -> list[str]:
-    """Names for a batch of sources that never repeat: paths mirrored under their common folder
-    (:func:`mirrored_names`), other sources ``image-1``, ``image-2``, … (or ``image`` alone)."""
-    paths = [os.fsdecode(s) for s in sources if isinstance(s, (str, os.PathLike))]
-    mirrored = mirrored_names(paths, [os.path.dirname(os.path.abspath(p)) for p in paths])
-    others = sum(not isinstance(s, (str, os.PathLike)) for s in sources)
-    names, count = [], 0
-    for source in sources:
-        if isinstance(source, (str, os.PathLike)):
-            names.append(mirrored[os.fsdecode(source)])
-        else:
-            count += 1
-            names.append("image" if others == 1 else f"image-{count}")
-    return names
-
-
-def mirrored_names(files: Sequence[str], roots: Sequence[str]) -> dict[str, str]:
-    """Each file's output name: its path relative to the common folder of ``roots`` (the folders,
-    glob bases and files' folders the user gave), with ``/`` between folders:
-    ``val/a/1.jpg`` and ``val/b/1.jpg`` -> ``a/1.jpg`` and ``b/1.jpg``.
-
-    Distinct files give distinct names by construction, and the names depend only on the command line,
-    not on which other files exist (so a resumed job names a file as the first run did)."""
-    base = os.path.commonpath([os.path.abspath(r) for r in roots]) if roots else os.getcwd()
-    return {f: os.path.relpath(os.path.abspath(f), base).replace(os.sep, "/") for f in files}
-
-
-def picture_name(name: str, method: str, kind: str, rank: int | None = None, suffix: str = ".png") -> str:
-    """``<name>.<method>[.top<rank>].<kind><suffix>``, e.g. ``cat.jpg.gradcam.overlay.png``.
-
-    The one place output files are named. Injective: read from the right, ``kind`` is a word, then an
-    optional ``top<R>``, then the method (registered names have no dots and are never ``top<R>``), and
-    the rest is the input's name; so two pictures never share a file."""
-    ranked = f".top{rank}" if rank is not None else ""
-    return f"{name}.{method}{ranked}.{kind}{suffix}"
 
 
 # --------------------------------------------------------------------------- helpers

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from tqdm.auto import tqdm
 
 from gradcam.engine import functional as Fn
 from gradcam.errors import OptionError
@@ -55,6 +54,8 @@ class ScoreCAM(CAMMethod):
         b, n = chosen.shape[:2]
         scores = torch.empty(len(targets), b, n, device=x.device)
         groups = [_distinct_maps(chosen[i]) for i in range(b)]
+        from tqdm.auto import tqdm  # here, not at import: importing the engine loads no tqdm
+
         bar = tqdm(total=sum(len(first) for first, _ in groups), desc="score-cam", unit="mask",
                    disable=None if self.progress else True, leave=False)  # disable=None: on a terminal only
         try:
