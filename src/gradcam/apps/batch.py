@@ -74,8 +74,17 @@ def input_roots(inputs: Sequence[str | os.PathLike]) -> list[str]:
     return roots
 
 
+@dataclass
+class _Failed:
+    """Why an image, or one method on it, failed."""
+
+    message: str
+    detail: str  # the traceback, shown with --debug
+
+
 class _Images(torch.utils.data.Dataset):
-    """(index, model input, original RGB array, error message) per file; errors are returned, not raised."""
+    """(index, model input, original RGB array, None) per file, or (index, None, None, _Failed): errors
+    are returned, not raised."""
 
     def __init__(self, paths: Sequence[str], preprocess):
         self.paths, self.preprocess = list(paths), preprocess
@@ -90,7 +99,7 @@ class _Images(torch.utils.data.Dataset):
             return index, self.preprocess(image), np.asarray(image), None
         except (GradCAMError, OSError) as exc:
             message = str(exc) if path in str(exc) else f"{path}: {exc}"
-            return index, None, None, (message, traceback.format_exc())
+            return index, None, None, _Failed(message, traceback.format_exc())
 
 
 def _as_list(items):
@@ -131,120 +140,138 @@ def explain_folder(
     A bad image gets a manifest row with status "error" and the job goes on; with ``resume`` the
     images already done with the same settings are skipped. ``progress_bar=None`` shows one on a terminal.
     """
-    unknown = set(save) - set(PICTURES)
-    if unknown:
-        raise OptionError(f"save: unknown picture {sorted(unknown)[0]!r}; choose from {', '.join(PICTURES)}")
-    if batch_size < 1 or workers < 0:
-        raise OptionError(f"batch_size must be >= 1 and workers >= 0, got {batch_size} and {workers}")
     methods = [method] if isinstance(method, str) else list(method)
-    unused = set(options) - set().union(*(method_options(m) for m in methods))
-    if unused:
-        raise OptionError(f"option {sorted(unused)[0]!r} is not taken by {', '.join(methods)}")
+    _check_options(save, batch_size, workers, methods, options)
     explainers = [Explainer(model, method=m, layer=layer, weights=weights, device=device, normalize=normalize,
                             colormap=colormap, alpha=alpha,
                             **{k: v for k, v in options.items() if k in method_options(m)})
                   for m in methods]
-    out = Path(out)
     files = find_images(inputs)
     if not files:
         raise OptionError(f"no image files in {', '.join(map(str, inputs))} "
                           f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     bundle = explainers[0].bundle
     settings = settings_key(bundle.name, module_fingerprint(bundle.module), methods, layer, target, top_k,
-                             normalize, colormap, alpha, sorted(save), save_maps,
-                             {k: v for k, v in options.items() if k != "progress"})
+                            normalize, colormap, alpha, sorted(save), save_maps,
+                            {k: v for k, v in options.items() if k != "progress"})
+    out = Path(out)
     done_before = done_paths(out / "manifest.jsonl", settings, methods) if resume else set()
-    names = mirrored_names(files, input_roots(inputs))
     todo = [f for f in files if f not in done_before]
-    summary = FolderSummary(total=len(files), skipped=len(files) - len(todo))
+    job = _FolderJob(explainers, out, mirrored_names(files, input_roots(inputs)), settings, target=target,
+                     top_k=top_k, save=save, save_maps=save_maps, on_result=on_result, on_error=on_error)
+    job.summary = FolderSummary(total=len(files), skipped=len(files) - len(todo))
     book = Manifest(out, resume) if manifest else None
-    summary.manifest = book.jsonl if book else None
-    bar = tqdm(total=len(todo), unit="img", desc="explain", disable=None if progress_bar is None else not progress_bar,
-               dynamic_ncols=True)
-    start = time.perf_counter()
+    job.summary.manifest = book.jsonl if book else None
+    return job.run(todo, book, batch_size, workers, progress_bar)
 
-    def error_row(path: str, method: str, message: str) -> dict:
-        return {"path": path, "status": "error", "error": message, "model": bundle.name, "method": method,
-                "settings": settings}
 
-    def report_error(path: str, error: tuple[str, str]) -> None:
-        message, detail = error
-        summary.failed += 1
-        if len(summary.errors) < 20:
-            summary.errors.append(message)
-        if book:
-            book.append([error_row(path, ",".join(methods), message)])
-        if on_error:
-            on_error(message, detail)
-        bar.update(1)
+def _check_options(save: Sequence[str], batch_size: int, workers: int, methods: list[str], options: dict) -> None:
+    unknown = set(save) - set(PICTURES)
+    if unknown:
+        raise OptionError(f"save: unknown picture {sorted(unknown)[0]!r}; choose from {', '.join(PICTURES)}")
+    if batch_size < 1 or workers < 0:
+        raise OptionError(f"batch_size must be >= 1 and workers >= 0, got {batch_size} and {workers}")
+    unused = set(options) - set().union(*(method_options(m) for m in methods))
+    if unused:
+        raise OptionError(f"option {sorted(unused)[0]!r} is not taken by {', '.join(methods)}")
 
-    def write(path: str, array: np.ndarray, found: list) -> None:
+
+class _FolderJob:
+    """One folder job's steps: the model on the main thread, each image's pictures and manifest rows
+    on the writer thread behind it."""
+
+    def __init__(self, explainers: list[Explainer], out: Path, names: dict[str, str], settings: str, *,
+                 target: Any, top_k: int | None, save: Sequence[str], save_maps: bool,
+                 on_result: Callable | None, on_error: Callable | None):
+        self.explainers, self.out, self.names, self.settings = explainers, out, names, settings
+        self.target, self.top_k, self.save, self.save_maps = target, top_k, save, save_maps
+        self.on_result, self.on_error = on_result, on_error
+        self.summary = FolderSummary()
+        self.book: Manifest | None = None
+        self.bar = None
+
+    def run(self, todo: list[str], book: Manifest | None, batch_size: int, workers: int,
+            progress_bar: bool | None) -> FolderSummary:
+        self.book = book
+        self.bar = tqdm(total=len(todo), unit="img", desc="explain", dynamic_ncols=True,
+                        disable=None if progress_bar is None else not progress_bar)
+        start = time.perf_counter()
+        writer = Writer(maxsize=2 * batch_size)  # two batches' images wait at most: memory stays flat
+        loader = torch.utils.data.DataLoader(_Images(todo, self.explainers[0].bundle.preprocess),
+                                             batch_size=batch_size, num_workers=workers, collate_fn=_as_list)
+        try:
+            for batch in loader:
+                good = [(todo[i], x, a) for i, x, a, error in batch if error is None]
+                for i, _, _, error in batch:
+                    if error is not None:
+                        writer.put(lambda p=todo[i], e=error: self.fail(p, [e], [self.error_row(p, None, e.message)]))
+                if good:
+                    x = torch.stack([x for _, x, _ in good])
+                    per_method = [_run(explainer, x, [p for p, _, _ in good], self.target, self.top_k)
+                                  for explainer in self.explainers]
+                    for j, (path, _, array) in enumerate(good):
+                        found = [items[j] for items in per_method]
+                        writer.put(lambda p=path, a=array, f=found: self.write(p, a, f))
+            writer.close()
+        finally:
+            writer.stop()
+            self.bar.close()
+            if book:
+                book.close()
+        self.summary.seconds = time.perf_counter() - start
+        return self.summary
+
+    def write(self, path: str, array: np.ndarray, found: list) -> None:
         """One image: each method's pictures drawn at the photo's size, written, and let go before the
         next (only the all-methods figure keeps small copies), then the image's manifest rows."""
-        picture, name = Image.fromarray(array), names[path]
+        picture, name = Image.fromarray(array), self.names[path]
         rows, written, failures = [], [], []
-        good = [(explainer, item) for explainer, item in zip(explainers, found) if not isinstance(item, _Failed)]
-        for explainer, item in zip(explainers, found):
+        good = []
+        for explainer, item in zip(self.explainers, found):
             if isinstance(item, _Failed):  # this method failed on this image: a row, and the others go on
                 failures.append(item)
-                rows.append(error_row(path, explainer.method, item.message))
+                rows.append(self.error_row(path, explainer.method, item.message))
+            else:
+                good.append((explainer, item))
         for rank in ranks(good[0][1][0]) if good else []:
             results, thumbnails = [], []
             for explainer, (output, index) in good:
                 result = explainer.explanation(output, index, rank, picture, name)
-                files_written = _save(result, out, save, save_maps)
+                files_written = _save(result, self.out, self.save, self.save_maps)
                 written += files_written.values()
-                rows.append(_row(path, result, files_written, settings))
+                rows.append(_row(path, result, files_written, self.settings))
                 results.append(result)
                 if len(good) > 1:
                     thumbnails.append(explainer.explanation(output, index, rank, _thumbnail(picture), name))
             if thumbnails:
-                figure = save_png(compare_methods(thumbnails), out / picture_name(name, "methods", "figure", rank))
+                figure = save_png(compare_methods(thumbnails), self.out / picture_name(name, "methods", "figure", rank))
                 written.append(figure)
                 rows[-1]["files"]["methods"] = str(figure)
-            if on_result:
-                on_result(path, results, written)
-        if book:
-            book.append(rows)
+            if self.on_result:
+                self.on_result(path, results, written)
         if failures:
-            summary.failed += 1
-            summary.errors += [f.message for f in failures][: max(0, 20 - len(summary.errors))]
-            for failure in failures:
-                if on_error:
-                    on_error(failure.message, failure.detail)
-        else:
-            summary.done += 1
-        bar.update(1)
+            self.fail(path, failures, rows)
+            return
+        if self.book:
+            self.book.append(rows)
+        self.summary.done += 1
+        self.bar.update(1)
 
-    writer = Writer(maxsize=2 * batch_size)  # two batches' images wait at most: memory stays flat
-    loader = torch.utils.data.DataLoader(_Images(todo, bundle.preprocess), batch_size=batch_size,
-                                         num_workers=workers, collate_fn=_as_list)
-    try:
-        for batch in loader:
-            good = [(todo[i], x, a) for i, x, a, error in batch if error is None]
-            for i, _, _, error in batch:
-                if error is not None:
-                    writer.put(lambda p=todo[i], e=error: report_error(p, e))
-            if good:
-                x = torch.stack([x for _, x, _ in good])
-                per_method = [_run(explainer, x, [p for p, _, _ in good], target, top_k) for explainer in explainers]
-                for j, (path, _, array) in enumerate(good):
-                    found = [items[j] for items in per_method]
-                    writer.put(lambda p=path, a=array, f=found: write(p, a, f))
-        writer.close()
-    finally:
-        writer.stop()
-        bar.close()
-        if book:
-            book.close()
-    summary.seconds = time.perf_counter() - start
-    return summary
+    def fail(self, path: str, failures: list[_Failed], rows: list[dict]) -> None:
+        """An image that could not be read, or that a method failed on: its rows, one failed image."""
+        if self.book:
+            self.book.append(rows)
+        self.summary.failed += 1
+        self.summary.errors += [f.message for f in failures][: max(0, 20 - len(self.summary.errors))]
+        for failure in failures:
+            if self.on_error:
+                self.on_error(failure.message, failure.detail)
+        self.bar.update(1)
 
-
-@dataclass
-class _Failed:
-    message: str
-    detail: str  # the traceback, shown with --debug
+    def error_row(self, path: str, method: str | None, message: str) -> dict:
+        """``method`` None: every method of the job (the image could not be read)."""
+        return {"path": path, "status": "error", "error": message, "model": self.explainers[0].bundle.name,
+                "method": method or ",".join(e.method for e in self.explainers), "settings": self.settings}
 
 
 def _run(explainer: Explainer, x: torch.Tensor, paths: Sequence[str], target: Any, top_k: int | None) -> list:
@@ -271,7 +298,7 @@ def _thumbnail(picture: Image.Image, side: int = 512) -> Image.Image:
 def _save(result: Explanation, out: Path, save: Sequence[str], save_maps: bool) -> dict[str, str]:
     written = {kind: str(path) for kind, path in result.save(out, kinds=save).items()}
     if save_maps:
-        raws = result.extra["raw"]
+        raws = result.raws
         array = raws[0].numpy() if len(raws) == 1 else np.stack([r.numpy() for r in raws])
         name = picture_name(result.name, result.method, "raw", result.rank, suffix=".npy")
         written["maps"] = str(save_array(array.astype(np.float32), out / name))
@@ -281,7 +308,7 @@ def _save(result: Explanation, out: Path, save: Sequence[str], save_maps: bool) 
 def _row(path: str, result: Explanation, files: dict, settings: str) -> dict:
     return {"path": path, "status": "ok", "error": "", "model": result.model, "method": result.method,
             "layer": result.layer, "rank": result.rank or 1, "class_index": result.class_index,
-            "label": result.label, "probability": round(result.probability, 6), "top5": result.extra["top5"],
+            "label": result.label, "probability": round(result.probability, 6), "top5": result.top5,
             "files": files, "settings": settings}
 
 

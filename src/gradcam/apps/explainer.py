@@ -49,7 +49,8 @@ class Explanation:
     alpha: float = 0.5
     name: str = "image"  # the image's file name (or path under the output folder): pictures start with it
     rank: int | None = None  # 1..k when explaining the top-k classes
-    extra: dict = field(default_factory=dict)
+    raws: list = field(default_factory=list)  # un-normalised maps at each layer's resolution (CPU tensors)
+    top5: list = field(default_factory=list)  # [(class index, label, probability)] of the same pass
 
     @property
     def title(self) -> str:
@@ -87,8 +88,7 @@ def compare_methods(explanations: Sequence[Explanation], columns: int = 4) -> Im
     first = explanations[0]
     panels = [first.image] + [e.colored() if e.heatmap.ndim == 3 else e.overlay() for e in explanations]
     titles = [f"{first.label} ({first.probability:.1%})"] + [e.method for e in explanations]
-    rows = [panels[i : i + columns] for i in range(0, len(panels), columns)]
-    return draw.grid(rows, [titles[i : i + columns] for i in range(0, len(titles), columns)])
+    return draw.wrapped_grid(panels, titles, columns=columns)
 
 
 class Explainer:
@@ -137,7 +137,7 @@ class Explainer:
     def explanation(self, out, index: int, rank: int | None, picture: Image.Image, name: str) -> Explanation:
         """Sample ``index`` of a batch's output (its ``rank``-th class after ``top_k``, 1-based) as one
         Explanation at ``picture``'s resolution: the only place a map leaves the layer's resolution."""
-        raws = list(out.raw) if isinstance(out.raw, tuple) else [out.raw]
+        raws = out.raws
         pick = (index,) if rank is None else (index, rank - 1)
         maps = self.cam.finish([raw[pick][None] for raw in raws], (picture.height, picture.width), self.normalize)[0]
         heatmap = maps.permute(1, 2, 0) if maps.dim() == 3 else maps  # guided: (H, W, 3)
@@ -146,7 +146,7 @@ class Explainer:
             image=picture,
             heatmap=heatmap.cpu().numpy().astype(np.float32),
             class_index=class_index,
-            label=self.label(class_index),
+            label=self.bundle.label(class_index),
             probability=float(out.probabilities[pick]),
             layer=",".join(out.layers),
             method=self.method,
@@ -155,17 +155,14 @@ class Explainer:
             alpha=self.alpha,
             name=name,
             rank=rank,
-            extra={"raw": [raw[pick].cpu() for raw in raws], "top5": self.top5(out.logits[index])},
+            raws=[raw[pick].cpu() for raw in raws],
+            top5=self.top5(out.logits[index]),
         )
 
     def top5(self, logits: torch.Tensor) -> list[tuple[int, str, float]]:
         probs = logits.float().softmax(-1)
         values, indices = probs.topk(min(5, probs.shape[-1]))
-        return [(int(i), self.label(int(i)), round(float(v), 6)) for v, i in zip(values, indices)]
-
-    def label(self, index: int) -> str:
-        labels = self.bundle.labels
-        return labels[index] if labels and 0 <= index < len(labels) else f"class {index}"
+        return [(int(i), self.bundle.label(int(i)), round(float(v), 6)) for v, i in zip(values, indices)]
 
 
 def ranks(out) -> list[int | None]:

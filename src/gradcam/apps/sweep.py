@@ -44,9 +44,7 @@ class Sweep:
                                  for m in self.layers]
         titles = [f"{self.label} ({self.probability:.1%})"] + [f"{m.name} ({m.size[0]}×{m.size[1]})"
                                                                 for m in self.layers]
-        rows = [panels[i : i + columns] for i in range(0, len(panels), columns)]
-        return draw.grid(rows, [titles[i : i + columns] for i in range(0, len(titles), columns)],
-                              title=f"{self.method}: shallow to deep")
+        return draw.wrapped_grid(panels, titles, columns=columns, title=f"{self.method}: shallow to deep")
 
     def save(self, directory: str | os.PathLike) -> dict[str, Path]:
         """``<image>.sweep.figure.png`` and ``<image>.<layer>.<method>.overlay.png`` per layer, written
@@ -80,10 +78,10 @@ def sweep(
     names = list(layers) if layers else stage_layers(bundle.module, x)
     cam = create_method(method, bundle.module, names, labels=bundle.labels)
     out = cam(x, targets=target, normalize="none")
-    raws = out.raw if isinstance(out.raw, tuple) else (out.raw,)
+    raws = out.raws
     size = (picture.height, picture.width)
     maps = [LayerMap(name, tuple(raw.shape[-2:]), cam.finish([raw], size, normalize)[0].cpu().numpy())
             for name, raw in zip(names, raws)]
     index = int(out.targets[0])
-    label = bundle.labels[index] if bundle.labels and index >= 0 else f"class {index}"
+    label = bundle.label(index)
     return Sweep(picture, index, label, float(out.probabilities[0]), method, maps, colormap, alpha, source_name(image))

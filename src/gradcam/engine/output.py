@@ -15,7 +15,7 @@ class CAMOutput:
     maps:    float32 (B, H, W) at the input's resolution, normalised per image
              ((B, k, H, W) with ``top_k=k``; (B, 3, H, W) for the guided methods).
     raw:     (B, h, w) un-normalised map at the layer's resolution (a tuple, one per layer, when
-             several layers are explained).
+             several layers are explained); ``raws`` is always the tuple, one per layer.
     targets: LongTensor (B,) classes explained ((B, k) with top_k; -1 for a callable target).
     logits:  (B, num_classes) scores of the same forward pass.
     layers:  names of the target layers.
@@ -26,6 +26,12 @@ class CAMOutput:
     targets: torch.Tensor
     logits: torch.Tensor
     layers: list[str]
+
+    @property
+    def raws(self) -> tuple[torch.Tensor, ...]:
+        """The un-normalised maps, one per target layer, whatever their number (``raw`` keeps the
+        single-layer tensor for one layer)."""
+        return self.raw if isinstance(self.raw, tuple) else (self.raw,)
 
     @property
     def probabilities(self) -> torch.Tensor:

@@ -60,6 +60,11 @@ class ModelBundle:
     labels: list[str] | None
     name: str
 
+    def label(self, index: int) -> str:
+        """The class name of ``index``, or ``class <index>`` when the model has none for it."""
+        labels = self.labels
+        return labels[index] if labels and 0 <= index < len(labels) else f"class {index}"
+
     def probe(self) -> torch.Tensor:
         """A grey image of the model's input size, preprocessed, on the model's device (for layer probes)."""
         from PIL import Image

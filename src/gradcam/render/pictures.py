@@ -129,6 +129,15 @@ def grid(
     return _render(fig)
 
 
+def wrapped_grid(panels: Sequence[Image.Image], titles: Sequence[str], *, columns: int = 4,
+                 title: str | None = None) -> Image.Image:
+    """:func:`grid` of a flat list of panels, ``columns`` per row (the last row may be shorter)."""
+    def rows(items):
+        return [list(items[i : i + columns]) for i in range(0, len(items), columns)]
+
+    return grid(rows(panels), rows(titles), title=title)
+
+
 # --------------------------------------------------------------------------- helpers
 
 

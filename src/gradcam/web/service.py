@@ -269,7 +269,7 @@ class Service:
         return {
             "model": bundle.name, "method": request.method, "layer": shown.layer, "map_kind": kind,
             "target": {"index": shown.class_index, "label": shown.label, "probability": shown.probability},
-            "top5": [{"index": i, "label": label, "probability": p} for i, label, p in shown.extra["top5"]],
+            "top5": [{"index": i, "label": label, "probability": p} for i, label, p in shown.top5],
             "image": {"width": picture.width, "height": picture.height},
             "display": {"width": shown.image.width, "height": shown.image.height},
             "timings_ms": {"queue": _ms(start - submitted), "decode": _ms(decoded - start),

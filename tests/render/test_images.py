@@ -1,4 +1,4 @@
-"""gradcam.io: safe loading of any image into RGB, atomic PNG writing."""
+"""gradcam.render.images and .files: safe loading of any image into RGB, atomic PNG writing."""
 
 from __future__ import annotations
 

@@ -107,6 +107,16 @@ def test_several_layers_are_fused(two_stage):
     assert torch.allclose(both.maps, expected, atol=1e-6)
 
 
+def test_raws_is_one_tuple_for_any_number_of_layers(two_stage):
+    """``raws`` has one shape for every caller; ``raw`` keeps the single-layer tensor."""
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(6))
+    one = gradcam.GradCAM(two_stage, "features")(x, targets=1)
+    two = gradcam.GradCAM(two_stage, ["stem", "features"])(x, targets=1)
+    assert isinstance(one.raw, torch.Tensor) and len(one.raws) == 1 and one.raws[0] is one.raw
+    assert isinstance(two.raws, tuple) and two.raws == two.raw and len(two.raws) == 2
+    assert torch.allclose(two.raws[1], one.raw, rtol=1e-5, atol=1e-6 * float(one.raw.abs().max()))
+
+
 def test_custom_callable_target_on_dict_output():
     class DictModel(nn.Module):
         def __init__(self):

@@ -1,4 +1,4 @@
-"""gradcam.visualize: colour maps, overlays, figures and grids."""
+"""gradcam.render.pictures: colour maps, overlays, figures and grids."""
 
 from __future__ import annotations
 
