@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
-from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
@@ -34,7 +35,6 @@ def create_app(models: list[str] | None = None, weights: str | None = None, devi
     """The app; ``models`` are the names it offers (the first is the default); at most ``max_queue``
     explain requests wait or run at once, the next ones get 503."""
     service = Service(models or [BUNDLED], weights, device, max_queue=max_queue)
-    luts = _colormap_luts(COLORMAPS)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -43,7 +43,8 @@ def create_app(models: list[str] | None = None, weights: str | None = None, devi
 
     app = FastAPI(title="gradcam", version=__version__, lifespan=lifespan,
                   description="Grad-CAM and the CAM family over HTTP: which part of the image made the model decide.")
-    app.state.service = service
+    app.state.service, app.state.max_upload = service, max_upload
+    app.state.luts = _colormap_luts(COLORMAPS)
 
     @app.middleware("http")
     async def limit_upload(request: Request, call_next):
@@ -56,91 +57,111 @@ def create_app(models: list[str] | None = None, weights: str | None = None, devi
                                 status_code=413)
         return await call_next(request)
 
-    @app.exception_handler(GradCAMError)
-    async def gradcam_error(request: Request, exc: GradCAMError):
-        status = 415 if isinstance(exc, ImageError) else 422
-        return JSONResponse({"detail": str(exc)}, status_code=status)
-
-    @app.exception_handler(QueueFull)
-    async def queue_full(request: Request, exc: QueueFull):
-        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after)})
-
-    @app.get("/", include_in_schema=False)
-    async def page():
-        return FileResponse(STATIC / "index.html", media_type="text/html")
-
+    app.add_exception_handler(GradCAMError, _gradcam_error)
+    app.add_exception_handler(QueueFull, _queue_full)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-
-    @app.get("/healthz")
-    async def healthz() -> dict:
-        return {"status": "ok", "version": __version__,
-                "queue": {"jobs": service.queued, "limit": service.max_queue}}
-
-    @app.get("/api/models")
-    async def api_models() -> dict:
-        return {"models": service.names, "default": service.names[0]}
-
-    @app.get("/api/methods")
-    async def api_methods() -> dict:
-        return {"methods": [{"name": n, "description": d} for n, d in describe_methods().items()],
-                "default": "gradcam"}
-
-    @app.get("/api/layers")
-    async def api_layers(model: str | None = None) -> dict:
-        loaded = await service.loaded(model)
-        return {"model": loaded.bundle.name, "automatic": loaded.automatic, "layers": loaded.layers}
-
-    @app.get("/api/labels")
-    async def api_labels(model: str | None = None) -> dict:
-        bundle = (await service.loaded(model)).bundle
-        return {"model": bundle.name, "labels": bundle.labels or []}
-
-    @app.get("/api/colormaps")
-    async def api_colormaps() -> dict:
-        return {"colormaps": list(COLORMAPS), "luts": luts}
-
-    @app.post("/api/explain")
-    async def api_explain(
-        image: UploadFile = File(..., description="the photo (JPEG, PNG, WebP, BMP, TIFF, GIF)"),
-        model: str | None = Form(None),
-        method: str = Form("gradcam"),
-        layer: str | None = Form(None, description="a layer name, or several separated by commas"),
-        target: str | None = Form(None, description="class index or name; default: the prediction"),
-        colormap: str = Form("jet"),
-        alpha: float = Form(0.5),
-        normalize: str = Form("minmax"),
-    ) -> dict:
-        """Predictions, top-5, the pictures the page shows (long side at most 1024 px) and the URLs of
-        the full-resolution ones."""
-        name = service.check(model)
-        if method not in list_methods():
-            raise HTTPException(422, f"unknown method {method!r}; choose one of: {', '.join(list_methods())}")
-        _check_look(colormap, alpha)
-        if normalize not in NORMALIZE:
-            raise HTTPException(422, f"unknown normalize {normalize!r}; choose one of: {', '.join(NORMALIZE)}")
-        layers, spec = parse_layers(layer), class_spec(target)
-        data = await image.read(max_upload + 1)
-        if len(data) > max_upload:
-            raise HTTPException(413, f"upload too large; the limit is {max_upload} bytes")
-        return await service.explain(ExplainRequest(name, data, method=method, layer=layers, target=spec,
-                                                    normalize=normalize, colormap=colormap, alpha=alpha))
-
-    @app.get("/api/results/{result_id}/{kind}.png", response_class=Response,
-             responses={200: {"content": {"image/png": {}}, "description": "the picture at the upload's size"}})
-    async def api_result_picture(result_id: str, kind: str, colormap: str | None = None,
-                                 alpha: float | None = None) -> Response:
-        """A recent explanation's grayscale, heatmap or overlay at the photo's full resolution, with the
-        request's colormap and opacity unless given. The last results are kept for a few minutes."""
-        if kind not in RENDER:
-            raise HTTPException(404, f"unknown picture {kind!r}; choose one of: {', '.join(RENDER)}")
-        _check_look(colormap or "jet", 0.5 if alpha is None else alpha)
-        picture = await service.picture(result_id, kind, colormap, alpha)
-        if picture is None:
-            raise HTTPException(404, f"no such result: the last {RESULTS} are kept for {RESULT_SECONDS // 60} "
-                                     "minutes; explain the photo again")
-        return Response(picture, media_type="image/png")
-
+    app.include_router(router)
     return app
+
+
+async def _gradcam_error(request: Request, exc: GradCAMError):
+    status = 415 if isinstance(exc, ImageError) else 422
+    return JSONResponse({"detail": str(exc)}, status_code=status)
+
+
+async def _queue_full(request: Request, exc: QueueFull):
+    return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after)})
+
+
+def _service(request: Request) -> Service:
+    return request.app.state.service
+
+
+router = APIRouter()
+ServiceDep = Annotated[Service, Depends(_service)]
+
+
+@router.get("/", include_in_schema=False)
+async def page():
+    return FileResponse(STATIC / "index.html", media_type="text/html")
+
+
+@router.get("/healthz")
+async def healthz(service: ServiceDep) -> dict:
+    return {"status": "ok", "version": __version__, "queue": {"jobs": service.queued, "limit": service.max_queue}}
+
+
+@router.get("/api/models")
+async def api_models(service: ServiceDep) -> dict:
+    return {"models": service.names, "default": service.names[0]}
+
+
+@router.get("/api/methods")
+async def api_methods() -> dict:
+    return {"methods": [{"name": n, "description": d} for n, d in describe_methods().items()], "default": "gradcam"}
+
+
+@router.get("/api/layers")
+async def api_layers(service: ServiceDep, model: str | None = None) -> dict:
+    loaded = await service.loaded(model)
+    return {"model": loaded.bundle.name, "automatic": loaded.automatic, "layers": loaded.layers}
+
+
+@router.get("/api/labels")
+async def api_labels(service: ServiceDep, model: str | None = None) -> dict:
+    bundle = (await service.loaded(model)).bundle
+    return {"model": bundle.name, "labels": bundle.labels or []}
+
+
+@router.get("/api/colormaps")
+async def api_colormaps(request: Request) -> dict:
+    return {"colormaps": list(COLORMAPS), "luts": request.app.state.luts}
+
+
+@router.post("/api/explain")
+async def api_explain(
+    request: Request,
+    service: ServiceDep,
+    image: UploadFile = File(..., description="the photo (JPEG, PNG, WebP, BMP, TIFF, GIF)"),
+    model: str | None = Form(None),
+    method: str = Form("gradcam"),
+    layer: str | None = Form(None, description="a layer name, or several separated by commas"),
+    target: str | None = Form(None, description="class index or name; default: the prediction"),
+    colormap: str = Form("jet"),
+    alpha: float = Form(0.5),
+    normalize: str = Form("minmax"),
+) -> dict:
+    """Predictions, top-5, the pictures the page shows (long side at most 1024 px) and the URLs of
+    the full-resolution ones."""
+    name = service.check(model)
+    if method not in list_methods():
+        raise HTTPException(422, f"unknown method {method!r}; choose one of: {', '.join(list_methods())}")
+    _check_look(colormap, alpha)
+    if normalize not in NORMALIZE:
+        raise HTTPException(422, f"unknown normalize {normalize!r}; choose one of: {', '.join(NORMALIZE)}")
+    layers, spec = parse_layers(layer), class_spec(target)
+    max_upload = request.app.state.max_upload
+    data = await image.read(max_upload + 1)
+    if len(data) > max_upload:
+        raise HTTPException(413, f"upload too large; the limit is {max_upload} bytes")
+    return await service.explain(ExplainRequest(name, data, method=method, layer=layers, target=spec,
+                                                normalize=normalize, colormap=colormap, alpha=alpha))
+
+
+@router.get("/api/results/{result_id}/{kind}.png", response_class=Response,
+            responses={200: {"content": {"image/png": {}}, "description": "the picture at the upload's size"}})
+async def api_result_picture(service: ServiceDep, result_id: str, kind: str, colormap: str | None = None,
+                             alpha: float | None = None) -> Response:
+    """A recent explanation's grayscale, heatmap or overlay at the photo's full resolution, with the
+    request's colormap and opacity unless given. The last results are kept for a few minutes."""
+    if kind not in RENDER:
+        raise HTTPException(404, f"unknown picture {kind!r}; choose one of: {', '.join(RENDER)}")
+    _check_look(colormap or "jet", 0.5 if alpha is None else alpha)
+    picture = await service.picture(result_id, kind, colormap, alpha)
+    if picture is None:
+        raise HTTPException(404, f"no such result: the last {RESULTS} are kept for {RESULT_SECONDS // 60} "
+                                 "minutes; explain the photo again")
+    return Response(picture, media_type="image/png")
 
 
 def _check_look(colormap: str, alpha: float) -> None:
