@@ -18,7 +18,8 @@ from gradcam.engine.functional import NORMALIZATIONS
 from gradcam.engine.layers import auto_layer, candidate_layers, parse_layers
 from gradcam.engine.methods import applicable_methods, describe_methods, list_methods, method_info, method_options
 from gradcam.models.sources import list_models, load_model
-from gradcam.apps.explainer import DEFAULT_MODEL, bundle_on_device
+from gradcam.apps.explainer import DEFAULT_MODEL
+from gradcam.apps.device import bundle_on_device
 from gradcam.engine.targets import class_spec
 from gradcam.apps.sweep import sweep
 

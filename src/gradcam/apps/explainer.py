@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,17 +12,13 @@ import torch
 from PIL import Image
 from torch import nn
 
+from gradcam.apps.device import bundle_on_device
 from gradcam.engine import functional as Fn
-from gradcam.render import pictures as draw
-from gradcam.render.images import load_image
-from gradcam.render.files import picture_name, save_png, source_names
 from gradcam.engine.methods import create_method
 from gradcam.models.bundle import ModelBundle
-from gradcam.models.sources import load_model
-from gradcam.models.weights import weights_stamp
-from gradcam.models.bundle import Preprocess
-from gradcam.apps.device import choose_device, place
-from gradcam.errors import OptionError
+from gradcam.render import pictures as draw
+from gradcam.render.files import picture_name, save_png, source_names
+from gradcam.render.images import load_image
 
 DEFAULT_MODEL = "efficientnet_lite0"
 
@@ -194,28 +189,3 @@ def explain(
         normalize=normalize, colormap=colormap, alpha=alpha, **options,
     )
     return explainer.explain([image], target)[0]
-
-
-def bundle_on_device(model: Any, weights: Any = None, device: Any = None) -> tuple[ModelBundle, torch.device]:
-    """A model name, bundle or module as a bundle on the device the policy chooses (:mod:`.device`):
-    a name is loaded there (cached); a given module is moved when ``device`` names another place."""
-    if isinstance(model, (ModelBundle, nn.Module)):
-        if weights is not None:
-            raise OptionError("weights= is for a model given by name; load them into your module with "
-                              "module.load_state_dict(...) first")
-        bundle = model if isinstance(model, ModelBundle) else ModelBundle(
-            module=model, preprocess=Preprocess(), labels=None, name=type(model).__name__)
-        _, chosen = place(bundle.module, device)
-        return bundle, chosen
-    if not isinstance(model, (str, os.PathLike)):
-        raise OptionError(f"model must be a name, a ModelBundle or a torch.nn.Module, got {type(model).__name__}")
-    chosen = choose_device(device)
-    name, weights = os.fspath(model), None if weights is None else os.fspath(weights)
-    return _cached_bundle(name, weights, str(chosen), weights_stamp(name, weights)), chosen
-
-
-@functools.lru_cache(maxsize=4)
-def _cached_bundle(name: str, weights: str | None, device: str, stamp: tuple) -> ModelBundle:
-    """Models loaded by name, kept per (name, weights, device) and the weights files' size and time,
-    so that weights rewritten in place (a retrained checkpoint) are loaded again."""
-    return load_model(name, weights, device=device)

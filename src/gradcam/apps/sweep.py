@@ -15,7 +15,8 @@ from gradcam.render.images import load_image
 from gradcam.render.files import picture_name, save_png, source_name
 from gradcam.engine.stages import stage_layers
 from gradcam.engine.methods import create_method
-from gradcam.apps.explainer import DEFAULT_MODEL, bundle_on_device
+from gradcam.apps.explainer import DEFAULT_MODEL
+from gradcam.apps.device import bundle_on_device
 
 
 @dataclass
