@@ -10,17 +10,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from gradcam.engine.capture import module_device
 from gradcam.errors import OptionError
 from gradcam.models.bundle import ModelBundle, Preprocess
 from gradcam.models.sources import load_model
 from gradcam.models.weights import weights_stamp
-
-
-def module_device(module: nn.Module) -> torch.device:
-    """Where a module's parameters (else buffers) are; the CPU for a module that holds neither."""
-    for tensor in (*module.parameters(), *module.buffers()):
-        return tensor.device
-    return torch.device("cpu")
 
 
 def choose_device(device: Any = None, module: nn.Module | None = None) -> torch.device:

@@ -13,6 +13,13 @@ from torch import nn
 from gradcam.errors import LayerError
 
 
+def module_device(module: nn.Module) -> torch.device:
+    """Where a module's parameters (else buffers) are; the CPU for a module that holds neither."""
+    for tensor in (*module.parameters(), *module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
 @contextlib.contextmanager
 def eval_mode(model: nn.Module):
     """The model in eval mode for the block; every module's own train/eval flag restored after."""

@@ -73,7 +73,7 @@ class AblationCAM(CAMMethod):
         b, k = acts.shape[:2]
         ablated = torch.empty(len(targets), b, k, device=acts.device)
         eye = torch.eye(k, device=acts.device, dtype=torch.bool)
-        with eval_mode(self.model), torch.inference_mode():
+        with eval_mode(self.model), torch.inference_mode(), self.autocast(acts.device):
             suffix = self._suffix(name)
             if suffix is not None and len(self._layers) > 1:
                 suffix.run(run.x)  # the main pass ran whole: record what this layer's suffix needs

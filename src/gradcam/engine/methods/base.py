@@ -9,7 +9,8 @@ from torch import nn
 
 from gradcam.engine import functional as Fn
 from gradcam.errors import LayerError, ModelError, OptionError, TargetError
-from gradcam.engine.capture import ActivationCapture, eval_mode
+from gradcam.engine import precision as precision_rules
+from gradcam.engine.capture import ActivationCapture, eval_mode, module_device
 from gradcam.engine.layers import LayerSpec, resolve_layers
 from gradcam.engine.output import CAMOutput, Pass
 from gradcam.engine.targets import Target, TargetSpec, extract_logits, parse_targets
@@ -38,6 +39,9 @@ class CAMMethod:
     needs_linear_head = False  # the layer must feed global average pooling + one nn.Linear (CAM)
     class_free = False  # the same map whatever the class (Eigen-CAM)
     output_kind = "heatmap"  # "heatmap": (B, H, W) maps; "image": (B, 3, H, W) input-space pictures
+    # memory_format="auto" gives a convolution network channels-last input: the same maps to float
+    # rounding. Not for input gradients through guided ReLUs, whose 1[x > 0] gates flip on rounding.
+    channels_last_by_default = True
 
     def __init__(
         self,
@@ -50,6 +54,8 @@ class CAMMethod:
         noise: float = 0.15,
         augment: bool = False,
         seed: int = 0,
+        precision: str = "fp32",
+        memory_format: str = "auto",
     ):
         if hasattr(model, "module") and hasattr(model, "preprocess"):  # a ModelBundle
             labels = labels if labels is not None else model.labels
@@ -65,6 +71,9 @@ class CAMMethod:
         self.labels = list(labels) if labels is not None else None
         self.normalize = normalize
         self.smooth, self.noise, self.augment, self.seed = int(smooth), float(noise), bool(augment), seed
+        precision_rules.check(precision, memory_format)
+        self.precision, self.memory_format = precision, memory_format
+        precision_rules.autocast_dtype(precision, module_device(model))  # an unsupported device fails now
         self._layer_spec = target_layer
         self._layers: list[tuple[str, nn.Module]] | None = None
         if target_layer is not None and self.needs_layer:  # names and modules are checked now
@@ -139,6 +148,9 @@ class CAMMethod:
         if top_k is not None and (top_k < 1 or targets is not None):
             raise OptionError("top_k must be >= 1 and cannot be combined with targets")
         self._resolve(x)
+        mode = "contiguous" if self.memory_format == "auto" and not self.channels_last_by_default else self.memory_format
+        layout = precision_rules.input_format(mode, self.model, x)
+        x = x if layout is None else x.contiguous(memory_format=layout)
         # Scores and gradients need autograd even when the caller is in no_grad or inference mode;
         # both contexts restore the caller's modes on exit.
         with torch.inference_mode(False), torch.enable_grad():
@@ -211,10 +223,15 @@ class CAMMethod:
         with eval_mode(self.model), ActivationCapture(self._layers, record_graph=self.uses_gradients) as capture:
             try:
                 torch.set_grad_enabled(False)  # the first target layer's hook turns it back on
-                output = self.run_model(x)
+                with self.autocast(x.device):
+                    output = self.run_model(x)
             finally:
                 torch.set_grad_enabled(True)
         return Pass(x, output, capture.checked())
+
+    def autocast(self, device: torch.device):
+        """The context every forward pass of the model runs in for ``precision`` (:mod:`..precision`)."""
+        return precision_rules.autocast(self.precision, device)
 
     def run_model(self, x: torch.Tensor) -> Any:
         """The model's forward pass (a method may run it another way that gives the same output)."""
@@ -224,13 +241,27 @@ class CAMMethod:
         """Raw maps (B, h, w), one per layer, from the gradients of the (B,) target scores."""
         if not scores.requires_grad:
             raise LayerError(f"the target score does not depend on layer(s) {', '.join(self.layer_names)}")
-        grads = torch.autograd.grad(scores.sum(), activations, retain_graph=not last, allow_unused=True)
+        grads, scale = self._gradients(scores, activations, last=last)
         maps = []
         for (name, _), act, grad in zip(self._layers, activations, grads):
             if grad is None:
                 raise LayerError(f"the target score does not depend on layer {name!r}")
-            maps.append(self.combine(act.detach().float(), grad.float()))
+            maps.append(self.combine(act.detach().float(), grad.float() / scale))
         return maps
+
+    def _gradients(self, scores: torch.Tensor, inputs, *, last: bool) -> tuple[tuple, float]:
+        """Gradients of the summed scores with respect to ``inputs``, and the scale they carry: in float16
+        the scores are scaled up first (:func:`..precision.gradient_scale`) and, should a gradient
+        overflow, down again, so that no gradient underflows or overflows."""
+        dtype = precision_rules.autocast_dtype(self.precision, scores.device)
+        scale = precision_rules.gradient_scale(scores, dtype)
+        while True:
+            retry = dtype is torch.float16 and scale > 1.0
+            grads = torch.autograd.grad(scores.sum() * scale, inputs, retain_graph=retry or not last,
+                                        allow_unused=True)
+            if not retry or all(g is None or torch.isfinite(g).all() for g in grads):
+                return grads, scale
+            scale /= 2.0**8
 
 
 def _same(m: torch.Tensor) -> torch.Tensor:

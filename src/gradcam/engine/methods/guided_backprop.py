@@ -56,6 +56,7 @@ class GuidedBackprop(CAMMethod):
 
     needs_layer = False
     output_kind = "image"
+    channels_last_by_default = False
 
     def forward(self, x: torch.Tensor) -> Pass:
         x = x.detach().clone().requires_grad_(True)
@@ -63,7 +64,7 @@ class GuidedBackprop(CAMMethod):
         if not guided:
             warnings.warn(f"{self.name}: {type(self.model).__name__} has no nn.ReLU or nn.ReLU6 module to guide "
                           f"({_activations(self.model)}): the map is the plain input gradient", stacklevel=4)
-        with temporary_hooks((m, _guide) for m in guided), eval_mode(self.model):
+        with temporary_hooks((m, _guide) for m in guided), eval_mode(self.model), self.autocast(x.device):
             output = self.model(x)
         return Pass(x, output, [])
 
@@ -71,8 +72,8 @@ class GuidedBackprop(CAMMethod):
         maps = []
         for i, target in enumerate(targets):
             scores = target.scores(run.output)
-            (grad,) = torch.autograd.grad(scores.sum(), run.x, retain_graph=i < len(targets) - 1)
-            maps.append([grad.float()])
+            (grad,), scale = self._gradients(scores, [run.x], last=i == len(targets) - 1)
+            maps.append([grad.float() / scale])
         return maps
 
     def finish(self, raws: list[torch.Tensor], size, normalize: str) -> torch.Tensor:

@@ -21,10 +21,12 @@ class GuidedGradCAM(GradCAM):
     """
 
     output_kind = "image"
+    channels_last_by_default = False
 
     def __init__(self, model, target_layer=None, **options):
         super().__init__(model, target_layer, **options)
-        self._guided = GuidedBackprop(self.model, labels=self.labels)
+        self._guided = GuidedBackprop(self.model, labels=self.labels, precision=self.precision,
+                                      memory_format=self.memory_format)
 
     def raw_maps(self, run: Pass, targets: list[Target]) -> list[list[torch.Tensor]]:
         cams = super().raw_maps(run, targets)

@@ -59,7 +59,7 @@ class ScoreCAM(CAMMethod):
         bar = tqdm(total=sum(len(first) for first, _ in groups), desc="score-cam", unit="mask",
                    disable=None if self.progress else True, leave=False)  # disable=None: on a terminal only
         try:
-            with eval_mode(self.model), torch.inference_mode():
+            with eval_mode(self.model), torch.inference_mode(), self.autocast(x.device):
                 for i, (first, inverse) in enumerate(groups):
                     distinct = torch.empty(len(targets), len(first), device=x.device)
                     for start in range(0, len(first), self.batch_size):

@@ -1,0 +1,143 @@
+"""Channels-last input and low-precision forward passes: the same maps, the model untouched."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import gradcam
+from gradcam.engine import precision as rules
+
+from conftest import TwoStageCNN, seeded_model, spread_init
+from mapcheck import assert_relative_close
+
+FAMILIES = {"resnet18": 64, "densenet121": 64, "mobilenet_v3_small": 96, "efficientnet_b0": 64}
+
+
+def correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    a, b = a.flatten(1).double(), b.flatten(1).double()
+    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def family(request):
+    size = FAMILIES[request.param]
+    return seeded_model(request.param), torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+
+
+def _input_layouts(model: nn.Module, run) -> list[bool]:
+    """Whether the model's first convolution saw a channels-last input, for each forward of ``run()``."""
+    first = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    seen = []
+    handle = first.register_forward_pre_hook(
+        lambda m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)
+                                    and not args[0].is_contiguous()))
+    try:
+        run()
+    finally:
+        handle.remove()
+    return seen
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "scorecam", "ablationcam"])
+def test_channels_last_by_default_gives_the_contiguous_maps(family, method):
+    model, x = family
+    options = {"max_channels": 16} if method == "scorecam" else {}
+    params = {name: p.stride() for name, p in model.named_parameters()}
+    plain = gradcam.create_method(method, model, memory_format="contiguous", **options)(x, normalize="none")
+    default = gradcam.create_method(method, model, **options)
+    layouts = _input_layouts(model, lambda: default(x, targets=plain.targets, normalize="none"))
+    assert layouts and layouts[0], "the default did not give the network a channels-last input"
+    fast = default(x, targets=plain.targets, normalize="none")
+    # Ablation-CAM's weights are differences of nearly equal scores: rounding shows 10× more there
+    assert_relative_close(fast.raw, plain.raw, 1e-4 if method == "ablationcam" else 1e-5)
+    assert {name: p.stride() for name, p in model.named_parameters()} == params  # parameters untouched
+    assert all(p.is_contiguous() for p in model.parameters())
+
+
+def test_memory_format_choices(two_stage):
+    x = torch.randn(1, 3, 16, 16)
+    assert _input_layouts(two_stage, lambda: gradcam.GradCAM(two_stage, "features")(x)) == [False]  # 3 convs
+    forced = gradcam.GradCAM(two_stage, "features", memory_format="channels_last")
+    assert _input_layouts(two_stage, lambda: forced(x)) == [True]
+    guided = gradcam.create_method("guided-backprop", seeded_model("resnet18"))
+    assert _input_layouts(guided.model, lambda: guided(torch.randn(1, 3, 32, 32))) == [False]  # ReLU gates
+    with pytest.raises(gradcam.OptionError, match="memory_format"):
+        gradcam.GradCAM(two_stage, memory_format="nhwc")
+
+
+def test_bf16_maps_follow_fp32_on_a_seeded_resnet():
+    model = seeded_model("resnet18")
+    x = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    fp32 = gradcam.GradCAM(model)(x, normalize="none")
+    bf16 = gradcam.GradCAM(model, precision="bf16")(x, normalize="none")
+    assert torch.equal(bf16.targets, fp32.targets)  # the same classes, from the bf16 pass itself
+    assert float(correlation(bf16.raw, fp32.raw).min()) >= 0.999
+    assert bf16.raw.dtype == bf16.maps.dtype == torch.float32
+
+
+def test_bf16_on_the_bundled_model_and_real_photos():
+    """Trained and real: the bundled ImageNet model on two confident photos."""
+    skdata = pytest.importorskip("skimage.data")
+    from PIL import Image
+
+    bundle = gradcam.load_model()
+    x = bundle.preprocess.batch([Image.fromarray(skdata.chelsea()), Image.fromarray(skdata.coffee())])
+    for method in ("gradcam", "scorecam"):
+        options = {"max_channels": 64} if method == "scorecam" else {}
+        fp32 = gradcam.create_method(method, bundle.module, **options)(x, normalize="none")
+        bf16 = gradcam.create_method(method, bundle.module, precision="bf16", **options)(x, normalize="none")
+        assert torch.equal(bf16.targets, fp32.targets), method
+        assert float(correlation(bf16.raw, fp32.raw).min()) >= 0.999, method
+
+
+class _Tiny(nn.Module):
+    """TwoStageCNN whose scores are 1e-6 of its logits: gradients that float16 cannot hold unscaled."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = spread_init(TwoStageCNN(), 0)
+
+    def forward(self, x):
+        return self.net(x) * 1e-6
+
+
+def test_fp16_gradients_do_not_underflow():
+    model = _Tiny().eval()
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    with torch.autocast("cpu", dtype=torch.float16):  # what an unscaled fp16 backward gives: nothing
+        out = model(x)
+    assert out.dtype == torch.float16
+    fp32 = gradcam.GradCAM(model, "net.features")(x, normalize="none")
+    fp16 = gradcam.GradCAM(model, "net.features", precision="fp16")(x, targets=fp32.targets, normalize="none")
+    assert float(fp16.raw.abs().max()) > 0
+    assert float(correlation(fp16.raw, fp32.raw).min()) >= 0.99
+    assert_relative_close(fp16.raw, fp32.raw, 0.05)  # the scale is undone: the same magnitudes
+
+
+def test_gradient_scale():
+    assert rules.gradient_scale(torch.tensor([3.0]), torch.bfloat16) == 1.0
+    assert rules.gradient_scale(torch.tensor([1e-6]), torch.float16) == 2.0**24
+    assert rules.gradient_scale(torch.tensor([8.0, -1024.0]), torch.float16) == 1.0
+    assert rules.gradient_scale(torch.tensor([float("nan")]), torch.float16) == 1.0
+
+
+def test_precision_choices_and_clear_errors(two_stage, monkeypatch, request):
+    request.addfinalizer(rules.fast_bf16.cache_clear)  # no monkeypatched answer outlives the test
+    with pytest.raises(gradcam.OptionError, match="precision"):
+        gradcam.GradCAM(two_stage, precision="fp8")
+    with pytest.raises(gradcam.OptionError, match="mps"):
+        rules.autocast_dtype("bf16", torch.device("mps"))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "Old GPU")
+    with pytest.raises(gradcam.OptionError, match="Old GPU has no bfloat16"):
+        rules.autocast_dtype("bf16", torch.device("cuda"))
+    rules.fast_bf16.cache_clear()
+    assert rules.autocast_dtype("auto", torch.device("cuda")) is None  # auto falls back to fp32
+    rules.fast_bf16.cache_clear()
+    monkeypatch.setattr(rules, "fast_bf16", lambda device: True)
+    assert rules.autocast_dtype("auto", torch.device("cpu")) is torch.bfloat16
+    assert rules.autocast_dtype("fp32", torch.device("cpu")) is None
