@@ -191,3 +191,12 @@ def test_bad_method_name_lists_the_valid_ones(capsys):
     err = capsys.readouterr().err
     assert exit_info.value.code == 2
     assert "invalid choice: 'gradcam+'" in err and "gradcam++" in err and "guided-gradcam" in err
+
+
+def test_precision_from_the_command_line(tmp_path, capsys, photos):
+    status, out, err = run(capsys, "explain", photos / "chelsea.jpg", "--out", tmp_path, "--precision", "bf16",
+                           "--memory-format", "channels_last")
+    assert status == 0, err
+    assert ": Egyptian cat" in out or ": tabby" in out or ": tiger cat" in out
+    with pytest.raises(SystemExit):
+        main(["explain", str(photos / "chelsea.jpg"), "--precision", "fp8"])

@@ -20,7 +20,9 @@ from gradcam.engine.methods import applicable_methods, describe_methods, list_me
 from gradcam.models.sources import list_models, load_model
 from gradcam.apps.explainer import DEFAULT_MODEL
 from gradcam.apps.device import bundle_on_device
+from gradcam.engine.precision import MEMORY_FORMATS, PRECISIONS
 from gradcam.engine.targets import class_spec
+from gradcam.render.files import PICTURE_FORMATS
 from gradcam.apps.sweep import sweep
 
 EXAMPLES = """examples:
@@ -78,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--augment", action="store_true", help="also average over the flipped image")
     ex.add_argument("--max-channels", type=positive_int, metavar="N",
                     help="scorecam: only the N channels of largest mean activation (Faster Score-CAM)")
+    ex.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                    help="the forward pass in fp32 (default), bf16 or fp16 (autocast), or auto: bf16 where the "
+                    "device runs it natively (a CPU with AVX-512 BF16/AMX, a CUDA GPU), else fp32")
+    ex.add_argument("--memory-format", default="auto", choices=MEMORY_FORMATS,
+                    help="the input's layout: auto (channels-last for convolution networks), channels_last, contiguous")
     ex.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default: 16)")
     ex.add_argument("--workers", type=int, default=0, metavar="W",
                     help="background processes decoding images (default: 0, in the main process)")
@@ -85,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="pictures to write: overlay,heatmap,grayscale,figure or all "
                     "(default: all for image files, overlay for folders and globs)")
     ex.add_argument("--save-maps", action="store_true", help="also write the raw maps as .npy")
+    ex.add_argument("--format", default="png", choices=PICTURE_FORMATS,
+                    help="picture files: png (default, lossless), jpg or webp (several times cheaper to encode)")
     ex.add_argument("--manifest", action="store_true",
                     help="write manifest.jsonl/.csv (always for folders and globs)")
     ex.add_argument("--resume", action="store_true", help="skip images already done with the same settings")
@@ -222,7 +231,8 @@ def cmd_explain(args) -> int:
         for name, why in skipped:
             print(f"skipped {name}: {why}", file=sys.stderr)
     options = {"smooth": args.smooth, "noise": args.noise, "augment": args.augment,
-               "max_channels": args.max_channels, "progress": not args.quiet}
+               "max_channels": args.max_channels, "progress": not args.quiet,
+               "precision": args.precision, "memory_format": args.memory_format}
     accepted = set().union(*(method_options(m) for m in methods))
     job = all(Path(item).is_file() for item in args.images)  # a few files: every picture, no manifest
     save = args.save or (list(PICTURES) if job else ["overlay"])
@@ -242,7 +252,7 @@ def cmd_explain(args) -> int:
     summary = explain_folder(
         args.images, args.out, model=args.model, weights=args.weights, device=args.device, method=methods,
         layer=layer, target=target, top_k=args.top_k, normalize=args.normalize, colormap=args.colormap,
-        alpha=args.alpha, batch_size=args.batch_size, workers=args.workers, save=save, save_maps=args.save_maps,
+        alpha=args.alpha, batch_size=args.batch_size, workers=args.workers, save=save, save_maps=args.save_maps, format=args.format,
         manifest=args.manifest or args.resume or not job, resume=args.resume, progress_bar=bar,
         on_result=on_result, on_error=on_error,
         **{k: v for k, v in options.items() if k in accepted and v is not None},

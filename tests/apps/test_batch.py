@@ -235,8 +235,8 @@ def test_a_method_failing_on_one_image_costs_only_that_row(tmp_path, tiny_bundle
 
 
 def test_maps_reach_full_size_one_image_at_a_time(tmp_path, tiny_bundle, monkeypatch):
-    """A batch's maps stay at the layer's resolution; each image is drawn and written before the next
-    image's maps are brought to full size (memory per image, not per batch)."""
+    """A batch's maps stay at the layer's resolution; an image is drawn and written whole by one of the
+    writer threads, so at most WRITERS images are at full size at once (memory per image, not per batch)."""
     from gradcam.apps import batch as folder_module
     from gradcam.apps.explainer import Explainer
 
@@ -251,6 +251,23 @@ def test_maps_reach_full_size_one_image_at_a_time(tmp_path, tiny_bundle, monkeyp
         _image(root / f"{i}.png", 50 * i)
     explain_folder([root], tmp_path / "out", model=tiny_bundle, layer="features", method=["gradcam", "hirescam"],
                    batch_size=4, top_k=2)
-    order = [name for i, (_, name) in enumerate(events) if i == 0 or events[i - 1][1] != name]
-    assert order == ["0.png", "1.png", "2.png", "3.png"], events  # one image drawn and written after another
+    spans = {}  # image -> (its first event, its last event)
+    for i, (_, name) in enumerate(events):
+        spans[name] = (spans.get(name, (i, i))[0], i)
+    in_flight = max(sum(a <= i <= b for a, b in spans.values()) for i in range(len(events)))
+    assert len(spans) == 4 and in_flight <= folder_module.WRITERS, events  # per writer, not per batch of 4
     assert sum(kind == "save" for kind, _ in events) == 4 * 2 * 2
+
+
+@pytest.mark.parametrize("fmt, magic", [("jpg", b"\xff\xd8\xff"), ("webp", b"RIFF"), ("png", b"\x89PNG")])
+def test_picture_formats(tmp_path, tiny_bundle, fmt, magic):
+    root, out = tmp_path / "in", tmp_path / "out"
+    _image(root / "a.png", 90)
+    explain_folder([root], out, model=tiny_bundle, layer="features", format=fmt, save=("overlay", "figure"))
+    written = sorted(p.name for p in out.iterdir() if not p.name.startswith("manifest"))
+    assert written == [f"a.png.gradcam.figure.{fmt}", f"a.png.gradcam.overlay.{fmt}"]
+    with Image.open(out / f"a.png.gradcam.overlay.{fmt}") as im:
+        assert im.size == (20, 24)
+    assert (out / f"a.png.gradcam.overlay.{fmt}").read_bytes().startswith(magic)
+    with pytest.raises(gradcam.OptionError, match="format"):
+        explain_folder([root], out, model=tiny_bundle, format="gif")

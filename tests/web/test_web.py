@@ -444,3 +444,15 @@ def test_uploads_need_a_length_and_targets_are_ascii_integers(client, cat):
     response = explain(client, cat, layer="nope")
     assert response.status_code == 422
     assert not [k for k in client.app.state.service.explainers.keys() if k[2] == "nope"]  # nothing cached
+
+
+def test_precision_over_http(client, cat):
+    """bf16 through the API explains the same class with nearly the same map; a bad value is 422."""
+    plain = explain(client, cat).json()
+    fast = explain(client, cat, precision="bf16").json()
+    assert fast["target"]["index"] == plain["target"]["index"]
+    a = np.asarray(picture(plain["pictures"]["map"]), dtype=np.float64).ravel()
+    b = np.asarray(picture(fast["pictures"]["map"]), dtype=np.float64).ravel()
+    assert np.corrcoef(a, b)[0, 1] >= 0.99
+    bad = explain(client, cat, precision="fp8")
+    assert bad.status_code == 422 and "fp32" in bad.json()["detail"]

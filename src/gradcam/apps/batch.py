@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import os
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -19,13 +20,14 @@ from tqdm.auto import tqdm
 from gradcam.errors import GradCAMError, ModelError, OptionError
 from gradcam.engine.methods import method_options
 from gradcam.render.images import IMAGE_SUFFIXES, load_image
-from gradcam.render.files import mirrored_names, picture_name, save_array, save_png
+from gradcam.render.files import PICTURE_FORMATS, mirrored_names, picture_name, save_array, save_picture
 from gradcam.models.weights import module_fingerprint
 from gradcam.apps.explainer import DEFAULT_MODEL, Explainer, Explanation, compare_methods, ranks
 from gradcam.apps.manifest import Manifest, done_paths, settings_key
 from gradcam.apps.writer import Writer
 
 PICTURES = ("overlay", "heatmap", "grayscale", "figure")
+WRITERS = 2  # threads that draw and encode behind the model (Pillow's encoders release the GIL)
 
 
 @dataclass
@@ -125,6 +127,7 @@ def explain_folder(
     workers: int = 0,
     save: Sequence[str] = ("overlay",),
     save_maps: bool = False,
+    format: str = "png",
     manifest: bool = True,
     resume: bool = False,
     progress_bar: bool | None = None,
@@ -133,15 +136,18 @@ def explain_folder(
     **options: Any,
 ) -> FolderSummary:
     """Explain every image of ``inputs`` (files, folders, glob patterns) and write the pictures in ``save``
-    (overlay, heatmap, grayscale, figure) to ``out``; ``save_maps`` also writes the raw maps as .npy.
+    (overlay, heatmap, grayscale, figure) to ``out`` as ``format`` (png, jpg, webp); ``save_maps`` also
+    writes the raw maps as .npy.
 
     Images are decoded and preprocessed by ``workers`` background processes, explained ``batch_size``
-    at a time, and written by a thread behind the model. Memory stays flat in the number of images.
+    at a time, and drawn and written by threads behind the model (Pillow's encoders release the GIL). Memory stays flat in the number of images.
     A bad image gets a manifest row with status "error" and the job goes on; with ``resume`` the
     images already done with the same settings are skipped. ``progress_bar=None`` shows one on a terminal.
     """
     methods = [method] if isinstance(method, str) else list(method)
     _check_options(save, batch_size, workers, methods, options)
+    if format not in PICTURE_FORMATS:
+        raise OptionError(f"format must be one of {', '.join(PICTURE_FORMATS)}, got {format!r}")
     explainers = [Explainer(model, method=m, layer=layer, weights=weights, device=device, normalize=normalize,
                             colormap=colormap, alpha=alpha,
                             **{k: v for k, v in options.items() if k in method_options(m)})
@@ -152,13 +158,14 @@ def explain_folder(
                           f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     bundle = explainers[0].bundle
     settings = settings_key(bundle.name, module_fingerprint(bundle.module), methods, layer, target, top_k,
-                            normalize, colormap, alpha, sorted(save), save_maps,
+                            normalize, colormap, alpha, sorted(save), save_maps, format,
                             {k: v for k, v in options.items() if k != "progress"})
     out = Path(out)
     done_before = done_paths(out / "manifest.jsonl", settings, methods) if resume else set()
     todo = [f for f in files if f not in done_before]
     job = _FolderJob(explainers, out, mirrored_names(files, input_roots(inputs)), settings, target=target,
-                     top_k=top_k, save=save, save_maps=save_maps, on_result=on_result, on_error=on_error)
+                     top_k=top_k, save=save, save_maps=save_maps, format=format, on_result=on_result,
+                     on_error=on_error)
     job.summary = FolderSummary(total=len(files), skipped=len(files) - len(todo))
     book = Manifest(out, resume) if manifest else None
     job.summary.manifest = book.jsonl if book else None
@@ -181,10 +188,11 @@ class _FolderJob:
     on the writer thread behind it."""
 
     def __init__(self, explainers: list[Explainer], out: Path, names: dict[str, str], settings: str, *,
-                 target: Any, top_k: int | None, save: Sequence[str], save_maps: bool,
+                 target: Any, top_k: int | None, save: Sequence[str], save_maps: bool, format: str,
                  on_result: Callable | None, on_error: Callable | None):
         self.explainers, self.out, self.names, self.settings = explainers, out, names, settings
-        self.target, self.top_k, self.save, self.save_maps = target, top_k, save, save_maps
+        self.target, self.top_k, self.save, self.save_maps, self.format = target, top_k, save, save_maps, format
+        self._lock = threading.Lock()  # the writer threads share the summary, the bar and the callbacks
         self.on_result, self.on_error = on_result, on_error
         self.summary = FolderSummary()
         self.book: Manifest | None = None
@@ -196,7 +204,7 @@ class _FolderJob:
         self.bar = tqdm(total=len(todo), unit="img", desc="explain", dynamic_ncols=True,
                         disable=None if progress_bar is None else not progress_bar)
         start = time.perf_counter()
-        writer = Writer(maxsize=2 * batch_size)  # two batches' images wait at most: memory stays flat
+        writer = Writer(maxsize=2 * batch_size, threads=WRITERS)  # two batches wait at most: memory stays flat
         loader = torch.utils.data.DataLoader(_Images(todo, self.explainers[0].bundle.preprocess),
                                              batch_size=batch_size, num_workers=workers, collate_fn=_as_list)
         try:
@@ -237,36 +245,40 @@ class _FolderJob:
             results, thumbnails = [], []
             for explainer, (output, index) in good:
                 result = explainer.explanation(output, index, rank, picture, name)
-                files_written = _save(result, self.out, self.save, self.save_maps)
+                files_written = _save(result, self.out, self.save, self.save_maps, self.format)
                 written += files_written.values()
                 rows.append(_row(path, result, files_written, self.settings))
                 results.append(result)
                 if len(good) > 1:
                     thumbnails.append(explainer.explanation(output, index, rank, _thumbnail(picture), name))
             if thumbnails:
-                figure = save_png(compare_methods(thumbnails), self.out / picture_name(name, "methods", "figure", rank))
+                figure = save_picture(compare_methods(thumbnails),
+                                      self.out / picture_name(name, "methods", "figure", rank, suffix=f".{self.format}"))
                 written.append(figure)
                 rows[-1]["files"]["methods"] = str(figure)
             if self.on_result:
-                self.on_result(path, results, written)
+                with self._lock:
+                    self.on_result(path, results, written)
         if failures:
             self.fail(path, failures, rows)
             return
-        if self.book:
-            self.book.append(rows)
-        self.summary.done += 1
-        self.bar.update(1)
+        with self._lock:
+            if self.book:
+                self.book.append(rows)
+            self.summary.done += 1
+            self.bar.update(1)
 
     def fail(self, path: str, failures: list[_Failed], rows: list[dict]) -> None:
         """An image that could not be read, or that a method failed on: its rows, one failed image."""
-        if self.book:
-            self.book.append(rows)
-        self.summary.failed += 1
-        self.summary.errors += [f.message for f in failures][: max(0, 20 - len(self.summary.errors))]
-        for failure in failures:
-            if self.on_error:
-                self.on_error(failure.message, failure.detail)
-        self.bar.update(1)
+        with self._lock:
+            if self.book:
+                self.book.append(rows)
+            self.summary.failed += 1
+            self.summary.errors += [f.message for f in failures][: max(0, 20 - len(self.summary.errors))]
+            for failure in failures:
+                if self.on_error:
+                    self.on_error(failure.message, failure.detail)
+            self.bar.update(1)
 
     def error_row(self, path: str, method: str | None, message: str) -> dict:
         """``method`` None: every method of the job (the image could not be read)."""
@@ -295,8 +307,8 @@ def _thumbnail(picture: Image.Image, side: int = 512) -> Image.Image:
     return small
 
 
-def _save(result: Explanation, out: Path, save: Sequence[str], save_maps: bool) -> dict[str, str]:
-    written = {kind: str(path) for kind, path in result.save(out, kinds=save).items()}
+def _save(result: Explanation, out: Path, save: Sequence[str], save_maps: bool, format: str = "png") -> dict[str, str]:
+    written = {kind: str(path) for kind, path in result.save(out, kinds=save, format=format).items()}
     if save_maps:
         raws = result.raws
         array = raws[0].numpy() if len(raws) == 1 else np.stack([r.numpy() for r in raws])

@@ -17,7 +17,8 @@ from gradcam.engine import functional as Fn
 from gradcam.engine.methods import create_method
 from gradcam.models.bundle import ModelBundle
 from gradcam.render import pictures as draw
-from gradcam.render.files import picture_name, save_png, source_names
+from gradcam.errors import OptionError
+from gradcam.render.files import PICTURE_FORMATS, picture_name, save_picture, source_names
 from gradcam.render.images import load_image
 
 DEFAULT_MODEL = "efficientnet_lite0"
@@ -65,15 +66,18 @@ class Explanation:
         return draw.figure(self.image, self.heatmap, title=self.title, colormap=self.colormap, alpha=self.alpha)
 
     def save(self, directory: str | os.PathLike, name: str | None = None,
-             kinds: Sequence[str] = ("grayscale", "heatmap", "overlay", "figure")) -> dict[str, Path]:
+             kinds: Sequence[str] = ("grayscale", "heatmap", "overlay", "figure"), format: str = "png") -> dict[str, Path]:
         """Write the pictures ``kinds`` (grayscale, heatmap, overlay, figure: original | heatmap |
-        overlay, titled), each atomically, as ``<name>.<method>[.top<R>].<kind>.png``
-        (:func:`gradcam.io.picture_name`; ``name`` defaults to the image's); returns kind -> path.
+        overlay, titled), each atomically, as ``<name>.<method>[.top<R>].<kind>.<format>`` (png, jpg or
+        webp; :func:`gradcam.render.files.picture_name`; ``name`` defaults to the image's); returns kind -> path.
         ``name`` may hold folders (``class_a/0001.jpg``): they are created."""
         name = self.name if name is None else name
         pictures = {"grayscale": self.grayscale, "heatmap": self.colored, "overlay": self.overlay,
                     "figure": self.figure}
-        return {kind: save_png(render(), Path(directory) / picture_name(name, self.method, kind, self.rank))
+        if format not in PICTURE_FORMATS:
+            raise OptionError(f"format must be one of {', '.join(PICTURE_FORMATS)}, got {format!r}")
+        return {kind: save_picture(render(), Path(directory) / picture_name(name, self.method, kind, self.rank,
+                                                                           suffix=f".{format}"))
                 for kind, render in pictures.items() if kind in kinds}
 
 

@@ -21,6 +21,7 @@ from gradcam.errors import GradCAMError, ImageError
 from gradcam.engine.layers import parse_layers
 from gradcam.engine.methods import describe_methods, list_methods
 from gradcam.models.sources import BUNDLED
+from gradcam.engine.precision import PRECISIONS
 from gradcam.engine.targets import class_spec
 from gradcam.web.service import MAX_QUEUE, RENDER, RESULT_SECONDS, RESULTS, ExplainRequest, QueueFull, Service
 
@@ -130,6 +131,7 @@ async def api_explain(
     colormap: str = Form("jet"),
     alpha: float = Form(0.5),
     normalize: str = Form("minmax"),
+    precision: str = Form("fp32", description="fp32, bf16, fp16 or auto (bf16 where the device runs it natively)"),
 ) -> dict:
     """Predictions, top-5, the pictures the page shows (long side at most 1024 px) and the URLs of
     the full-resolution ones."""
@@ -139,13 +141,16 @@ async def api_explain(
     _check_look(colormap, alpha)
     if normalize not in NORMALIZE:
         raise HTTPException(422, f"unknown normalize {normalize!r}; choose one of: {', '.join(NORMALIZE)}")
+    if precision not in PRECISIONS:
+        raise HTTPException(422, f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
     layers, spec = parse_layers(layer), class_spec(target)
     max_upload = request.app.state.max_upload
     data = await image.read(max_upload + 1)
     if len(data) > max_upload:
         raise HTTPException(413, f"upload too large; the limit is {max_upload} bytes")
     return await service.explain(ExplainRequest(name, data, method=method, layer=layers, target=spec,
-                                                normalize=normalize, colormap=colormap, alpha=alpha))
+                                                normalize=normalize, colormap=colormap, alpha=alpha,
+                                                precision=precision))
 
 
 @router.get("/api/results/{result_id}/{kind}.png", response_class=Response,

@@ -111,11 +111,13 @@ class ExplainRequest:
     normalize: str = "minmax"
     colormap: str = "jet"
     alpha: float = 0.5
+    precision: str = "fp32"
 
     @property
     def key(self) -> tuple:
-        """The explainer that serves it: (model, method, layer or tuple of layers)."""
-        return self.model, self.method, tuple(self.layer) if isinstance(self.layer, list) else self.layer
+        """The explainer that serves it: (model, method, layer or tuple of layers, precision)."""
+        return (self.model, self.method, tuple(self.layer) if isinstance(self.layer, list) else self.layer,
+                self.precision)
 
 
 @dataclass
@@ -184,7 +186,8 @@ class Service:
             if request.layer is not None:
                 resolve_layers(bundle.module, request.layer)  # a clear error before anything is built
             options = {"max_channels": 256} if "max_channels" in method_options(request.method) else {}
-            explainer = Explainer(bundle, method=request.method, layer=request.layer, device=self.device, **options)
+            explainer = Explainer(bundle, method=request.method, layer=request.layer, device=self.device,
+                                  precision=request.precision, **options)
         explainer.normalize = request.normalize
         return explainer
 
