@@ -108,11 +108,14 @@ def main():
                         help="the bundled model, or a torchvision name run with seeded random weights")
     parser.add_argument("--megapixels", type=float, help="every image this many megapixels (default: mixed sizes)")
     parser.add_argument("--top-k", type=int, help="explain the K best classes of each image")
+    parser.add_argument("--format", default="png", help="picture format: png, jpg or webp")
+    parser.add_argument("--precision", default="fp32", help="fp32, bf16, fp16 or auto")
     args = parser.parse_args()
-    extra = ["--top-k", str(args.top_k)] if args.top_k else []
+    extra = (["--top-k", str(args.top_k)] if args.top_k else []) + ["--format", args.format, "--precision", args.precision]
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch_size}, {args.workers} worker(s), "
-          f"{args.model}, Grad-CAM{' top-' + str(args.top_k) if args.top_k else ''}, overlays written"
+          f"{args.model}, Grad-CAM{' top-' + str(args.top_k) if args.top_k else ''} {args.precision}, "
+          f"overlays written as {args.format}"
           + (f", {args.megapixels:g} MP photos" if args.megapixels else ""))
     print(f"  {'images':>7}{'forward img/s':>15}{'end-to-end img/s':>18}{'ratio':>7}{'peak RSS MiB':>14}")
     with tempfile.TemporaryDirectory() as tmp:

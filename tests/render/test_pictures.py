@@ -136,3 +136,14 @@ def test_grid_errors():
         grid([])
     with pytest.raises(GradCAMError, match="ndarray"):
         grid([[np.zeros((4, 4))]])
+
+
+@pytest.mark.parametrize("name", ["jet", "viridis", "inferno", "gray", "turbo"])
+def test_colorize_equals_matplotlib_exactly(name):
+    """The palette lookup gives the colours matplotlib's colormap gives, bin edges and 1.0 included."""
+    import matplotlib
+
+    hm = np.random.default_rng(0).random((37, 53), dtype=np.float32)
+    hm[0, :4] = [0.0, 1.0, np.float32(0.99999994), 0.5]
+    expected = matplotlib.colormaps[name](hm, bytes=True)[..., :3]
+    assert np.array_equal(np.asarray(colorize(hm, name)), expected)

@@ -34,8 +34,17 @@ def colorize(heatmap: np.ndarray, colormap: str | Colormap = "jet") -> Image.Ima
     if hm.ndim == 3:
         stretched = np.clip((hm - hm.mean()) / (hm.std() + 1e-12) * 0.1 + 0.5, 0.0, 1.0)
         return Image.fromarray(np.rint(stretched * 255.0).astype(np.uint8))
-    rgba = cmap(hm, bytes=True)
-    return Image.fromarray(np.ascontiguousarray(rgba[..., :3]))
+    if cmap.N > 256:  # more colours than a palette image holds
+        return Image.fromarray(np.ascontiguousarray(cmap(hm, bytes=True)[..., :3]))
+    index = np.minimum((hm * cmap.N).astype(np.uint16), cmap.N - 1).astype(np.uint8)  # matplotlib's binning
+    image = Image.frombuffer("P", (hm.shape[1], hm.shape[0]), np.ascontiguousarray(index), "raw", "P", 0, 1)
+    image.putpalette(_lut(cmap).tobytes())  # a palette image: Pillow looks the colours up in C
+    return image.convert("RGB")
+
+
+def _lut(cmap: Colormap) -> np.ndarray:
+    """The colormap's N colours as an (N, 3) uint8 table: what ``cmap(x, bytes=True)`` looks up."""
+    return np.ascontiguousarray(cmap(np.arange(cmap.N), bytes=True)[:, :3])
 
 
 def grayscale(heatmap: np.ndarray) -> Image.Image:
