@@ -142,7 +142,7 @@ def test_multi_layer_requests_and_a_bounded_explainer_cache(tiny):
     for method, layer in [("gradcam", layer) for layer in layers] + [("layercam", "bn2"), ("xgradcam", "bn2")]:
         assert explain(client, tiny, method=method, layer=layer).status_code == 200
         assert len(service.explainers) <= 8
-    assert len(service.explainers) == 8 and ("efficientnet_lite0", "xgradcam", "bn2") in service.explainers.keys()
+    assert len(service.explainers) == 8 and ("efficientnet_lite0", "xgradcam", "bn2", "fp32") in service.explainers.keys()
 
 
 @pytest.mark.parametrize(
