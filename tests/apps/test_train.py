@@ -118,3 +118,21 @@ def test_bad_data(tmp_path):
     train(few, tmp_path / "m", val_split=0, arch="small-cnn", epochs=1, progress=False, log=messages.append)
     assert any("warning: skipping unreadable image" in m and "broken.png" in m for m in messages)
     assert main(["train", str(tmp_path / "missing"), "--out", str(tmp_path / "m")]) == 2
+
+
+def test_library_calls_leave_the_global_random_state_alone(tmp_path):
+    """Training and seeded ':random' models seed their own generators, never the process's."""
+    import random
+
+    from gradcam.apps.compare import load_model_spec
+
+    make_shapes(tmp_path / "data", n=24, size=32, seed=1)
+    torch.manual_seed(123)
+    np.random.seed(123)
+    random.seed(123)
+    states = torch.random.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
+    load_model_spec("resnet18:random")
+    train(tmp_path / "data", tmp_path / "model", arch="small-cnn", epochs=1, image_size=32, batch_size=8)
+    assert torch.equal(torch.random.get_rng_state(), states[0])
+    assert np.array_equal(np.random.get_state()[1], states[1])
+    assert random.getstate() == states[2]
