@@ -298,6 +298,10 @@ def test_browser_upload_explain_slider_and_method(server, tmp_path):
             page.select_option("#method", "gradcam++")
             page.wait_for_function("document.getElementById('details').textContent.includes('gradcam++')",
                                    timeout=60_000)
+            page.select_option("#precision", "bf16")  # the page asks for bf16 and shows its result
+            page.wait_for_function("state.result && state.result.precision === 'bf16'", timeout=60_000)
+            page.select_option("#precision", "fp32")
+            page.wait_for_function("state.result && state.result.precision === 'fp32'", timeout=60_000)
             page.click("#top5 li:nth-child(2) button")
             page.wait_for_function("!document.getElementById('top5').children[1] || "
                                    "document.getElementById('top5').children[1].className === 'current'",

@@ -270,7 +270,8 @@ class Service:
         self.results.put(result_id, Result(request, out))
         done = time.perf_counter()
         return {
-            "model": bundle.name, "method": request.method, "layer": shown.layer, "map_kind": kind,
+            "model": bundle.name, "method": request.method, "precision": request.precision,
+            "layer": shown.layer, "map_kind": kind,
             "target": {"index": shown.class_index, "label": shown.label, "probability": shown.probability},
             "top5": [{"index": i, "label": label, "probability": p} for i, label, p in shown.top5],
             "image": {"width": picture.width, "height": picture.height},

@@ -71,6 +71,7 @@ async function explain(target = null) {
   form.append("image", state.file);
   form.append("model", $("model").value);
   form.append("method", $("method").value);
+  form.append("precision", $("precision").value);
   if ($("layer").value) form.append("layer", $("layer").value);
   if (target !== null) form.append("target", String(target));
   form.append("colormap", $("colormap").value);
@@ -201,6 +202,7 @@ drop.addEventListener("drop", (event) => {
 });
 $("model").addEventListener("change", async () => { await loadModel(); explain(); });
 $("method").addEventListener("change", () => explain(state.result ? state.result.target.index : null));
+$("precision").addEventListener("change", () => explain(state.result ? state.result.target.index : null));
 $("layer").addEventListener("change", () => explain(state.result ? state.result.target.index : null));
 $("alpha").addEventListener("input", recolour);
 $("download").addEventListener("click", download);
