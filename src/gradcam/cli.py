@@ -332,6 +332,7 @@ def cmd_layers(args) -> int:
     for info in candidate_layers(bundle.module, x):
         notes = ["<- automatic"] if info.name == chosen else []
         notes += ["pooling"] if info.pooling else []
+        notes += ["not a map of the input"] if not info.spatial else []
         notes += [f"runs {info.calls}x"] if info.calls > 1 else []
         print(f"{info.name:<40} {str(info.shape[1:]):<24} {' '.join(notes)}")
     return OK

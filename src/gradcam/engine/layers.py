@@ -9,7 +9,7 @@ from typing import Sequence, Union
 import torch
 from torch import nn
 
-from gradcam.engine.capture import eval_mode, temporary_hooks
+from gradcam.engine.capture import eval_mode, is_feature_map, temporary_hooks
 from gradcam.errors import LayerError, suggest
 
 LayerSpec = Union[None, str, nn.Module, Sequence[Union[str, nn.Module]]]
@@ -31,11 +31,24 @@ class LayerInfo:
     shape: tuple  # output shape for a batch of one
     calls: int  # times the module ran in one forward pass
     pooling: bool
+    input_size: tuple | None = None  # (H, W) of the probe input
+
+    @property
+    def tokens(self) -> bool:
+        """A (B, N, C) sequence, as transformer blocks give: not a map the engine can read."""
+        return len(self.shape) == 3 and self.shape[1] > 1
+
+    @property
+    def spatial(self) -> bool:
+        """A (B, C, h, w) map of the input (:func:`.capture.is_feature_map`)."""
+        if self.input_size is None:
+            return len(self.shape) == 4
+        return is_feature_map(self.shape, self.input_size)
 
     @property
     def usable(self) -> bool:
-        """Can be chosen automatically: a real spatial map, produced once, not a pooling layer."""
-        return self.shape[2] * self.shape[3] > 1 and self.calls == 1 and not self.pooling
+        """Can be chosen automatically: a real spatial map of the input, produced once, not pooling."""
+        return self.spatial and self.shape[2] * self.shape[3] > 1 and self.calls == 1 and not self.pooling
 
 
 def probe_input(model: nn.Module, size: int = 224) -> torch.Tensor:
@@ -54,12 +67,17 @@ def candidate_layers(model: nn.Module, x: torch.Tensor | None = None) -> list[La
     The probe runs in eval mode under no_grad on one sample (``x[:1]`` or a zero image), and the
     model's modes are restored afterwards.
     """
+    return [info for info in _probe(model, x) if len(info.shape) == 4]
+
+
+def _probe(model: nn.Module, x: torch.Tensor | None) -> list[LayerInfo]:
+    """Every module whose output is a 3-D (token sequence) or 4-D tensor, in the order they finish."""
     x = probe_input(model) if x is None else x[:1]
     seen: dict[str, list] = {}
 
     def record(name: str):
         def hook(module, inputs, output):
-            if isinstance(output, torch.Tensor) and output.dim() == 4:
+            if isinstance(output, torch.Tensor) and output.dim() in (3, 4):
                 entry = seen.pop(name, [tuple(output.shape), 0, isinstance(module, _POOLING)])
                 entry[0], entry[1] = tuple(output.shape), entry[1] + 1
                 seen[name] = entry  # re-insert: dict order = order of the last completion
@@ -69,7 +87,8 @@ def candidate_layers(model: nn.Module, x: torch.Tensor | None = None) -> list[La
     with eval_mode(model), temporary_hooks((m, record(name)) for name, m in model.named_modules() if name), \
             torch.no_grad():
         model(x)
-    return [LayerInfo(name, shape, calls, pooling) for name, (shape, calls, pooling) in seen.items()]
+    size = tuple(x.shape[-2:])
+    return [LayerInfo(name, shape, calls, pooling, size) for name, (shape, calls, pooling) in seen.items()]
 
 
 def auto_layer(model: nn.Module, x: torch.Tensor | None = None) -> str:
@@ -79,12 +98,23 @@ def auto_layer(model: nn.Module, x: torch.Tensor | None = None) -> str:
     """
     if model in _AUTO_CACHE:
         return _AUTO_CACHE[model]
-    usable = [info for info in candidate_layers(model, x) if info.usable]
-    if not usable:
+    found = _probe(model, x)
+    usable = [i for i, info in enumerate(found) if info.usable]
+    # After the last feature map, the network must not go on in a layout the engine cannot read (token
+    # sequences, channels-last maps): there, the "last map before pooling" is not the network's last
+    # spatial representation (a ViT's patch embedding, a Swin attention matrix), and a map from it misleads.
+    later = [info for info in found[usable[-1] + 1 if usable else 0:]
+             if info.tokens or (len(info.shape) == 4 and not info.spatial and info.shape[1] * info.shape[2] > 1)]
+    if not usable or later:
+        example = ", ".join(f"{info.name!r} {info.shape}" for info in later[-2:])
         raise LayerError(
-            f"{type(model).__name__} produces no 4-D feature map (B, C, h, w) with h*w > 1; "
-            "pass target_layer= the name of a convolutional layer"
+            f"{type(model).__name__}: no layer can be chosen automatically: "
+            + (f"after its last (B, C, h, w) feature map it goes on in token or channels-last layouts "
+               f"({example}), which the engine does not read yet" if later else
+               "it produces no (B, C, h, w) feature map of its input")
+            + "; pass target_layer= the name of a convolutional layer whose output is (B, C, h, w)"
         )
+    usable = [found[i] for i in usable]
     _AUTO_CACHE[model] = usable[-1].name
     return usable[-1].name
 

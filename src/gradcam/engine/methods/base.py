@@ -227,7 +227,7 @@ class CAMMethod:
                     output = self.run_model(x)
             finally:
                 torch.set_grad_enabled(True)
-        return Pass(x, output, capture.checked())
+        return Pass(x, output, capture.checked(x.shape[-2:]))
 
     def autocast(self, device: torch.device):
         """The context every forward pass of the model runs in for ``precision`` (:mod:`..precision`)."""
