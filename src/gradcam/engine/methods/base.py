@@ -28,7 +28,9 @@ class CAMMethod:
     Options of every method: ``smooth=N`` averages the raw maps over N noisy copies of the input
     (SmoothGrad, Smilkov et al. 2017; noise σ = ``noise`` × the input's value range, seeded by
     ``seed``), and ``augment=True`` also averages over the horizontally flipped input, its map flipped
-    back. The classes explained are those of the clean input.
+    back. The classes explained are those of the clean input. ``precision`` ("fp32", "bf16", "fp16",
+    "auto") and ``memory_format`` ("auto", "channels_last", "contiguous") say how the model runs
+    (:mod:`gradcam.engine.precision`).
     """
 
     name = "base"
