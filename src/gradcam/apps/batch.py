@@ -185,7 +185,7 @@ def _check_options(save: Sequence[str], batch_size: int, workers: int, methods: 
 
 class _FolderJob:
     """One folder job's steps: the model on the main thread, each image's pictures and manifest rows
-    on the writer thread behind it."""
+    on the writer threads behind it."""
 
     def __init__(self, explainers: list[Explainer], out: Path, names: dict[str, str], settings: str, *,
                  target: Any, top_k: int | None, save: Sequence[str], save_maps: bool, format: str,
