@@ -49,3 +49,66 @@ def test_what_counts_as_a_feature_map():
     assert not is_feature_map((1, 7, 7, 768), (224, 224))  # channels-last stage
     assert not is_feature_map((1, 56, 56, 96), (224, 224))  # channels-last, width smaller than the image
     assert not is_feature_map((1, 197, 192), (224, 224))  # tokens
+
+
+def _tokens_to_map(tensor: torch.Tensor, prefix: int = 1, grid: tuple[int, int] = (14, 14)) -> torch.Tensor:
+    """(B, prefix + h·w, C) tokens -> (B, C, h, w), the class token dropped."""
+    b, _, c = tensor.shape
+    return tensor[:, prefix:, :].reshape(b, *grid, c).permute(0, 3, 1, 2)
+
+
+def _channels_last_to_map(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("name, layer, reshape", [
+    ("vit_tiny_patch16_224", "blocks.11.norm1", _tokens_to_map),  # pytorch-grad-cam #513: the last block's norm1
+    ("swin_tiny_patch4_window7_224", "layers.3.blocks.1.norm1", _channels_last_to_map),
+])
+@pytest.mark.parametrize("method", ["gradcam", "layercam"])
+def test_reshape_equals_pytorch_grad_cams_reshape_transform(name, layer, reshape, method):
+    """A transformer explained through ``reshape=`` gives pytorch-grad-cam's map with the same
+    reshape_transform, on the same layer and class."""
+    pgc = pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from mapcheck import assert_minmax_close
+
+    model = _model(name)
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(3))
+    ours = gradcam.create_method(method, model, layer, reshape=reshape)(x, normalize="none")
+    cls = {"gradcam": pgc.GradCAM, "layercam": pgc.LayerCAM}[method]
+    with cls(model=model, target_layers=[model.get_submodule(layer)], reshape_transform=reshape) as cam:
+        ref = torch.from_numpy(cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in ours.targets]))
+    assert ours.raw.shape == ((2, 14, 14) if name.startswith("vit") else (2, 7, 7))
+    assert_minmax_close(ours.maps, ref, 2e-3)
+
+
+def test_reshape_is_checked():
+    model = _model("vit_tiny_patch16_224")
+    x = torch.randn(1, 3, 224, 224)
+    with pytest.raises(gradcam.LayerError, match="not a \\(B, C, h, w\\) feature map"):  # the wrong grid
+        gradcam.GradCAM(model, "blocks.11.norm1", reshape=lambda t: t[:, 1:, :].reshape(1, 4, 49, -1))(x)
+    with pytest.raises(gradcam.OptionError, match="ablationcam works on the layer's own layout"):
+        gradcam.create_method("ablationcam", model, "blocks.11.norm1", reshape=_tokens_to_map)
+    with pytest.raises(gradcam.OptionError, match="callable"):
+        gradcam.GradCAM(model, "blocks.11.norm1", reshape="tokens")
+
+
+def test_score_and_eigen_cam_read_the_reshaped_map_too():
+    model = _model("vit_tiny_patch16_224")
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(4))
+    for method, options in (("eigencam", {}), ("scorecam", {"max_channels": 8})):
+        out = gradcam.create_method(method, model, "blocks.11.norm1", reshape=_tokens_to_map, **options)(x)
+        assert out.raw.shape == (1, 14, 14) and out.maps.shape == (1, 224, 224), method
+        assert torch.isfinite(out.raw).all() and float(out.raw.max()) > 0, method
+    direct = gradcam.create_method("eigencam", model, "blocks.11.norm1", reshape=_tokens_to_map)(x, normalize="none")
+    from gradcam.engine.methods.eigencam import principal_projection
+
+    captured = {}
+    handle = model.blocks[11].norm1.register_forward_hook(lambda m, i, o: captured.__setitem__("a", o))
+    with torch.no_grad():
+        model(x)
+    handle.remove()
+    expected = principal_projection(_tokens_to_map(captured["a"]).float()).clamp_min(0)
+    assert torch.allclose(direct.raw, expected, atol=1e-5 * float(expected.abs().max()))

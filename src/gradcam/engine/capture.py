@@ -103,13 +103,17 @@ class ActivationCapture:
 
         return hook
 
-    def checked(self, input_size: Sequence[int] | None = None) -> list[torch.Tensor]:
-        """The captured (B, C, h, w) activations; an error naming any layer that did not run, is not 4-D,
-        or whose last two axes are not the input (``input_size``) scaled down (an attention tensor, a
-        channels-last map): such a layer would give a map that looks right and is not."""
-        for (name, _), act in zip(self.layers, self.activations):
-            if act is None:
+    def checked(self, input_size: Sequence[int] | None = None, reshape: Callable | None = None) -> list[torch.Tensor]:
+        """The captured activations; an error naming any layer that did not run, or whose output (as
+        ``reshape`` gives it) is not 4-D or whose last two axes are not the input (``input_size``) scaled
+        down (an attention tensor, a channels-last map): such a layer would give a map that looks right
+        and is not."""
+        for (name, _), captured in zip(self.layers, self.activations):
+            if captured is None:
                 raise LayerError(f"layer {name!r} did not run in the model's forward pass")
+            act = captured if reshape is None else reshape(captured.detach())
+            if not isinstance(act, torch.Tensor):
+                raise LayerError(f"reshape gave a {type(act).__name__} for layer {name!r}, not a (B, C, h, w) tensor")
             if act.dim() != 4:
                 raise LayerError(
                     f"layer {name!r} gives an output of shape {tuple(act.shape)}; "
@@ -119,6 +123,6 @@ class ActivationCapture:
                 raise LayerError(
                     f"layer {name!r} gives {tuple(act.shape)} for a {input_size[0]}×{input_size[1]} input: not a "
                     "(B, C, h, w) feature map of the image (an attention tensor or a channels-last layout?); "
-                    "choose a layer whose output is one (`gradcam layers` lists them)"
+                    "choose a layer whose output is one (`gradcam layers` lists them), or pass reshape="
                 )
         return self.activations  # type: ignore[return-value]

@@ -31,6 +31,7 @@ class AblationCAM(CAMMethod):
     """
 
     uses_gradients = False
+    takes_reshape = False  # it zeroes channels in the layer's own layout
 
     def __init__(self, model, target_layer=None, *, batch_size: int = 64, **options):
         super().__init__(model, target_layer, **options)

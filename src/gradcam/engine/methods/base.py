@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -28,7 +28,10 @@ class CAMMethod:
     Options of every method: ``smooth=N`` averages the raw maps over N noisy copies of the input
     (SmoothGrad, Smilkov et al. 2017; noise σ = ``noise`` × the input's value range, seeded by
     ``seed``), and ``augment=True`` also averages over the horizontally flipped input, its map flipped
-    back. The classes explained are those of the clean input. ``precision`` ("fp32", "bf16", "fp16",
+    back. The classes explained are those of the clean input. ``reshape`` reads the target layer's
+    output as a (B, C, h, w) map (a vision transformer's tokens, a channels-last stage), like
+    pytorch-grad-cam's ``reshape_transform``: it is applied to the activations and, the same way, to
+    their gradients. ``precision`` ("fp32", "bf16", "fp16",
     "auto") and ``memory_format`` ("auto", "channels_last", "contiguous") say how the model runs
     (:mod:`gradcam.engine.precision`).
     """
@@ -44,6 +47,7 @@ class CAMMethod:
     # memory_format="auto" gives a convolution network channels-last input: the same maps to float
     # rounding. Not for input gradients through guided ReLUs, whose 1[x > 0] gates flip on rounding.
     channels_last_by_default = True
+    takes_reshape = True  # the maps can be read from a reshaped view of the layer's output
 
     def __init__(
         self,
@@ -58,6 +62,7 @@ class CAMMethod:
         seed: int = 0,
         precision: str = "fp32",
         memory_format: str = "auto",
+        reshape: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ):
         if hasattr(model, "module") and hasattr(model, "preprocess"):  # a ModelBundle
             labels = labels if labels is not None else model.labels
@@ -76,6 +81,11 @@ class CAMMethod:
         precision_rules.check(precision, memory_format)
         self.precision, self.memory_format = precision, memory_format
         precision_rules.autocast_dtype(precision, module_device(model))  # an unsupported device fails now
+        if reshape is not None and (not callable(reshape) or not self.takes_reshape):
+            raise OptionError("reshape must be a callable (layer output) -> (B, C, h, w)"
+                              + ("" if callable(reshape) else f", got {type(reshape).__name__}")
+                              + ("" if self.takes_reshape else f"; {self.name} works on the layer's own layout"))
+        self.reshape = reshape
         self._layer_spec = target_layer
         self._layers: list[tuple[str, nn.Module]] | None = None
         if target_layer is not None and self.needs_layer:  # names and modules are checked now
@@ -229,7 +239,11 @@ class CAMMethod:
                     output = self.run_model(x)
             finally:
                 torch.set_grad_enabled(True)
-        return Pass(x, output, capture.checked(x.shape[-2:]))
+        return Pass(x, output, capture.checked(x.shape[-2:], self.reshape))
+
+    def as_map(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A captured activation (or its gradient) as the (B, C, h, w) map the method combines."""
+        return tensor if self.reshape is None else self.reshape(tensor)
 
     def autocast(self, device: torch.device):
         """The context every forward pass of the model runs in for ``precision`` (:mod:`..precision`)."""
@@ -248,7 +262,7 @@ class CAMMethod:
         for (name, _), act, grad in zip(self._layers, activations, grads):
             if grad is None:
                 raise LayerError(f"the target score does not depend on layer {name!r}")
-            maps.append(self.combine(act.detach().float(), grad.float() / scale))
+            maps.append(self.combine(self.as_map(act.detach()).float(), self.as_map(grad).float() / scale))
         return maps
 
     def _gradients(self, scores: torch.Tensor, inputs, *, last: bool) -> tuple[tuple, float]:

@@ -27,6 +27,7 @@ class CAM(CAMMethod):
     uses_gradients = False
     single_layer = True
     needs_linear_head = True
+    takes_reshape = False  # the classifier's rows weigh the layer's own channels
 
     def unsuitable(self, x: torch.Tensor | None = None) -> str:
         x = probe_input(self.model) if x is None else x

@@ -24,7 +24,7 @@ class EigenCAM(CAMMethod):
     class_free = True
 
     def raw_maps(self, run: Pass, targets: list[Target]) -> list[list[torch.Tensor]]:
-        maps = [Fn.relu(principal_projection(acts.float())) for acts in run.activations]
+        maps = [Fn.relu(principal_projection(self.as_map(acts).float())) for acts in run.activations]
         return [maps for _ in targets]
 
 

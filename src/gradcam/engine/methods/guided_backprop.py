@@ -57,6 +57,7 @@ class GuidedBackprop(CAMMethod):
     needs_layer = False
     output_kind = "image"
     channels_last_by_default = False
+    takes_reshape = False  # no target layer
 
     def forward(self, x: torch.Tensor) -> Pass:
         x = x.detach().clone().requires_grad_(True)

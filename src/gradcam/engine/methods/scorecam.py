@@ -36,7 +36,7 @@ class ScoreCAM(CAMMethod):
         self.max_channels = None if max_channels is None else int(max_channels)
 
     def raw_maps(self, run: Pass, targets: list[Target]) -> list[list[torch.Tensor]]:
-        per_layer = [self._layer_maps(run.x, acts.float(), targets) for acts in run.activations]
+        per_layer = [self._layer_maps(run.x, self.as_map(acts).float(), targets) for acts in run.activations]
         return [list(maps) for maps in zip(*per_layer)]
 
     def _layer_maps(self, x: torch.Tensor, acts: torch.Tensor, targets: list[Target]) -> list[torch.Tensor]:
