@@ -1,7 +1,8 @@
 """The engine: torch only, tensors in and tensors out (no images, files, pictures or model names).
 
 capture (eval mode, hooks, activations) · layers (automatic / named / several) · stages · targets ·
-functional (the maths shared by methods) · suffix (the traced tail of a network) · output ·
+functional (the maths shared by methods) · suffix (the traced tail of a network) · precision
+(memory format, autocast) · output ·
 methods/ (registry and one file per method)."""
 
 from gradcam.engine.layers import auto_layer, candidate_layers, parse_layers, resolve_layers
