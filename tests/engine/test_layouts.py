@@ -20,9 +20,9 @@ def _model(name: str):
     return timm.create_model(name, pretrained=False).eval()
 
 
-@pytest.mark.parametrize("name, later", [("vit_tiny_patch16_224", "(1, 197, 192)"),
-                                         ("swin_tiny_patch4_window7_224", "(1, 7, 7, 768)")])
-def test_transformers_get_no_automatic_layer_but_a_clear_error(name, later):
+@pytest.mark.parametrize("name, later", [("swin_tiny_patch4_window7_224", "(1, 7, 7, 768)"),
+                                         ("mambaout_femto", "(1, 7, 7, 288)")])
+def test_channels_last_networks_get_no_automatic_layer_but_a_clear_error(name, later):
     model = _model(name)
     with pytest.raises(gradcam.LayerError, match="token or channels-last") as error:
         gradcam.GradCAM(model)(torch.randn(1, 3, 224, 224))
@@ -112,3 +112,29 @@ def test_score_and_eigen_cam_read_the_reshaped_map_too():
     handle.remove()
     expected = principal_projection(_tokens_to_map(captured["a"]).float()).clamp_min(0)
     assert torch.allclose(direct.raw, expected, atol=1e-5 * float(expected.abs().max()))
+
+
+@pytest.mark.parametrize("name, prefix", [("vit_tiny_patch16_224", 1), ("deit_tiny_distilled_patch16_224", 2)])
+def test_vision_transformers_are_read_automatically(name, prefix):
+    """No layer, no reshape: the last block's norm1, its prefix tokens dropped, the patch grid from the
+    model; the same maps as the explicit reshape (which equals pytorch-grad-cam's, above)."""
+    model = _model(name)
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(5))
+    auto = gradcam.GradCAM(model)(x, normalize="none")
+    explicit = gradcam.GradCAM(model, "blocks.11.norm1", reshape=lambda t: _tokens_to_map(t, prefix))(
+        x, targets=auto.targets, normalize="none")
+    assert auto.layers == ["blocks.11.norm1"] and auto.raw.shape == (2, 14, 14)
+    assert torch.allclose(auto.raw, explicit.raw, atol=1e-6 * float(explicit.raw.abs().max()))
+    assert float(auto.raw.max()) > 0
+
+
+def test_non_square_token_grids_and_torchvision_vit():
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, dynamic_img_size=True).eval()
+    out = gradcam.GradCAM(model)(torch.randn(1, 3, 224, 320))
+    assert out.raw.shape == (1, 14, 20) and out.maps.shape == (1, 224, 320)
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    vit = torchvision.models.vit_b_16(weights=None).eval()
+    out = gradcam.GradCAM(vit)(torch.randn(1, 3, 224, 224))
+    assert out.layers == ["encoder.layers.encoder_layer_11.ln_1"] and out.raw.shape == (1, 14, 14)
+

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from gradcam.engine.capture import eval_mode, is_feature_map, temporary_hooks
+from gradcam.engine.layouts import transformer_layer
 from gradcam.errors import LayerError, suggest
 
 LayerSpec = Union[None, str, nn.Module, Sequence[Union[str, nn.Module]]]
@@ -105,6 +106,9 @@ def auto_layer(model: nn.Module, x: torch.Tensor | None = None) -> str:
     # spatial representation (a ViT's patch embedding, a Swin attention matrix), and a map from it misleads.
     later = [info for info in found[usable[-1] + 1 if usable else 0:]
              if info.tokens or (len(info.shape) == 4 and not info.spatial and info.shape[1] * info.shape[2] > 1)]
+    if later and transformer_layer(model) is not None:  # a vision transformer: its tokens are read as a map
+        _AUTO_CACHE[model] = transformer_layer(model)
+        return _AUTO_CACHE[model]
     if not usable or later:
         example = ", ".join(f"{info.name!r} {info.shape}" for info in later[-2:])
         raise LayerError(

@@ -12,6 +12,7 @@ from gradcam.errors import LayerError, ModelError, OptionError, TargetError
 from gradcam.engine import precision as precision_rules
 from gradcam.engine.capture import ActivationCapture, eval_mode, module_device
 from gradcam.engine.layers import LayerSpec, resolve_layers
+from gradcam.engine.layouts import token_reshape
 from gradcam.engine.output import CAMOutput, Pass
 from gradcam.engine.targets import Target, TargetSpec, extract_logits, parse_targets
 
@@ -86,6 +87,7 @@ class CAMMethod:
                               + ("" if callable(reshape) else f", got {type(reshape).__name__}")
                               + ("" if self.takes_reshape else f"; {self.name} works on the layer's own layout"))
         self.reshape = reshape
+        self._token_reshape: Callable | None = None  # a transformer's tokens as a map, found per call
         self._layer_spec = target_layer
         self._layers: list[tuple[str, nn.Module]] | None = None
         if target_layer is not None and self.needs_layer:  # names and modules are checked now
@@ -239,11 +241,17 @@ class CAMMethod:
                     output = self.run_model(x)
             finally:
                 torch.set_grad_enabled(True)
-        return Pass(x, output, capture.checked(x.shape[-2:], self.reshape))
+        self._token_reshape = None
+        if self.reshape is None and self.takes_reshape:  # a vision transformer's (B, N, C) tokens
+            tokens = next((a for a in capture.activations if a is not None and a.dim() == 3), None)
+            if tokens is not None:
+                self._token_reshape = token_reshape(self.model, tokens, x.shape[-2:])
+        return Pass(x, output, capture.checked(x.shape[-2:], self.reshape or self._token_reshape))
 
     def as_map(self, tensor: torch.Tensor) -> torch.Tensor:
         """A captured activation (or its gradient) as the (B, C, h, w) map the method combines."""
-        return tensor if self.reshape is None else self.reshape(tensor)
+        reshape = self.reshape or self._token_reshape
+        return tensor if reshape is None else reshape(tensor)
 
     def autocast(self, device: torch.device):
         """The context every forward pass of the model runs in for ``precision`` (:mod:`..precision`)."""
