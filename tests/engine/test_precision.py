@@ -72,10 +72,16 @@ def test_bf16_maps_follow_fp32_on_a_seeded_resnet():
     model = seeded_model("resnet18")
     x = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     fp32 = gradcam.GradCAM(model)(x, normalize="none")
-    bf16 = gradcam.GradCAM(model, precision="bf16")(x, normalize="none")
-    assert torch.equal(bf16.targets, fp32.targets)  # the same classes, from the bf16 pass itself
-    assert float(correlation(bf16.raw, fp32.raw).min()) >= 0.999
-    assert bf16.raw.dtype == bf16.maps.dtype == torch.float32
+    bf16 = gradcam.GradCAM(model, precision="bf16")
+    # the same classes from the bf16 pass itself, wherever fp32's top two are not a near tie (bf16
+    # rounding may flip a tie on another release's kernels)
+    top2 = fp32.logits.topk(2, dim=1).values
+    clear = (top2[:, 0] - top2[:, 1]) > 1e-2 * fp32.logits.abs().amax(dim=1)
+    assert int(clear.sum()) >= 2
+    assert torch.equal(bf16(x).targets[clear], fp32.targets[clear])
+    same = bf16(x, targets=fp32.targets, normalize="none")  # the map of the same class
+    assert float(correlation(same.raw, fp32.raw).min()) >= 0.999
+    assert same.raw.dtype == same.maps.dtype == torch.float32
 
 
 def test_bf16_on_the_bundled_model_and_real_photos():
