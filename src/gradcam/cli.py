@@ -12,10 +12,10 @@ from tqdm.auto import tqdm
 
 from gradcam import __version__
 from gradcam.apps.compare import compare
-from gradcam.errors import GradCAMError, ImageError, OptionError
+from gradcam.errors import GradCAMError, ImageError, LayerError, OptionError
 from gradcam.apps.batch import PICTURES, explain_folder
 from gradcam.engine.functional import NORMALIZATIONS
-from gradcam.engine.layers import auto_layer, candidate_layers, parse_layers
+from gradcam.engine.layers import auto_layer, auto_layer_reason, candidate_layers, parse_layers
 from gradcam.engine.methods import applicable_methods, describe_methods, list_methods, method_info, method_options
 from gradcam.models.sources import list_models, load_model
 from gradcam.apps.explainer import DEFAULT_MODEL
@@ -238,9 +238,15 @@ def cmd_explain(args) -> int:
     save = args.save or (list(PICTURES) if job else ["overlay"])
     bar = not args.quiet and None  # None: a progress bar on a terminal only
 
+    said = []  # the automatic layer, said once: which and why
+
     def on_result(path, results, written):
         if not args.quiet:
             first = results[0]
+            if layer is None and first.layer and not said:
+                bundle, _ = bundle_on_device(args.model, args.weights, args.device)  # the job's, cached
+                said.append(first.layer)
+                tqdm.write(f"automatic layer {first.layer}: {auto_layer_reason(bundle.module, bundle.probe())}")
             rank = f" top{first.rank}" if first.rank else ""
             layer_name = f", layer {first.layer}" if first.layer else ""
             tqdm.write(f"{path}{rank}: {first.label} ({first.probability:.1%}){layer_name} -> "
@@ -327,14 +333,19 @@ def cmd_make_shapes(args) -> int:
 def cmd_layers(args) -> int:
     bundle = load_model(args.model, args.weights, device=args.device)
     x = bundle.probe()
-    chosen = auto_layer(bundle.module, x)
-    print(f"{'layer':<40} {'output shape (C, h, w)':<24} note")
+    try:
+        chosen, why = auto_layer(bundle.module, x), auto_layer_reason(bundle.module, x)
+    except LayerError as exc:
+        chosen, why = None, str(exc)
+    print(f"{'layer':<40} {'output shape':<24} {'layout':<15} note")
     for info in candidate_layers(bundle.module, x):
         notes = ["<- automatic"] if info.name == chosen else []
         notes += ["pooling"] if info.pooling else []
-        notes += ["not a map of the input"] if not info.spatial else []
+        notes += ["not a map of the input"] if info.layout is None else []
         notes += [f"runs {info.calls}x"] if info.calls > 1 else []
-        print(f"{info.name:<40} {str(info.shape[1:]):<24} {' '.join(notes)}")
+        layout = info.layout.kind if info.layout is not None else "-"
+        print(f"{info.name:<40} {str(info.shape[1:]):<24} {layout:<15} {' '.join(notes)}")
+    print(f"automatic layer: {chosen} ({why})" if chosen else f"automatic layer: none: {why}")
     return OK
 
 

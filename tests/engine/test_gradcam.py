@@ -311,13 +311,15 @@ def test_unknown_layer_lists_close_names(two_stage):
 
 
 def test_layer_must_give_a_feature_map(two_stage):
-    with pytest.raises(LayerError, match=r"shape \(1, 4\)"):
+    with pytest.raises(LayerError, match=r"gives \(1, 4\).*one vector per sample"):
         gradcam.GradCAM(two_stage, "fc")(torch.randn(1, 3, 16, 16))
 
 
 def test_bad_input_shape_and_normalize(two_stage):
-    with pytest.raises(GradCAMError, match=r"\(B, C, H, W\)"):
+    with pytest.raises(GradCAMError, match=r"\(3, 16, 16\).*Conv2d.*\(B, C, H, W\) images; add the batch axis"):
         gradcam.GradCAM(two_stage)(torch.randn(3, 16, 16))
+    with pytest.raises(GradCAMError, match=r"\(B, C, L\) signal, \(B, C, H, W\) image"):
+        gradcam.GradCAM(nn.Sequential(nn.Flatten(), nn.Linear(16, 2)), "0")(torch.randn(16, 16))
     with pytest.raises(GradCAMError, match="normalize"):
         gradcam.GradCAM(two_stage, normalize="zscore")
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import gradcam
-from gradcam.engine.capture import is_feature_map
+from gradcam.engine.layers import auto_layer_reason
+from gradcam.engine.layouts import Layout, find_layout, is_feature_map
 
 timm = pytest.importorskip("timm")
 
@@ -20,21 +21,41 @@ def _model(name: str):
     return timm.create_model(name, pretrained=False).eval()
 
 
-@pytest.mark.parametrize("name, later", [("swin_tiny_patch4_window7_224", "(1, 7, 7, 768)"),
-                                         ("mambaout_femto", "(1, 7, 7, 288)")])
-def test_channels_last_networks_get_no_automatic_layer_but_a_clear_error(name, later):
+@pytest.mark.parametrize("name, layer", [("swin_tiny_patch4_window7_224", "norm"), ("mambaout_femto", "stages")])
+def test_channels_last_networks_are_read_automatically(name, layer):
+    """Swin and MambaOut stages are (B, h, w, C): the automatic layer is their last one, read channels-last,
+    and gives the same map as the explicit permute."""
     model = _model(name)
-    with pytest.raises(gradcam.LayerError, match="token or channels-last") as error:
-        gradcam.GradCAM(model)(torch.randn(1, 3, 224, 224))
-    assert later in str(error.value) and "\n" not in str(error.value)
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(6))
+    auto = gradcam.GradCAM(model)(x, normalize="none")
+    explicit = gradcam.GradCAM(model, layer, reshape=_channels_last_to_map)(x, targets=auto.targets, normalize="none")
+    assert auto.layers == [layer] and auto.raw.shape == (2, 7, 7)
+    assert float(auto.raw.max()) > 0
+    assert torch.allclose(auto.raw, explicit.raw, atol=1e-6 * float(explicit.raw.abs().max()))
+    assert "channels-last" in auto_layer_reason(model, x)
 
 
-@pytest.mark.parametrize("name, layer", [("vit_tiny_patch16_224", "blocks.11.attn.k_norm"),
-                                         ("swin_tiny_patch4_window7_224", "norm")])
-def test_a_named_layer_that_is_not_a_map_of_the_input_is_an_error(name, layer):
+@pytest.mark.parametrize("name, layer, found", [
+    ("vit_tiny_patch16_224", "blocks.11.attn.k_norm", "an attention tensor"),
+    ("vit_tiny_patch16_224", "head", "one vector per sample"),
+    ("hiera_tiny_224", "blocks.11.attn", "a token sequence whose patch grid is unknown"),
+])
+def test_a_named_layer_that_is_not_a_map_of_the_input_is_an_error(name, layer, found):
     model = _model(name)
-    with pytest.raises(gradcam.LayerError, match="not a \\(B, C, h, w\\) feature map of the image"):
+    with pytest.raises(gradcam.LayerError, match="not a \\(B, C, h, w\\) feature map of the input") as error:
         gradcam.GradCAM(model, layer)(torch.randn(1, 3, 224, 224))
+    assert found in str(error.value) and "\n" not in str(error.value)
+    if name.startswith("vit"):  # it names the layer that would work
+        assert "'blocks.11.norm1'" in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["hiera_tiny_224", "twins_svt_small"])
+def test_token_networks_of_unknown_layout_get_no_automatic_layer_but_a_clear_error(name):
+    """Hiera orders its tokens by mask unit, Twins declares no prefix tokens: the engine cannot know how
+    their tokens lie on the image, so it picks none rather than guess."""
+    with pytest.raises(gradcam.LayerError, match="no layer can be chosen automatically") as error:
+        gradcam.GradCAM(_model(name))(torch.randn(1, 3, 224, 224))
+    assert "(1, 49, " in str(error.value) and "\n" not in str(error.value)
 
 
 def test_convolution_networks_keep_their_automatic_layer():
@@ -43,12 +64,34 @@ def test_convolution_networks_keep_their_automatic_layer():
 
 
 def test_what_counts_as_a_feature_map():
+    assert is_feature_map((1, 16, 32), (256,)) and is_feature_map((1, 8, 2, 7, 7), (16, 112, 112))  # signal, clip
+    assert not is_feature_map((1, 16, 512), (256,)) and not is_feature_map((1, 8, 7, 7), (16, 112, 112))
     assert is_feature_map((1, 512, 7, 7), (224, 224)) and is_feature_map((1, 512, 7, 10), (224, 320))
     assert is_feature_map((1, 8, 16, 16), (16, 16))  # stride 1
     assert not is_feature_map((1, 3, 197, 64), (224, 224))  # ViT attention: heads, tokens, head dim
     assert not is_feature_map((1, 7, 7, 768), (224, 224))  # channels-last stage
     assert not is_feature_map((1, 56, 56, 96), (224, 224))  # channels-last, width smaller than the image
     assert not is_feature_map((1, 197, 192), (224, 224))  # tokens
+    # the same shapes as layouts
+    assert find_layout((2, 7, 7, 768), (224, 224), 2).kind == "channels-last"
+    assert find_layout((2, 512, 7, 7), (224, 224), 2).kind == "channels-first"
+    assert find_layout((2, 512, 7, 7), (224, 224), 1) is None  # not the input's batch (Swin's windows)
+    assert find_layout((2, 3, 197, 64), (224, 224), 2) is None
+    assert find_layout((2, 196, 64), (224, 224), 2) is None  # tokens of a model that declares no layout
+    no_class_token = timm.create_model("vit_tiny_patch16_224", pretrained=False, class_token=False, global_pool="avg")
+    assert find_layout((2, 196, 64), (224, 224), 2, no_class_token) == Layout("tokens", 0, (14, 14))
+    assert find_layout((2, 197, 64), (224, 224), 2, no_class_token) is None
+
+
+@pytest.mark.parametrize("name, prefix", [("cait_xxs24_224", 0), ("xcit_nano_12_p16_224", 0),
+                                          ("deit_tiny_distilled_patch16_224", 2)])
+def test_token_layout_takes_the_models_patch_grid_and_prefix(name, prefix):
+    """CaiT's and XCiT's blocks hold the patch tokens only (the class token joins later), DeiT's two
+    prefix tokens: the grid is always the model's 14×14, never a 13×15 guessed from N."""
+    model = _model(name)
+    layout = find_layout((1, 196 + prefix, 8), (224, 224), 1, model)
+    assert layout == Layout("tokens", prefix, (14, 14))
+    assert gradcam.GradCAM(model)(torch.randn(1, 3, 224, 224)).raw.shape == (1, 14, 14)
 
 
 def _tokens_to_map(tensor: torch.Tensor, prefix: int = 1, grid: tuple[int, int] = (14, 14)) -> torch.Tensor:
@@ -66,9 +109,10 @@ def _channels_last_to_map(tensor: torch.Tensor) -> torch.Tensor:
     ("swin_tiny_patch4_window7_224", "layers.3.blocks.1.norm1", _channels_last_to_map),
 ])
 @pytest.mark.parametrize("method", ["gradcam", "layercam"])
-def test_reshape_equals_pytorch_grad_cams_reshape_transform(name, layer, reshape, method):
-    """A transformer explained through ``reshape=`` gives pytorch-grad-cam's map with the same
-    reshape_transform, on the same layer and class."""
+@pytest.mark.parametrize("ours", ["reshape", "layout"])
+def test_reshape_equals_pytorch_grad_cams_reshape_transform(name, layer, reshape, method, ours):
+    """A transformer explained through ``reshape=``, or read by its layout with no reshape, gives
+    pytorch-grad-cam's map with its documented reshape_transform, on the same layer and class."""
     pgc = pytest.importorskip("pytorch_grad_cam")
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -76,7 +120,8 @@ def test_reshape_equals_pytorch_grad_cams_reshape_transform(name, layer, reshape
 
     model = _model(name)
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(3))
-    ours = gradcam.create_method(method, model, layer, reshape=reshape)(x, normalize="none")
+    ours = gradcam.create_method(method, model, layer, reshape=reshape if ours == "reshape" else None)(
+        x, normalize="none")
     cls = {"gradcam": pgc.GradCAM, "layercam": pgc.LayerCAM}[method]
     with cls(model=model, target_layers=[model.get_submodule(layer)], reshape_transform=reshape) as cam:
         ref = torch.from_numpy(cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in ours.targets]))

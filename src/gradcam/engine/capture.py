@@ -13,20 +13,6 @@ from torch import nn
 from gradcam.errors import LayerError
 
 
-def is_feature_map(shape: Sequence[int], input_size: Sequence[int]) -> bool:
-    """Whether a (B, C, h, w) output's last two axes look like the input image (H, W) scaled down by one
-    stride, as an NCHW feature map's do; an attention tensor (B, heads, N, d) or a channels-last
-    (B, h, w, C) output does not (the same stride within a factor of 1.5 on both axes, never larger
-    than the input)."""
-    if len(shape) != 4:
-        return False
-    (h, w), (height, width) = shape[2:], input_size
-    if not (0 < h <= height and 0 < w <= width):
-        return False
-    stride_h, stride_w = height / h, width / w
-    return max(stride_h, stride_w) <= 1.5 * min(stride_h, stride_w)
-
-
 def module_device(module: nn.Module) -> torch.device:
     """Where a module's parameters (else buffers) are; the CPU for a module that holds neither."""
     for tensor in (*module.parameters(), *module.buffers()):
@@ -103,26 +89,9 @@ class ActivationCapture:
 
         return hook
 
-    def checked(self, input_size: Sequence[int] | None = None, reshape: Callable | None = None) -> list[torch.Tensor]:
-        """The captured activations; an error naming any layer that did not run, or whose output (as
-        ``reshape`` gives it) is not 4-D or whose last two axes are not the input (``input_size``) scaled
-        down (an attention tensor, a channels-last map): such a layer would give a map that looks right
-        and is not."""
+    def checked(self) -> list[torch.Tensor]:
+        """The captured activations; an error naming any target layer that did not run."""
         for (name, _), captured in zip(self.layers, self.activations):
             if captured is None:
                 raise LayerError(f"layer {name!r} did not run in the model's forward pass")
-            act = captured if reshape is None else reshape(captured.detach())
-            if not isinstance(act, torch.Tensor):
-                raise LayerError(f"reshape gave a {type(act).__name__} for layer {name!r}, not a (B, C, h, w) tensor")
-            if act.dim() != 4:
-                raise LayerError(
-                    f"layer {name!r} gives an output of shape {tuple(act.shape)}; "
-                    "a class activation map needs a (B, C, h, w) feature map"
-                )
-            if input_size is not None and not is_feature_map(tuple(act.shape), tuple(input_size)):
-                raise LayerError(
-                    f"layer {name!r} gives {tuple(act.shape)} for a {input_size[0]}×{input_size[1]} input: not a "
-                    "(B, C, h, w) feature map of the image (an attention tensor or a channels-last layout?); "
-                    "choose a layer whose output is one (`gradcam layers` lists them), or pass reshape="
-                )
         return self.activations  # type: ignore[return-value]

@@ -1,4 +1,5 @@
-"""Pure tensor maths of class activation maps; every function works on a whole batch at once."""
+"""Pure tensor maths of class activation maps; every function works on a whole batch at once and on
+any number of spatial axes: (B, K, L) signals, (B, K, h, w) images, (B, K, d, h, w) volumes and clips."""
 
 from __future__ import annotations
 
@@ -12,14 +13,23 @@ from gradcam.errors import OptionError
 NORMALIZATIONS = ("minmax", "max", "none")
 
 
+_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
+
+
+def spatial_axes(tensor: torch.Tensor) -> tuple[int, ...]:
+    """The spatial axes of a (B, K, *spatial) tensor: (2,) for a signal, (2, 3) for an image, (2, 3, 4)
+    for a volume."""
+    return tuple(range(2, tensor.dim()))
+
+
 def gap_weights(grads: torch.Tensor) -> torch.Tensor:
-    """Grad-CAM's α_k^c = (1/Z) Σ_ij ∂y^c/∂A^k_ij: (B, K, h, w) -> (B, K)."""
-    return grads.mean(dim=(2, 3))
+    """Grad-CAM's α_k^c = (1/Z) Σ_ij ∂y^c/∂A^k_ij: (B, K, *spatial) -> (B, K)."""
+    return grads.mean(dim=spatial_axes(grads))
 
 
 def weighted_sum(weights: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
-    """Σ_k α_k A^k: weights (B, K) and activations (B, K, h, w) -> (B, h, w)."""
-    return torch.einsum("bk,bkhw->bhw", weights, activations)
+    """Σ_k α_k A^k: weights (B, K) and activations (B, K, *spatial) -> (B, *spatial)."""
+    return torch.einsum("bk,bk...->b...", weights, activations)
 
 
 def relu(cam: torch.Tensor) -> torch.Tensor:
@@ -28,13 +38,15 @@ def relu(cam: torch.Tensor) -> torch.Tensor:
 
 
 def upsample(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Bilinear resize (align_corners=False) of (B, h, w) maps to (B, H, W), or (B, C, h, w) to (B, C, H, W)."""
-    size = (int(size[0]), int(size[1]))
-    if tuple(maps.shape[-2:]) == size:
+    """Linear, bilinear or trilinear resize (align_corners=False) of (B, *spatial) maps to (B, *size),
+    or of (B, C, *spatial) to (B, C, *size), by the number of axes in ``size``."""
+    size = tuple(int(s) for s in size)
+    if tuple(maps.shape[-len(size):]) == size:
         return maps
-    if maps.dim() == 4:
-        return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
-    return F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
+    mode = _MODES[len(size)]
+    if maps.dim() == len(size) + 2:
+        return F.interpolate(maps, size=size, mode=mode, align_corners=False)
+    return F.interpolate(maps.unsqueeze(1), size=size, mode=mode, align_corners=False).squeeze(1)
 
 
 def normalize(maps: torch.Tensor, mode: str = "minmax", eps: float = 1e-12) -> torch.Tensor:
@@ -60,7 +72,7 @@ def check_normalize(mode: str) -> None:
 
 
 def fuse(raw_maps: Sequence[torch.Tensor], size: Sequence[int], mode: str = "minmax") -> torch.Tensor:
-    """Maps at the input resolution from one or more layers' raw maps (B, h_l, w_l).
+    """Maps at the input resolution from one or more layers' raw maps (B, *spatial_l).
 
     One layer: upsample then normalise. Several layers: each is upsampled and normalised, the
     results are averaged, and the average is normalised again (so no layer dominates by scale).

@@ -1,23 +1,131 @@
-"""Token layouts: a vision transformer's (B, N, C) sequence read as a (B, C, h, w) map.
+"""Layouts: how a layer's output is read as a (B, C, *spatial) map of the input, or why it cannot be.
 
-The prefix tokens (class, distillation, register tokens: timm's ``num_prefix_tokens``, torchvision's
-class token) are dropped and the patch tokens laid out on the patch grid: from the model's patch size
-and the input's size (timm ``patch_embed.patch_size``, torchvision ``patch_size``), else from N and
-the input's aspect ratio. The automatic layer of such a model is its last block's first norm
-(pytorch-grad-cam #513): the last block's output patch tokens get no gradient when only the class
-token feeds the head.
+For an input (B, C, *S) — a signal (B, C, L), an image (B, C, H, W), a volume or clip (B, C, D, H, W) —
+a layer's output is read as:
+
+- **channels-first** (B, K, *s): a convolution's feature map (NCHW), each axis of s no larger than the
+  input's, the two image axes scaled down by about the same stride;
+- **channels-last** (B, *s, K): timm's Swin and MambaOut stages, ConvNeXt's block norms (NHWC);
+  channels-first wins when both readings fit;
+- **tokens** (B, N, K) of an image: a vision transformer's sequence, its prefix tokens (class,
+  distillation, register tokens: timm's ``num_prefix_tokens``, torchvision's class token) dropped and
+  the patch tokens laid out on the patch grid — from the model's patch size and the input's size, else
+  from N and the input's aspect ratio. Only models that declare their prefix tokens: Hiera, say, orders
+  its tokens by mask unit, and a raster reading of them would be wrong.
+
+Anything else (an attention tensor (B, heads, N, d), a flat vector, a tensor whose first axis is not the
+batch) has no layout: naming it is an error, never a map stretched over the input. The automatic layer
+of a vision transformer is its last block's first norm (pytorch-grad-cam #513): the last block's output
+patch tokens get no gradient when only the class token feeds the head.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import nn
 
+CHANNELS_FIRST, CHANNELS_LAST, TOKENS = "channels-first", "channels-last", "tokens"
+_AXES = {1: "(B, C, l)", 2: "(B, C, h, w)", 3: "(B, C, d, h, w)"}
 
-def prefix_tokens(model: nn.Module) -> int | None:
+
+def map_axes(input_size: Sequence[int]) -> str:
+    """How a map of an input with these spatial axes is written: "(B, C, h, w)" for an image."""
+    return _AXES.get(len(input_size), f"(B, C, *{len(input_size)} axes)")
+
+
+def is_feature_map(shape: Sequence[int], input_size: Sequence[int]) -> bool:
+    """Whether a (B, K, *s) shape is a channels-first map of an input with spatial size ``input_size``:
+    as many spatial axes, none larger than the input's, and for images (the last two axes) the same
+    stride within a factor of 1.5 on both, as a feature map's are; an attention tensor (B, heads, N, d)
+    or a channels-last (B, h, w, C) output is not. The depth or time axis of a volume or clip may be
+    strided differently (video networks do)."""
+    spatial = tuple(shape[2:])
+    if len(shape) < 3 or len(spatial) != len(input_size):
+        return False
+    if not all(0 < s <= size for s, size in zip(spatial, input_size)):
+        return False
+    if len(spatial) < 2:
+        return True
+    (h, w), (height, width) = spatial[-2:], input_size[-2:]
+    stride_h, stride_w = height / h, width / w
+    return max(stride_h, stride_w) <= 1.5 * min(stride_h, stride_w)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one layer's output is read as a (B, K, *spatial) map: ``layout(output)`` gives the map."""
+
+    kind: str
+    prefix: int = 0  # tokens: how many precede the patch tokens
+    grid: tuple = ()  # tokens: the patch grid (h, w)
+
+    def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.kind == CHANNELS_LAST:
+            return tensor.movedim(-1, 1)
+        if self.kind == TOKENS:
+            return tensor[:, self.prefix:, :].reshape(tensor.shape[0], *self.grid, tensor.shape[2]).movedim(-1, 1)
+        return tensor
+
+    def map_shape(self, shape: Sequence[int]) -> tuple:
+        """The (B, K, *spatial) shape of the map of an output of ``shape``."""
+        if self.kind == CHANNELS_LAST:
+            return (shape[0], shape[-1], *shape[1:-1])
+        if self.kind == TOKENS:
+            return (shape[0], shape[2], *self.grid)
+        return tuple(shape)
+
+    def ablate(self, copies: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
+        """Copies of the layer's output (n, ...) with map channel ``channels[j]`` zeroed in copy j (at
+        every position of the map; a transformer's prefix tokens are not positions), in place."""
+        rows = torch.arange(len(copies), device=copies.device)
+        if self.kind == CHANNELS_LAST:
+            copies[rows, ..., channels] = 0
+        elif self.kind == TOKENS:
+            copies[rows, self.prefix:, channels] = 0
+        else:
+            copies[rows, channels] = 0
+        return copies
+
+
+def find_layout(shape: Sequence[int], input_size: Sequence[int], batch: int,
+                model: nn.Module | None = None) -> Layout | None:
+    """The layout of a layer output of ``shape`` for an input of ``batch`` samples of spatial size
+    ``input_size``, or None when it cannot be read as a map of the input."""
+    shape = tuple(shape)
+    if len(shape) < 3 or shape[0] != batch:
+        return None
+    if is_feature_map(shape, input_size):
+        return Layout(CHANNELS_FIRST)
+    if is_feature_map((shape[0], shape[-1], *shape[1:-1]), input_size):
+        return Layout(CHANNELS_LAST)
+    if len(shape) == 3 and len(input_size) == 2:
+        return _token_layout(shape, input_size, model)
+    return None
+
+
+def _token_layout(shape: tuple, input_size: Sequence[int], model: nn.Module | None) -> Layout | None:
+    """Tokens (B, N, K) of a model that says how many prefix tokens it has, on its patch grid:
+    N = prefix + h·w (or N = h·w, as in CaiT's and XCiT's blocks, which hold patch tokens only); without
+    a patch size from the model, the grid of N − prefix tokens closest to the input's aspect ratio.
+    Tokens of a model that declares no prefix are not read (Hiera orders its tokens by mask unit)."""
+    tokens, prefix = shape[1], prefix_tokens(model)
+    if prefix is None:
+        return None
+    grid = model_grid(model, input_size)
+    if grid is not None:
+        fits = [p for p in (prefix, 0) if tokens == grid[0] * grid[1] + p]
+        return Layout(TOKENS, fits[0], grid) if fits else None
+    grid = patch_grid(input_size, tokens - prefix)
+    if grid is None or not is_feature_map((shape[0], shape[2], *grid), input_size):
+        return None
+    return Layout(TOKENS, prefix, grid)
+
+
+def prefix_tokens(model: nn.Module | None) -> int | None:
     """How many tokens precede the patch tokens, when the model says."""
     count = getattr(model, "num_prefix_tokens", None)
     if isinstance(count, int):
@@ -27,34 +135,26 @@ def prefix_tokens(model: nn.Module) -> int | None:
     return None
 
 
-def patch_grid(model: nn.Module, input_size: Sequence[int], patches: int) -> tuple[int, int] | None:
-    """(h, w) of the patch grid for an input of ``input_size`` with ``patches`` patch tokens."""
+def model_grid(model: nn.Module | None, input_size: Sequence[int]) -> tuple[int, int] | None:
+    """(h, w) of the patch grid of an input of ``input_size`` from the model's patch size (timm's
+    ``patch_embed.patch_size``, torchvision's ``patch_size``), when it has one."""
     size = getattr(getattr(model, "patch_embed", None), "patch_size", None) or getattr(model, "patch_size", None)
-    if size is not None:
-        ph, pw = (size, size) if isinstance(size, int) else tuple(size)
-        grid = (input_size[0] // ph, input_size[1] // pw)
-        if grid[0] * grid[1] == patches:
-            return grid
-    aspect = input_size[0] / input_size[1]  # h / w
+    if size is None:
+        return None
+    ph, pw = (size, size) if isinstance(size, int) else tuple(size)
+    return input_size[0] // ph, input_size[1] // pw
+
+
+def patch_grid(input_size: Sequence[int], patches: int) -> tuple[int, int] | None:
+    """(h, w) of ``patches`` tokens: the factorisation closest to the input's aspect ratio, within 20 %."""
+    height, width = input_size
+    best = None
     for h in range(1, patches + 1):
-        if patches % h == 0 and math.isclose(h / (patches // h), aspect, rel_tol=0.2):
-            return h, patches // h
-    return None
-
-
-def token_reshape(model: nn.Module, tokens: torch.Tensor, input_size: Sequence[int]) -> Callable | None:
-    """A reshape (B, N, C) -> (B, C, h, w) for this model's tokens, or None when the layout is unknown."""
-    prefix = prefix_tokens(model)
-    if prefix is None or tokens.dim() != 3:
-        return None
-    grid = patch_grid(model, input_size, tokens.shape[1] - prefix)
-    if grid is None:
-        return None
-
-    def reshape(t: torch.Tensor) -> torch.Tensor:
-        return t[:, prefix:, :].reshape(t.shape[0], *grid, t.shape[2]).permute(0, 3, 1, 2)
-
-    return reshape
+        w = patches // h
+        error = abs(math.log((h / w) / (height / width))) if h * w == patches else math.inf
+        if error <= math.log(1.2) and (best is None or error < best[0]):
+            best = (error, (h, w))
+    return best[1] if best else None
 
 
 def transformer_layer(model: nn.Module) -> str | None:

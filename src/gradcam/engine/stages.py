@@ -13,13 +13,13 @@ def stage_layers(model: nn.Module, x: torch.Tensor | None = None) -> list[str]:
     not counting modules inside a block that changes the size (a ResNet bottleneck, an inverted
     residual), so ResNet gives relu, layer1 … layer4 and VGG the ReLU after each block's last conv."""
     infos = candidate_layers(model, x)
-    size = {info.name: info.shape[2:] for info in infos}
+    size = {info.name: info.map_size for info in infos}
     modules = dict(model.named_modules())
-    last: dict[tuple[int, int], str] = {}
+    last: dict[tuple, str] = {}
     for info in infos:
         if info.usable and not _inside_resizing_block(info.name, size, modules):
-            last.pop(info.shape[2:], None)  # re-insert: order of the stage's last layer
-            last[info.shape[2:]] = info.name
+            last.pop(info.map_size, None)  # re-insert: order of the stage's last layer
+            last[info.map_size] = info.name
     return list(last.values())
 
 

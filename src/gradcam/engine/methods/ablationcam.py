@@ -23,6 +23,8 @@ class AblationCAM(CAMMethod):
     """Ablation-CAM: how much the class score drops when one channel is zeroed; no gradient.
 
     w_k = (y^c − y_k^c) / y^c, y_k^c the score with A^k set to 0;  L^c = ReLU(Σ_k w_k A^k).
+    Channel k is zeroed in the layer's own layout (channels-first, channels-last, a transformer's patch
+    tokens); a ``reshape=`` cannot be undone, so Ablation-CAM takes none.
     As in the paper the weights assume y^c > 0: for a negative score they change sign, and for
     y^c = 0 they are 0. The ablated copies run only the network after the target layer (traced with
     torch.fx, checked against the full pass; a model that cannot be traced, or whose traced suffix
@@ -41,13 +43,20 @@ class AblationCAM(CAMMethod):
         self._suffixes: dict[str, LayerSuffix | None] = {}  # None: the model could not be traced
 
     def run_model(self, x: torch.Tensor):
-        if len(self._layers) == 1:  # the main pass also records what the suffix needs
+        if len(self._layers) == 1 and not self._multi_input:  # the main pass also records what the suffix needs
             suffix = self._suffix(self._layers[0][0])
             if suffix is not None:
                 return suffix.run(x)
-        return self.model(x)
+        return super().run_model(x)
+
+    @property
+    def _multi_input(self) -> bool:
+        """A call with other inputs than ``x``: the traced suffix takes one input, so the whole model runs."""
+        return bool(self._forward_args or self._forward_kwargs)
 
     def _suffix(self, layer: str) -> LayerSuffix | None:
+        if self._multi_input:
+            return None
         if layer not in self._suffixes:
             try:
                 self._suffixes[layer] = LayerSuffix(self.model, layer)
@@ -70,10 +79,9 @@ class AblationCAM(CAMMethod):
     def _layer_maps(self, run: Pass, index: int, original: torch.Tensor, targets: list[Target]) -> list[torch.Tensor]:
         """One raw map per target for layer ``index``: each of its channels zeroed in turn."""
         name, module = self._layers[index]
-        acts = run.activations[index]
-        b, k = acts.shape[:2]
+        acts, layout = run.activations[index], self._readers[index]
+        b, k = layout.map_shape(acts.shape)[:2]
         ablated = torch.empty(len(targets), b, k, device=acts.device)
-        eye = torch.eye(k, device=acts.device, dtype=torch.bool)
         with eval_mode(self.model), torch.inference_mode(), self.autocast(acts.device):
             suffix = self._suffix(name)
             if suffix is not None and len(self._layers) > 1:
@@ -84,15 +92,15 @@ class AblationCAM(CAMMethod):
                 for start in range(0, k, self.batch_size):
                     stop = min(start + self.batch_size, k)
                     copies = acts[i].expand(stop - start, *acts.shape[1:]).clone()
-                    copies[eye[start:stop, :, None, None].expand_as(copies)] = 0
+                    layout.ablate(copies, torch.arange(start, stop, device=acts.device))
                     rows = torch.full((stop - start,), i, dtype=torch.long, device=acts.device)
                     output = (suffix.resume(rows, copies) if suffix is not None
-                              else self._run_whole(run.x[rows], module, copies))
+                              else self._run_whole(run.x[rows], rows, module, copies))
                     for t, target in enumerate(targets):
                         ablated[t, i, start:stop] = target.scores(output, rows).float()
         y = original[:, :, None]
         weights = torch.where(y != 0, (y - ablated) / torch.where(y != 0, y, 1), 0)
-        return [Fn.relu(Fn.weighted_sum(w, acts.float())) for w in weights]
+        return [Fn.relu(Fn.weighted_sum(w, layout(acts).float())) for w in weights]
 
     def _resumes(self, suffix: LayerSuffix, run: Pass, acts: torch.Tensor, name: str) -> bool:
         """Whether the traced suffix, resumed for the samples in another order (so that a value wrongly
@@ -113,7 +121,7 @@ class AblationCAM(CAMMethod):
                           "each ablated copy runs the whole network", stacklevel=5)
         return same
 
-    def _run_whole(self, x: torch.Tensor, module: torch.nn.Module, copies: torch.Tensor):
-        """The whole model on ``x`` with ``module``'s output replaced by ``copies``."""
+    def _run_whole(self, x: torch.Tensor, rows: torch.Tensor, module: torch.nn.Module, copies: torch.Tensor):
+        """The whole model on ``x`` (copies of samples ``rows``) with ``module``'s output replaced by ``copies``."""
         with temporary_hooks([(module, lambda m, i, o: copies)]):
-            return self.model(x)
+            return self.run_rows(x, rows)

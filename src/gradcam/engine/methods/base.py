@@ -11,8 +11,7 @@ from gradcam.engine import functional as Fn
 from gradcam.errors import LayerError, ModelError, OptionError, TargetError
 from gradcam.engine import precision as precision_rules
 from gradcam.engine.capture import ActivationCapture, eval_mode, module_device
-from gradcam.engine.layers import LayerSpec, resolve_layers
-from gradcam.engine.layouts import token_reshape
+from gradcam.engine.layers import LayerSpec, check_input_axes, layer_reader, resolve_layers
 from gradcam.engine.output import CAMOutput, Pass
 from gradcam.engine.targets import Target, TargetSpec, extract_logits, parse_targets
 
@@ -29,10 +28,14 @@ class CAMMethod:
     Options of every method: ``smooth=N`` averages the raw maps over N noisy copies of the input
     (SmoothGrad, Smilkov et al. 2017; noise σ = ``noise`` × the input's value range, seeded by
     ``seed``), and ``augment=True`` also averages over the horizontally flipped input, its map flipped
-    back. The classes explained are those of the clean input. ``reshape`` reads the target layer's
-    output as a (B, C, h, w) map (a vision transformer's tokens, a channels-last stage), like
-    pytorch-grad-cam's ``reshape_transform``: it is applied to the activations and, the same way, to
-    their gradients. ``precision`` ("fp32", "bf16", "fp16",
+    back. The classes explained are those of the clean input.
+
+    Inputs are (B, C, L) signals, (B, C, H, W) images or (B, C, D, H, W) volumes and clips; maps are
+    (B, L), (B, H, W) or (B, D, H, W). A target layer's output is read as a map by its layout
+    (:mod:`gradcam.engine.layouts`: channels-first, channels-last, a vision transformer's tokens), or by
+    ``reshape``, a callable (layer output) -> (B, C, *spatial) like pytorch-grad-cam's
+    ``reshape_transform``, applied to the activations and, the same way, to their gradients.
+    ``precision`` ("fp32", "bf16", "fp16",
     "auto") and ``memory_format`` ("auto", "channels_last", "contiguous") say how the model runs
     (:mod:`gradcam.engine.precision`).
     """
@@ -83,11 +86,14 @@ class CAMMethod:
         self.precision, self.memory_format = precision, memory_format
         precision_rules.autocast_dtype(precision, module_device(model))  # an unsupported device fails now
         if reshape is not None and (not callable(reshape) or not self.takes_reshape):
-            raise OptionError("reshape must be a callable (layer output) -> (B, C, h, w)"
+            raise OptionError("reshape must be a callable (layer output) -> (B, C, *spatial)"
                               + ("" if callable(reshape) else f", got {type(reshape).__name__}")
                               + ("" if self.takes_reshape else f"; {self.name} works on the layer's own layout"))
         self.reshape = reshape
-        self._token_reshape: Callable | None = None  # a transformer's tokens as a map, found per call
+        self._readers: list[Callable] = []  # each layer's output as a map, found per call (.layouts)
+        self._forward_args: tuple = ()  # a multi-input model's other inputs, for one call
+        self._forward_kwargs: dict = {}
+        self._batch = 0
         self._layer_spec = target_layer
         self._layers: list[tuple[str, nn.Module]] | None = None
         if target_layer is not None and self.needs_layer:  # names and modules are checked now
@@ -130,7 +136,7 @@ class CAMMethod:
     # ------------------------------------------------------------------ what a method defines
 
     def combine(self, activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-        """(B, K, h, w) activations and gradients (float32) -> raw map (B, h, w)."""
+        """(B, K, *spatial) activations and gradients (float32) -> raw map (B, *spatial)."""
         raise NotImplementedError
 
     def raw_maps(self, run: Pass, targets: list[Target]) -> list[list[torch.Tensor]]:
@@ -150,17 +156,29 @@ class CAMMethod:
         *,
         top_k: int | None = None,
         normalize: str | None = None,
+        forward_args: Sequence[Any] = (),
+        forward_kwargs: dict | None = None,
     ) -> CAMOutput:
+        """Maps of ``x`` for ``targets`` (None: the predicted class; an index or name, one per sample, a
+        (B, k) tensor, a callable (output) -> (B,) scores or a target object). A multi-input model runs
+        as ``model(x, *forward_args, **forward_kwargs)``; the maps are at ``x``'s resolution."""
         normalize = self.normalize if normalize is None else normalize
         Fn.check_normalize(normalize)
-        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        if isinstance(x, torch.Tensor):
+            check_input_axes(self.model, x)
+        if not isinstance(x, torch.Tensor) or x.dim() not in (3, 4, 5):
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise OptionError(f"input must be a (B, C, H, W) tensor, got {shape}")
+            raise OptionError("input must be a (B, C, L) signal, (B, C, H, W) image or (B, C, D, H, W) volume "
+                              f"tensor, got {shape}")
         if not x.is_floating_point():
             raise OptionError(f"input must be a floating-point tensor, got {x.dtype}; preprocess it first "
                               "(e.g. x.float() / 255, then the model's normalisation)")
         if top_k is not None and (top_k < 1 or targets is not None):
             raise OptionError("top_k must be >= 1 and cannot be combined with targets")
+        if not isinstance(forward_args, (tuple, list)) or not isinstance(forward_kwargs or {}, dict):
+            raise OptionError("forward_args must be a tuple of the model's other inputs and forward_kwargs a dict")
+        self._forward_args, self._forward_kwargs = tuple(forward_args), dict(forward_kwargs or {})
+        self._batch = x.shape[0]
         self._resolve(x)
         mode = "contiguous" if self.memory_format == "auto" and not self.channels_last_by_default else self.memory_format
         layout = precision_rules.input_format(mode, self.model, x)
@@ -208,7 +226,7 @@ class CAMMethod:
         """(input, undo) pairs for smoothing: noisy copies and the flipped image."""
         if self.smooth:
             gen = torch.Generator(device=x.device).manual_seed(self.seed)
-            span = (x.flatten(1).amax(1) - x.flatten(1).amin(1)).view(-1, 1, 1, 1)
+            span = (x.flatten(1).amax(1) - x.flatten(1).amin(1)).view(-1, *[1] * (x.dim() - 1))
             for _ in range(self.smooth):
                 noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
                 yield x + noise * (self.noise * span), _same
@@ -216,7 +234,7 @@ class CAMMethod:
             yield x.flip(-1), _flip
 
     def _output(self, x, raws, classes, logits, normalize, ranked) -> CAMOutput:
-        size = x.shape[-2:]
+        size = x.shape[2:]
         per_rank = [self.finish(per_layer, size, normalize) for per_layer in raws]
         maps = torch.stack(per_rank, dim=1) if ranked else per_rank[0]
         per_layer = [torch.stack(r, dim=1) for r in zip(*raws)] if ranked else raws[0]
@@ -241,17 +259,15 @@ class CAMMethod:
                     output = self.run_model(x)
             finally:
                 torch.set_grad_enabled(True)
-        self._token_reshape = None
-        if self.reshape is None and self.takes_reshape:  # a vision transformer's (B, N, C) tokens
-            tokens = next((a for a in capture.activations if a is not None and a.dim() == 3), None)
-            if tokens is not None:
-                self._token_reshape = token_reshape(self.model, tokens, x.shape[-2:])
-        return Pass(x, output, capture.checked(x.shape[-2:], self.reshape or self._token_reshape))
+        activations = capture.checked()
+        self._readers = [layer_reader(name, act, x.shape[2:], self.model, self.reshape)
+                         for (name, _), act in zip(self._layers or [], activations)]
+        return Pass(x, output, activations)
 
-    def as_map(self, tensor: torch.Tensor) -> torch.Tensor:
-        """A captured activation (or its gradient) as the (B, C, h, w) map the method combines."""
-        reshape = self.reshape or self._token_reshape
-        return tensor if reshape is None else reshape(tensor)
+    def as_map(self, tensor: torch.Tensor, index: int = 0) -> torch.Tensor:
+        """Layer ``index``'s captured activation (or its gradient) as the (B, C, *spatial) map the method
+        combines."""
+        return self._readers[index](tensor)
 
     def autocast(self, device: torch.device):
         """The context every forward pass of the model runs in for ``precision`` (:mod:`..precision`)."""
@@ -259,7 +275,15 @@ class CAMMethod:
 
     def run_model(self, x: torch.Tensor) -> Any:
         """The model's forward pass (a method may run it another way that gives the same output)."""
-        return self.model(x)
+        return self.model(x, *self._forward_args, **self._forward_kwargs)
+
+    def run_rows(self, x: torch.Tensor, rows: torch.Tensor) -> Any:
+        """The model on ``x``, copies of samples ``rows`` of this call's input: a multi-input model's
+        other inputs are taken for the same samples (every tensor whose first axis is the batch)."""
+        batch = self._batch
+        args = [per_sample(a, rows, batch) for a in self._forward_args]
+        kwargs = {k: per_sample(v, rows, batch) for k, v in self._forward_kwargs.items()}
+        return self.model(x, *args, **kwargs)
 
     def _gradient_maps(self, scores: torch.Tensor, activations, *, last: bool) -> list[torch.Tensor]:
         """Raw maps (B, h, w), one per layer, from the gradients of the (B,) target scores."""
@@ -267,10 +291,10 @@ class CAMMethod:
             raise LayerError(f"the target score does not depend on layer(s) {', '.join(self.layer_names)}")
         grads, scale = self._gradients(scores, activations, last=last)
         maps = []
-        for (name, _), act, grad in zip(self._layers, activations, grads):
+        for i, ((name, _), act, grad) in enumerate(zip(self._layers, activations, grads)):
             if grad is None:
                 raise LayerError(f"the target score does not depend on layer {name!r}")
-            maps.append(self.combine(self.as_map(act.detach()).float(), self.as_map(grad).float() / scale))
+            maps.append(self.combine(self.as_map(act.detach(), i).float(), self.as_map(grad, i).float() / scale))
         return maps
 
     def _gradients(self, scores: torch.Tensor, inputs, *, last: bool) -> tuple[tuple, float]:
@@ -286,6 +310,18 @@ class CAMMethod:
             if not retry or all(g is None or torch.isfinite(g).all() for g in grads):
                 return grads, scale
             scale /= 2.0**8
+
+
+def per_sample(value: Any, rows: torch.Tensor, batch: int) -> Any:
+    """``value`` for samples ``rows``: a tensor whose first axis is the batch is indexed, tuples, lists
+    and dicts are looked into, anything else is shared by every sample."""
+    if isinstance(value, torch.Tensor):
+        return value[rows.to(value.device)] if value.dim() > 0 and value.shape[0] == batch else value
+    if isinstance(value, (tuple, list)):
+        return type(value)(per_sample(v, rows, batch) for v in value)
+    if isinstance(value, dict):
+        return {k: per_sample(v, rows, batch) for k, v in value.items()}
+    return value
 
 
 def _same(m: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from gradcam.errors import LayerError, TargetError
+from gradcam.engine import functional as Fn
 from gradcam.engine.capture import temporary_hooks
 from gradcam.engine.layers import probe_input
 from gradcam.engine.targets import extract_logits
@@ -27,7 +28,6 @@ class CAM(CAMMethod):
     uses_gradients = False
     single_layer = True
     needs_linear_head = True
-    takes_reshape = False  # the classifier's rows weigh the layer's own channels
 
     def unsuitable(self, x: torch.Tensor | None = None) -> str:
         x = probe_input(self.model) if x is None else x
@@ -36,7 +36,8 @@ class CAM(CAMMethod):
             return why
         with torch.enable_grad():
             run = self.forward(x)
-        mismatch = _head_mismatch(run.extra["linear"], run.activations[0].float(), extract_logits(run.output))
+        mismatch = _head_mismatch(run.extra["linear"], self.as_map(run.activations[0]).float(),
+                                  extract_logits(run.output))
         return f"CAM needs global average pooling + one linear layer after {self.layer_names[0]!r}: {mismatch}" \
             if mismatch else ""
 
@@ -53,9 +54,9 @@ class CAM(CAMMethod):
             raise TargetError("CAM needs a class index: a callable target has no row in the classifier")
         if len(run.activations) != 1:
             raise LayerError("CAM explains the one layer that feeds the global average pooling; give one layer")
-        acts = run.activations[0].float()
+        acts = self.as_map(run.activations[0]).float()
         weight = self._classifier_weight(run, acts)
-        return [[torch.einsum("bk,bkhw->bhw", weight[t.classes], acts)] for t in targets]
+        return [[Fn.weighted_sum(weight[t.classes], acts)] for t in targets]
 
     def _classifier_weight(self, run: Pass, acts: torch.Tensor) -> torch.Tensor:
         linear = run.extra["linear"]
@@ -78,7 +79,7 @@ def _head_mismatch(linear, acts: torch.Tensor, logits) -> str:
         return f"its last linear layer takes {linear.in_features} features, the layer has {acts.shape[1]} channels"
     if tuple(logits.shape) != (acts.shape[0], linear.out_features):
         return "the model's output is not the last linear layer's output"
-    expected = torch.nn.functional.linear(acts.mean(dim=(2, 3)), linear.weight.float(),
+    expected = torch.nn.functional.linear(acts.mean(dim=Fn.spatial_axes(acts)), linear.weight.float(),
                                           None if linear.bias is None else linear.bias.float())
     scale = expected.abs().max().clamp_min(1e-6)
     if not torch.allclose(logits.detach().float(), expected, rtol=1e-3, atol=1e-3 * float(scale)):

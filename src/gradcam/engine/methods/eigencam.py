@@ -24,18 +24,18 @@ class EigenCAM(CAMMethod):
     class_free = True
 
     def raw_maps(self, run: Pass, targets: list[Target]) -> list[list[torch.Tensor]]:
-        maps = [Fn.relu(principal_projection(self.as_map(acts).float())) for acts in run.activations]
+        maps = [Fn.relu(principal_projection(self.as_map(acts, i).float())) for i, acts in enumerate(run.activations)]
         return [maps for _ in targets]
 
 
 def principal_projection(activations: torch.Tensor) -> torch.Tensor:
-    """(B, K, h, w) -> (B, h, w): the centred activations projected on their first right singular vector."""
-    b, k, h, w = activations.shape
-    matrix = activations.reshape(b, k, h * w).transpose(1, 2)  # (B, hw, K)
+    """(B, K, *spatial) -> (B, *spatial): the centred activations projected on their first right singular vector."""
+    b, k = activations.shape[:2]
+    matrix = activations.reshape(b, k, -1).transpose(1, 2)  # (B, positions, K)
     centred = matrix - matrix.mean(dim=1, keepdim=True)
     _, _, vh = torch.linalg.svd(centred, full_matrices=False)
     projection = torch.einsum("bpk,bk->bp", centred, vh[:, 0])
     total = matrix.sum(dim=2)
     sign = torch.sign(((projection - projection.mean(1, keepdim=True)) * (total - total.mean(1, keepdim=True))).sum(1))
     sign = torch.where(sign == 0, torch.ones_like(sign), sign)
-    return (projection * sign[:, None]).reshape(b, h, w)
+    return (projection * sign[:, None]).reshape(b, *activations.shape[2:])

@@ -22,7 +22,7 @@ class GradCAMPlusPlus(CAMMethod):
 
     def combine(self, activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         g2, g3 = grads.pow(2), grads.pow(3)
-        denominator = 2 * g2 + activations.sum(dim=(2, 3), keepdim=True) * g3
+        denominator = 2 * g2 + activations.sum(dim=Fn.spatial_axes(activations), keepdim=True) * g3
         alpha = torch.where(denominator != 0, g2 / torch.where(denominator != 0, denominator, 1), 0)
-        weights = (alpha * grads.clamp_min(0)).sum(dim=(2, 3))
+        weights = (alpha * grads.clamp_min(0)).sum(dim=Fn.spatial_axes(grads))
         return Fn.relu(Fn.weighted_sum(weights, activations))

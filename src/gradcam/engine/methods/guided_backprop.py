@@ -66,7 +66,7 @@ class GuidedBackprop(CAMMethod):
             warnings.warn(f"{self.name}: {type(self.model).__name__} has no nn.ReLU or nn.ReLU6 module to guide "
                           f"({_activations(self.model)}): the map is the plain input gradient", stacklevel=4)
         with temporary_hooks((m, _guide) for m in guided), eval_mode(self.model), self.autocast(x.device):
-            output = self.model(x)
+            output = self.run_model(x)
         return Pass(x, output, [])
 
     def raw_maps(self, run: Pass, targets: list[Target]) -> list[list[torch.Tensor]]:

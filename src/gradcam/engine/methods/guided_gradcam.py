@@ -30,8 +30,9 @@ class GuidedGradCAM(GradCAM):
 
     def raw_maps(self, run: Pass, targets: list[Target]) -> list[list[torch.Tensor]]:
         cams = super().raw_maps(run, targets)
+        self._guided._forward_args, self._guided._forward_kwargs = self._forward_args, self._forward_kwargs
         guided = self._guided.raw_maps(self._guided.forward(run.x), targets)
-        size = run.x.shape[-2:]
+        size = run.x.shape[2:]
         return [[g[0] * Fn.fuse(cam, size, "none")[:, None]] for cam, g in zip(cams, guided)]
 
     finish = GuidedBackprop.finish  # (B, 3, H, W) maps

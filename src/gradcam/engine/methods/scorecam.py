@@ -36,21 +36,24 @@ class ScoreCAM(CAMMethod):
         self.max_channels = None if max_channels is None else int(max_channels)
 
     def raw_maps(self, run: Pass, targets: list[Target]) -> list[list[torch.Tensor]]:
-        per_layer = [self._layer_maps(run.x, self.as_map(acts).float(), targets) for acts in run.activations]
+        per_layer = [self._layer_maps(run.x, self.as_map(acts, i).float(), targets)
+                     for i, acts in enumerate(run.activations)]
         return [list(maps) for maps in zip(*per_layer)]
 
     def _layer_maps(self, x: torch.Tensor, acts: torch.Tensor, targets: list[Target]) -> list[torch.Tensor]:
-        b, k, h, w = acts.shape
+        b, k, *spatial = acts.shape
         n = k if self.max_channels is None else min(self.max_channels, k)
-        channels = acts.mean(dim=(2, 3)).topk(n, dim=1).indices if n < k else None
-        chosen = acts if channels is None else acts.gather(1, channels[:, :, None, None].expand(-1, -1, h, w))
+        channels = acts.mean(dim=Fn.spatial_axes(acts)).topk(n, dim=1).indices if n < k else None
+        chosen = acts if channels is None else \
+            acts.gather(1, channels.view(b, n, *[1] * len(spatial)).expand(-1, -1, *spatial))
         scores = self._masked_scores(x, chosen, targets)  # (T, B, n)
         return [Fn.relu(Fn.weighted_sum(s.softmax(dim=-1), chosen)) for s in scores]
 
     def _masked_scores(self, x: torch.Tensor, chosen: torch.Tensor, targets: list[Target]) -> torch.Tensor:
         """(T, B, n) scores f^c(X ∘ H^k). Channels whose min-max scaled maps are identical (all the
         constant ones, and e.g. every channel active at one same position) give identical masks:
-        each distinct mask is scored once. Masked batches run channels-last (faster on CPUs)."""
+        each distinct mask is scored once. Masked images and volumes run channels-last (faster on CPUs)."""
+        layout = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.dim())
         b, n = chosen.shape[:2]
         scores = torch.empty(len(targets), b, n, device=x.device)
         groups = [_distinct_maps(chosen[i]) for i in range(b)]
@@ -64,10 +67,12 @@ class ScoreCAM(CAMMethod):
                     distinct = torch.empty(len(targets), len(first), device=x.device)
                     for start in range(0, len(first), self.batch_size):
                         channels = first[start : start + self.batch_size]
-                        masks = Fn.normalize(Fn.upsample(chosen[i, channels], x.shape[-2:]), "minmax")
-                        masked = (x[i] * masks[:, None].to(x.dtype)).contiguous(memory_format=torch.channels_last)
-                        output = self.model(masked)
+                        masks = Fn.normalize(Fn.upsample(chosen[i, channels], x.shape[2:]), "minmax")
+                        masked = x[i] * masks[:, None].to(x.dtype)
+                        if layout is not None:
+                            masked = masked.contiguous(memory_format=layout)
                         rows = torch.full((len(channels),), i, dtype=torch.long, device=x.device)
+                        output = self.run_rows(masked, rows)
                         for t, target in enumerate(targets):
                             distinct[t, start : start + len(channels)] = target.scores(output, rows).float()
                         bar.update(len(channels))

@@ -18,7 +18,8 @@ class XGradCAM(CAMMethod):
     """
 
     def combine(self, activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-        total = activations.sum(dim=(2, 3))
-        weighted = (activations * grads).sum(dim=(2, 3))
+        axes = Fn.spatial_axes(activations)
+        total = activations.sum(dim=axes)
+        weighted = (activations * grads).sum(dim=axes)
         weights = torch.where(total != 0, weighted / torch.where(total != 0, total, 1), 0)
         return Fn.relu(Fn.weighted_sum(weights, activations))
