@@ -248,3 +248,51 @@ def test_preprocess_whole_image_and_normalisation():
     assert pre.batch([white, white.convert("L")]).shape == (2, 3, 32, 32)
     with pytest.raises(ValueError, match="interpolation"):
         Preprocess(interpolation="cubic-ish")
+
+
+# ----------------------------------------------------------------------------- transformers and video models
+
+
+@pytest.mark.parametrize("name, layer, raw", [
+    ("vit_b_16", "encoder.layers.encoder_layer_11.ln_1", (1, 14, 14)),
+    ("swin_t", "permute", (1, 7, 7)),
+    ("timm/deit_tiny_distilled_patch16_224", "blocks.11.norm1", (1, 14, 14)),
+    ("timm/swin_tiny_patch4_window7_224", "norm", (1, 7, 7)),
+])
+def test_transformer_names_load_with_their_preprocessing_and_are_explained(name, layer, raw):
+    import gradcam
+
+    bundle = load_model(name, pretrained=False)
+    assert isinstance(bundle.preprocess, Preprocess) and bundle.preprocess.size == 224
+    assert bundle.labels is not None and len(bundle.labels) == 1000
+    out = gradcam.GradCAM(bundle)(bundle.probe())
+    assert out.layers == [layer] and out.raw.shape == raw
+
+
+def test_video_names_take_clips_with_kinetics_labels():
+    import gradcam
+    from gradcam.models.bundle import ClipPreprocess
+
+    assert {"r3d_18", "mc3_18", "r2plus1d_18"} <= set(list_models())
+    bundle = load_model("r3d_18", pretrained=False)
+    weights = torchvision.models.video.R3D_18_Weights.DEFAULT
+    assert bundle.takes_clips and bundle.preprocess == ClipPreprocess(
+        frames=16, size=112, mean=tuple(weights.transforms().mean), std=tuple(weights.transforms().std))
+    assert bundle.labels == list(weights.meta["categories"]) and len(bundle.labels) == 400
+    out = gradcam.GradCAM(bundle)(bundle.probe())
+    assert bundle.probe().shape == (1, 3, 16, 112, 112) and out.maps.shape == (1, 16, 112, 112)
+
+
+def test_clip_preprocess_samples_frames_over_the_whole_clip():
+    from gradcam.models.bundle import ClipPreprocess
+
+    clip = np.zeros((31, 20, 30, 3), np.uint8)
+    clip[:, :, :, 0] = np.arange(31)[:, None, None] * 8  # each frame's red value tells its index
+    prep = ClipPreprocess(frames=4, size=8, mean=(0, 0, 0), std=(1, 1, 1))
+    x = prep(clip)
+    assert x.shape == (3, 4, 8, 8)
+    assert list(prep.indices(31)) == [0, 10, 20, 30]
+    assert np.allclose(x[0, :, 0, 0].numpy() * 255, [0, 80, 160, 240], atol=0.5)
+    assert list(prep.indices(2)) == [0, 0, 1, 1]  # a short video repeats frames
+    with pytest.raises(Exception, match=r"\(T, H, W, 3\)"):
+        prep(np.zeros((4, 8, 8)))

@@ -38,8 +38,9 @@ class LayerInfo:
 
     @property
     def tokens(self) -> bool:
-        """A (B, N, C) sequence of an image, as transformer blocks give."""
-        return len(self.shape) == 3 and self.shape[1] > 1 and len(self.input_size or (0, 0)) == 2
+        """A (B, N, C) sequence of an image or clip, as transformer blocks give (for a signal, a (B, C, l)
+        output is a map)."""
+        return len(self.shape) == 3 and self.shape[1] > 1 and len(self.input_size or (0, 0)) >= 2
 
     @property
     def spatial(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+import re
 import socket
 import urllib.parse
 import urllib.request
@@ -15,7 +16,7 @@ import torchvision
 from torch import nn
 
 from gradcam.errors import ModelError, suggest
-from gradcam.models.bundle import ModelBundle, Preprocess
+from gradcam.models.bundle import ClipPreprocess, ModelBundle, Preprocess
 from gradcam.models.checkpoint import is_checkpoint, load_checkpoint
 from gradcam.models.weights import load_state, num_outputs, read_state_dict, short_error
 
@@ -26,7 +27,8 @@ _HINT = "pass a local file with weights=PATH / --weights PATH"
 
 
 def list_models() -> list[str]:
-    """Names load_model accepts: the bundled 'efficientnet_lite0' first, then torchvision classifiers.
+    """Names load_model accepts: the bundled 'efficientnet_lite0' first, then torchvision classifiers
+    (vit_b_16, swin_t, …) and video classifiers (r3d_18, mc3_18, r2plus1d_18, …).
 
     Any timm model also works as 'timm/<name>' (see timm.list_models()).
     """
@@ -84,8 +86,18 @@ def load_model(
     model.eval()
     if device is not None:
         model.to(device)
-    labels = imagenet_labels() if num_outputs(model) == 1000 else None
+    labels = _labels(name, num_outputs(model))
     return ModelBundle(module=model, preprocess=preprocess, labels=labels, name=name)
+
+
+def _labels(name: str, outputs: int | None) -> list[str] | None:
+    """ImageNet's class names for 1000 outputs; a torchvision model's own categories (Kinetics-400 for
+    the video models) when their number fits; else None."""
+    if name in _torchvision_names():
+        categories = torchvision.models.get_model_weights(name).DEFAULT.meta.get("categories")
+        if categories and len(categories) == outputs:
+            return list(categories)
+    return imagenet_labels() if outputs == 1000 else None
 
 
 # ----------------------------------------------------------------------------- bundled model
@@ -131,15 +143,25 @@ def _rename_lite0(state: dict) -> dict:
 
 @functools.lru_cache(maxsize=1)
 def _torchvision_names() -> tuple[str, ...]:
-    return tuple(torchvision.models.list_models(module=torchvision.models))
+    return (*torchvision.models.list_models(module=torchvision.models),
+            *torchvision.models.list_models(module=torchvision.models.video))
+
+
+def _torchvision_preprocess(name: str, weights) -> Preprocess | ClipPreprocess:
+    """The preprocessing of a torchvision model's default weights: the crop size as the input size (the
+    whole image or frame resized to it), their mean and std; a video model's clip length from its docs."""
+    t = weights.transforms()
+    if name in torchvision.models.list_models(module=torchvision.models.video):
+        found = re.search(r"clip_len=(\d+)", weights.meta.get("_docs", ""))
+        return ClipPreprocess(frames=int(found.group(1)) if found else 16, size=t.crop_size[0], mean=tuple(t.mean),
+                              std=tuple(t.std), interpolation=t.interpolation.value)
+    return Preprocess(size=t.crop_size[0], mean=tuple(t.mean), std=tuple(t.std), interpolation=t.interpolation.value)
 
 
 def _torchvision_model(name: str, download: bool):
-    """(model, rebuild(num_classes), preprocess) for a torchvision classifier."""
+    """(model, rebuild(num_classes), preprocess) for a torchvision image or video classifier."""
     enum = torchvision.models.get_model_weights(name)
-    t = enum.DEFAULT.transforms()
-    preprocess = Preprocess(size=t.crop_size[0], mean=tuple(t.mean), std=tuple(t.std),
-                            interpolation=t.interpolation.value)
+    preprocess = _torchvision_preprocess(name, enum.DEFAULT)
     # Without weights, build the same architecture the pretrained weights expect.
     kwargs = {"image_size": preprocess.size} if name.startswith("vit_") else {}
     if name in ("googlenet", "inception_v3"):
