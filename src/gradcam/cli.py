@@ -24,6 +24,7 @@ from gradcam.engine.precision import MEMORY_FORMATS, PRECISIONS
 from gradcam.engine.targets import class_spec
 from gradcam.render.files import PICTURE_FORMATS
 from gradcam.apps.sweep import sweep
+from gradcam.apps.media import explain_clip, explain_signal, explain_volume, media_kind
 
 EXAMPLES = """examples:
   gradcam explain cat.jpg                         # bundled EfficientNet-Lite0, predicted class
@@ -224,6 +225,9 @@ def fail(exc: BaseException | str, debug: bool, status: int, kind: str = "") -> 
 def cmd_explain(args) -> int:
     layer = parse_layers(args.layer)
     target = class_spec(args.target)
+    kind = media_kind(args.images, bundle_on_device(args.model, args.weights, args.device)[0])
+    if kind is not None:
+        return explain_media(args, kind, layer, target)
     methods = [args.method]
     if args.method == "all":  # every method that applies to this model; say why the others do not
         bundle, _ = bundle_on_device(args.model, args.weights, args.device)
@@ -269,6 +273,27 @@ def cmd_explain(args) -> int:
               f"({summary.images_per_second:.1f} images/s)"
               + (f"; manifest {summary.manifest}" if summary.manifest else ""), file=sys.stderr)
     return FAILED if summary.failed else OK
+
+
+def explain_media(args, kind: str, layer, target) -> int:
+    """Each clip (a video file or a folder of frames), volume or signal explained: an overlay video and
+    key frames, slice pictures, or a signal plot, and the map; one that fails is reported, the rest go on."""
+    bundle, _ = bundle_on_device(args.model, args.weights, args.device)
+    explain = {"clip": explain_clip, "volume": explain_volume, "signal": explain_signal}[kind]
+    failed = 0
+    for item in args.images:
+        try:
+            result = explain(item, model=bundle, method=args.method, layer=layer, target=target,
+                             colormap=args.colormap, alpha=args.alpha)
+            written = result.save(args.out, format=args.format)
+        except ImageError as exc:
+            failed += 1
+            print(f"error: {exc}", file=sys.stderr)
+            continue
+        if not args.quiet:
+            print(f"{item}: {result.label} ({result.probability:.1%}), layer {result.layer} -> "
+                  + ", ".join(str(p) for p in list(written.values())[:3]) + (" …" if len(written) > 3 else ""))
+    return FAILED if failed else OK
 
 
 def cmd_compare(args) -> int:

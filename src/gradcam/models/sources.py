@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import os
 import re
 import socket
@@ -56,7 +57,9 @@ def load_model(
     weights (``pretrained=False``) and return it in eval mode with its preprocessing and labels.
 
     ``name``: 'efficientnet_lite0' (bundled, no download), a torchvision classifier ('resnet50'),
-    'timm/<name>', or the folder of a model trained by ``gradcam train``. A local file whose classifier has N outputs gives an N-class model (labels None).
+    'timm/<name>', the folder of a model trained by ``gradcam train``, or your own network's class or
+    function as 'my_models.py:Net3D' / 'package.module:build' (called with no arguments; random weights
+    unless ``weights=``). A local file whose classifier has N outputs gives an N-class model (labels None).
     """
     if weights is None and is_checkpoint(name):  # a folder written by `gradcam train`
         return load_checkpoint(name, device=device)
@@ -67,6 +70,9 @@ def load_model(
     if name == BUNDLED:
         build = lambda n=None: _timm_create("tf_efficientnet_lite0", n)  # noqa: E731
         model, preprocess = build(), _LITE0_PREPROCESS
+    elif is_factory(name):
+        build = lambda n=None: _from_factory(name)  # noqa: E731
+        model, preprocess = build(), Preprocess()
     elif name.startswith("timm/"):
         model, build, preprocess = _timm_model(name[5:], download)
     elif name in _torchvision_names():
@@ -98,6 +104,42 @@ def _labels(name: str, outputs: int | None) -> list[str] | None:
         if categories and len(categories) == outputs:
             return list(categories)
     return imagenet_labels() if outputs == 1000 else None
+
+
+# ----------------------------------------------------------------------------- your own code
+
+
+def is_factory(name: str) -> bool:
+    """Whether ``name`` names your own model's class or function: ``my_models.py:Net3D`` or
+    ``package.module:build``."""
+    module, sep, attr = str(name).rpartition(":")
+    return bool(sep and module and attr.isidentifier() and (module.endswith(".py") or
+                                                            all(p.isidentifier() for p in module.split("."))))
+
+
+def _from_factory(name: str) -> nn.Module:
+    """``file.py:Name`` or ``package.module:Name`` called with no arguments: your own network (then
+    ``weights=`` loads its state dict). The file's code runs, as ``python file.py`` would run it."""
+    module_name, _, attr = name.rpartition(":")
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name)
+            if not path.is_file():
+                raise ModelError(f"model file not found: {module_name}")
+            spec = importlib.util.spec_from_file_location(f"gradcam_user_model_{path.stem}", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+        factory = getattr(module, attr)
+    except ModelError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the user's code: any failure in one line
+        raise ModelError(f"could not load {name!r} ({short_error(e)})") from None
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"{name!r} returned a {type(model).__name__}, not a torch.nn.Module")
+    return model
 
 
 # ----------------------------------------------------------------------------- bundled model

@@ -98,7 +98,7 @@ def figure(
     if hm.ndim == 2:
         fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.04)
     fig.suptitle(title)
-    return _render(fig)
+    return render_figure(fig)
 
 
 def grid(
@@ -135,7 +135,7 @@ def grid(
                     ax.set_title(titles[i][j], fontsize=10)
     if title:
         fig.suptitle(title)
-    return _render(fig)
+    return render_figure(fig)
 
 
 def wrapped_grid(panels: Sequence[Image.Image], titles: Sequence[str], *, columns: int = 4,
@@ -150,7 +150,9 @@ def wrapped_grid(panels: Sequence[Image.Image], titles: Sequence[str], *, column
 # --------------------------------------------------------------------------- helpers
 
 
-def _render(fig: Figure) -> Image.Image:
+def render_figure(fig: Figure) -> Image.Image:
+    """A matplotlib figure drawn (Agg, no pyplot) as an RGB image."""
+    FigureCanvasAgg(fig)
     canvas = fig.canvas
     canvas.draw()
     rgba = np.asarray(canvas.buffer_rgba())
