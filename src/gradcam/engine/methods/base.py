@@ -173,6 +173,9 @@ class CAMMethod:
         if not x.is_floating_point():
             raise OptionError(f"input must be a floating-point tensor, got {x.dtype}; preprocess it first "
                               "(e.g. x.float() / 255, then the model's normalisation)")
+        if self.augment and getattr(targets, "spatial", False):
+            raise OptionError(f"augment=True flips the input, and a {type(targets).__name__} target scores pixels "
+                              "where they are; use smooth= instead")
         if top_k is not None and (top_k < 1 or targets is not None):
             raise OptionError("top_k must be >= 1 and cannot be combined with targets")
         if not isinstance(forward_args, (tuple, list)) or not isinstance(forward_kwargs or {}, dict):
@@ -202,6 +205,8 @@ class CAMMethod:
         logits = extract_logits(run.output).detach()
         self._check_pass(run, logits)
         classes, fn = parse_targets(targets, logits, self.labels, top_k, x.shape[0])
+        if fn is not None and hasattr(fn, "bind"):  # a named target fixes what it takes from this output
+            fn = fn.bind(run.output)
         columns = classes.unbind(1) if classes.dim() == 2 else [classes]
         raws = self.raw_maps(run, [Target(c, fn, run.output) for c in columns])
         return classes, fn, logits, raws

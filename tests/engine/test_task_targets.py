@@ -1,0 +1,154 @@
+"""Named targets for other tasks against their formulas, and segmentation against pytorch-grad-cam."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import gradcam
+from gradcam import Binary, ClassRegion, Regression, Similarity
+
+from mapcheck import assert_minmax_close, assert_relative_close
+
+
+class Head(nn.Module):
+    """A conv feature map, pooled, then a linear head with ``outputs`` outputs."""
+
+    def __init__(self, outputs: int):
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1))
+        self.fc = nn.Linear(8, outputs)
+
+    def forward(self, x):
+        return self.fc(self.features(x).mean(dim=(2, 3)))
+
+
+def direct(model, layer, x, score):
+    """ReLU(Σ_k mean(∂s/∂A^k) A^k) for scores s = score(output) (B,), by a plain backward."""
+    store = {}
+    handle = layer.register_forward_hook(lambda m, i, o: store.__setitem__("a", o))
+    output = model(x)
+    handle.remove()
+    (grad,) = torch.autograd.grad(score(output).sum(), store["a"])
+    return torch.relu((grad.mean(dim=(2, 3), keepdim=True) * store["a"]).sum(1)).detach()
+
+
+X = torch.randn(3, 3, 10, 10, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("positive", [True, False])
+def test_binary_maps_explain_plus_or_minus_the_logit_whatever_its_sign(positive):
+    model = Head(1).eval()
+    with torch.no_grad():
+        model.fc.bias -= model(X)[:, 0].median()  # so that the batch holds both signs
+        logits = model(X)[:, 0]
+    assert (logits > 0).any() and (logits < 0).any()  # both signs are in the batch
+    out = gradcam.GradCAM(model, "features")(X, targets=Binary(positive), normalize="none")
+    sign = 1.0 if positive else -1.0
+    expected = direct(model, model.features, X, lambda o: sign * o[:, 0])
+    assert_relative_close(out.raw, expected, 1e-5)
+    other = gradcam.GradCAM(model, "features")(X, targets=Binary(not positive), normalize="none")
+    assert not torch.allclose(out.raw, other.raw)  # the two classes' maps differ
+
+
+def test_regression_and_its_negative():
+    model = Head(2).eval()
+    for target, score in ((Regression(1), lambda o: o[:, 1]), (Regression(1, negative=True), lambda o: -o[:, 1])):
+        out = gradcam.GradCAM(model, "features")(X, targets=target, normalize="none")
+        assert_relative_close(out.raw, direct(model, model.features, X, score), 1e-5)
+    with pytest.raises(gradcam.TargetError, match="index 2 for a model with 2 outputs"):
+        gradcam.GradCAM(model, "features")(X, targets=Regression(2))
+
+
+def test_similarity_to_a_reference_embedding():
+    model = Head(5).eval()
+    reference = torch.randn(5, generator=torch.Generator().manual_seed(2))
+    out = gradcam.GradCAM(model, "features")(X, targets=Similarity(reference), normalize="none")
+    expected = direct(model, model.features, X,
+                      lambda o: nn.functional.cosine_similarity(o, reference[None].expand_as(o), dim=1))
+    assert_relative_close(out.raw, expected, 1e-5)
+    with pytest.raises(gradcam.TargetError, match="reference of shape"):
+        gradcam.GradCAM(model, "features")(X, targets=Similarity(torch.randn(4)))
+
+
+class Segmenter(nn.Module):
+    def __init__(self, classes: int):
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU())
+        self.classifier = nn.Conv2d(6, classes, 1)
+
+    def forward(self, x):
+        return {"out": self.classifier(self.features(x))}
+
+
+def test_class_region_sums_the_class_over_its_predicted_pixels():
+    model = Segmenter(3).eval()
+    with torch.no_grad():
+        predicted = model(X)["out"].argmax(1)
+    out = gradcam.GradCAM(model, "features")(X, targets=ClassRegion(2), normalize="none")
+    expected = direct(model, model.features, X, lambda o: (o["out"][:, 2] * (predicted == 2)).sum(dim=(1, 2)))
+    assert_relative_close(out.raw, expected, 1e-5)
+    mask = torch.zeros(10, 10)
+    mask[2:5, 3:7] = 1
+    given = gradcam.GradCAM(model, "features")(X, targets=ClassRegion(0, mask), normalize="none")
+    assert_relative_close(given.raw, direct(model, model.features, X, lambda o: (o["out"][:, 0] * mask).sum((1, 2))), 1e-5)
+
+
+def test_binary_segmentation_with_one_sigmoid_channel():
+    model = Segmenter(1).eval()
+    with torch.no_grad():
+        logit = model(X)["out"][:, 0]
+    assert (logit > 0).any() and (logit <= 0).any()
+    for cls, score in ((1, lambda o: (o["out"][:, 0] * (logit > 0)).sum((1, 2))),
+                       (0, lambda o: (-o["out"][:, 0] * (logit <= 0)).sum((1, 2)))):
+        out = gradcam.GradCAM(model, "features")(X, targets=ClassRegion(cls), normalize="none")
+        assert_relative_close(out.raw, direct(model, model.features, X, score), 1e-5)
+
+
+def test_score_cam_keeps_the_clean_inputs_mask_and_augment_is_refused():
+    """The masked copies are scored over the pixels the clean input predicted: the same maps as that mask given."""
+    model = Segmenter(3).eval()
+    with torch.no_grad():
+        predicted = model(X[:1])["out"].argmax(1)
+    cam = gradcam.create_method("scorecam", model, "features")
+    bound = cam(X[:1], targets=ClassRegion(1), normalize="none")
+    given = cam(X[:1], targets=ClassRegion(1, predicted == 1), normalize="none")
+    assert torch.allclose(bound.raw, given.raw)
+    with pytest.raises(gradcam.OptionError, match="augment=True flips the input"):
+        gradcam.GradCAM(model, "features", augment=True)(X, targets=ClassRegion(1))
+
+
+@pytest.mark.parametrize("name, layer", [("fcn_resnet50", "backbone.layer4"),
+                                         ("deeplabv3_mobilenet_v3_large", "backbone.16")])
+def test_class_region_equals_pytorch_grad_cams_segmentation_target(name, layer):
+    pgc = pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, weights=None, weights_backbone=None, num_classes=5,
+                                         aux_loss=False).eval()
+    x = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        scores = model(x)["out"]
+    cls = int(scores.argmax(1).flatten().mode().values)  # the class with the most pixels
+    mask = (scores.argmax(1)[0] == cls).float().numpy()
+    ours = gradcam.GradCAM(model, layer)(x, targets=ClassRegion(cls), normalize="none")
+
+    class Out(nn.Module):  # pytorch-grad-cam's tutorial wrapper: the "out" tensor of the dict
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return self.model(x)["out"]
+
+    wrapped = Out(model)
+    with pgc.GradCAM(model=wrapped, target_layers=[wrapped.model.get_submodule(layer)]) as cam:
+        ref = torch.from_numpy(cam(input_tensor=x, targets=[SemanticSegmentationTarget(cls, mask)]))
+    assert mask.sum() > 0
+    assert_minmax_close(ours.maps, ref, 2e-3)
