@@ -10,7 +10,7 @@ from torch import nn
 import gradcam
 from gradcam import Binary, ClassRegion, Regression, Similarity
 
-from mapcheck import assert_minmax_close, assert_relative_close
+from mapcheck import assert_minmax_close, assert_relative_close, minmax
 
 
 class Head(nn.Module):
@@ -152,3 +152,37 @@ def test_class_region_equals_pytorch_grad_cams_segmentation_target(name, layer):
         ref = torch.from_numpy(cam(input_tensor=x, targets=[SemanticSegmentationTarget(cls, mask)]))
     assert mask.sum() > 0
     assert_minmax_close(ours.maps, ref, 2e-3)
+
+
+@pytest.fixture(scope="module")
+def detector():
+    """A seeded Faster R-CNN that finds boxes with random weights (score threshold 0), at 128 px."""
+    import torchvision
+
+    torch.manual_seed(0)
+    return torchvision.models.detection.fasterrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None, num_classes=5, min_size=128, max_size=128, box_score_thresh=0.0).eval()
+
+
+def test_box_maps_equal_pytorch_grad_cams_box_score_target_and_differ_per_object(detector):
+    pgc = pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam.utils.model_targets import FasterRCNNBoxScoreTarget
+    from gradcam import Box, detected_boxes
+
+    x = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        output = detector(x)
+    boxes = detected_boxes(output, min_score=0.0)
+    first = boxes[0]
+    second = next(b for b in boxes[1:] if torch.ops.torchvision.nms(
+        torch.tensor([first.box, b.box]), torch.tensor([1.0, 0.5]), 0.3).numel() == 2)  # another object
+    layer = "backbone.body.layer3"
+    cam = gradcam.GradCAM(detector, layer)
+    maps = [cam(x, targets=b, normalize="none") for b in (first, second)]
+    with pgc.GradCAM(model=detector, target_layers=[detector.get_submodule(layer)]) as ref_cam:
+        ref = torch.from_numpy(ref_cam(input_tensor=x, targets=[FasterRCNNBoxScoreTarget(
+            labels=[first.label], bounding_boxes=[np.array(first.box)])]))
+    assert_minmax_close(maps[0].maps, ref, 2e-3)
+    assert (minmax(maps[0].maps) - minmax(maps[1].maps)).abs().max() > 0.05  # one map per object (rounding: ~1e-6)
+    with pytest.raises(gradcam.TargetError, match="no detection of label"):
+        cam(x, targets=Box([0, 0, 2, 2], first.label))

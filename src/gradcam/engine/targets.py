@@ -312,3 +312,43 @@ class Similarity(TaskTarget):
             raise TargetError(f"Similarity: a reference of shape {tuple(reference.shape)} for embeddings of shape "
                               f"{tuple(embedding.shape)}; give (D,) or (B, D)")
         return torch.nn.functional.cosine_similarity(embedding, reference.expand_as(embedding), dim=1)
+
+
+@dataclass(frozen=True)
+class Box(TaskTarget):
+    """Object detection, one map per object: the detection that best overlaps ``box`` [x0, y0, x1, y1]
+    (in the input's pixels) and has ``label`` scores IoU + its class score, as pytorch-grad-cam's
+    ``FasterRCNNBoxScoreTarget`` does (the IoU carries the box regression's gradient, the score the
+    classifier's). The output is torchvision's detector output, one dict of "boxes", "labels", "scores"
+    per image. An image with no detection of that label at IoU > ``iou`` is an error, never an empty map."""
+
+    box: Any
+    label: int
+    iou: float = 0.5
+
+    def __call__(self, output: Any) -> torch.Tensor:
+        if not isinstance(output, (list, tuple)) or not all(isinstance(o, dict) and "boxes" in o for o in output):
+            raise TargetError("Box needs a detector's output: one dict of boxes, labels and scores per image "
+                              f"(torchvision's detectors), got {type(output).__name__}")
+        from torchvision.ops import box_iou  # here: the engine needs torchvision only for detection
+
+        scores = []
+        for index, found in enumerate(output):
+            boxes = found["boxes"]
+            box = torch.as_tensor(self.box, device=boxes.device, dtype=boxes.dtype).reshape(1, 4)
+            ious = box_iou(box, boxes)[0] if len(boxes) else boxes.new_zeros(0)
+            ious = torch.where(found["labels"] == self.label, ious, torch.zeros_like(ious))
+            best = int(ious.detach().argmax()) if len(ious) else -1
+            if best < 0 or float(ious[best].detach()) <= self.iou:
+                raise TargetError(f"Box: image {index} has no detection of label {self.label} overlapping "
+                                  f"{[round(float(v), 1) for v in box[0]]} with IoU > {self.iou}")
+            scores.append(ious[best] + found["scores"][best])
+        return torch.stack(scores)
+
+
+def detected_boxes(output: Any, min_score: float = 0.5, image: int = 0) -> list[Box]:
+    """One :class:`Box` target per object a detector found in image ``image`` with a score ≥ ``min_score``:
+    explain each with its own call to get one map per object."""
+    found = output[image]
+    keep = found["scores"].detach() >= min_score
+    return [Box(box.tolist(), int(label)) for box, label in zip(found["boxes"].detach()[keep], found["labels"][keep])]
