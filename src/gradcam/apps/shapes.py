@@ -61,3 +61,76 @@ def _clutter(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int) -> 
             draw.line(points, fill=colour, width=int(rng.integers(1, 4)))
         else:
             draw.polygon(points, fill=colour)
+
+
+VOLUME_CLASSES = ("cube", "sphere")
+SIGNAL_CLASSES = ("up", "down")
+
+
+def make_volumes(n: int = 200, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` noisy volumes (half cubes, half spheres, alternating), in memory: (volumes float32
+    (n, 1, size, size, size), labels int64 (n,) indexing :data:`VOLUME_CLASSES`, boxes int (n, 6)).
+
+    The known answer: ``boxes[i] = [z0, y0, x0, z1, y1, x1]`` is the object's tight bounding box,
+    half-open (voxels ``z0 <= z < z1`` …). Each volume: N(0, 0.3) noise, one bright object (a sphere of
+    radius r, or a cube of the same volume, r 12–20 % of ``size``, 0.8–1.2 bright) anywhere in it, and
+    2–3 distractor rods (1–2 voxels thick, 6–12 % … 40 % of ``size`` long, as bright) that may cross it.
+    """
+    if n < 2 or size < 16:
+        raise OptionError(f"make_volumes needs n >= 2 and size >= 16, got n={n}, size={size}")
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n, dtype=np.int64) % 2
+    radius = rng.uniform(0.12, 0.20, n) * size
+    half = np.where(labels == 0, np.round(radius * (np.pi / 6) ** (1 / 3)), np.floor(radius)).astype(int)
+    centre = (half[:, None] + rng.random((n, 3)) * (size - 2 * half[:, None] - 1)).astype(int)
+    boxes = np.concatenate([centre - half[:, None], centre + half[:, None] + 1], axis=1)
+    volumes = rng.normal(0, 0.3, (n, 1, size, size, size)).astype(np.float32)
+    grid = np.arange(size)
+    d = [np.abs(grid[None, :] - centre[:, a, None]) for a in range(3)]  # (n, size) per axis
+    z, y, x = d[0][:, :, None, None], d[1][:, None, :, None], d[2][:, None, None, :]
+    sphere = z ** 2 + y ** 2 + x ** 2 <= (radius ** 2)[:, None, None, None]
+    cube = np.maximum(np.maximum(z, y), x) <= half[:, None, None, None]
+    inside = np.where((labels == 0)[:, None, None, None], cube, sphere)
+    volumes[:, 0] += inside * rng.uniform(0.8, 1.2, n).astype(np.float32)[:, None, None, None]
+    for i in range(n):
+        for _ in range(int(rng.integers(2, 4))):
+            axis, length = int(rng.integers(0, 3)), int(rng.uniform(0.25, 0.4) * size)
+            extent = np.array([int(rng.integers(1, 3))] * 3)
+            extent[axis] = length
+            lo = rng.integers(0, size - extent + 1)
+            rod = tuple(slice(a, a + e) for a, e in zip(lo, extent))
+            volumes[i, 0][rod] += np.float32(rng.uniform(0.8, 1.2))
+    return volumes, labels, boxes
+
+
+def make_signals(n: int = 200, length: int = 256, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` noisy 1-D signals (half with a bump up, half with a bump down, alternating), in memory:
+    (signals float32 (n, 1, length), labels int64 (n,) indexing :data:`SIGNAL_CLASSES`, spans int (n, 2)).
+
+    The known answer: ``spans[i] = [start, stop]`` is the bump's extent, half-open (samples
+    ``start <= t < stop``): a Gaussian of σ a sixth of it, 6–12 % of ``length`` wide, 0.8–1.2 high (or
+    deep), anywhere. Around it: N(0, 0.25) noise on a slow random wave (0.3 high), and a distractor
+    that never overlaps the bump: a Hann-windowed sine burst (2–3 cycles, as wide, as high), which
+    goes up and down.
+    """
+    if n < 2 or length < 64:
+        raise OptionError(f"make_signals needs n >= 2 and length >= 64, got n={n}, length={length}")
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n, dtype=np.int64) % 2
+    t = np.arange(length)[None, :]
+    width = (rng.uniform(0.06, 0.12, n) * length).astype(int)
+    start = (rng.random(n) * (length - width + 1)).astype(int)
+    spans = np.stack([start, start + width], axis=1)
+    wave = 0.3 * np.sin(2 * np.pi * (t * rng.uniform(0.5, 2, (n, 1)) / length + rng.random((n, 1))))
+    signals = rng.normal(0, 0.25, (n, length)) + wave
+    height = rng.uniform(0.8, 1.2, (n, 1)) * np.where(labels == 0, 1, -1)[:, None]
+    centre, sigma = (start + (width - 1) / 2)[:, None], (width / 6)[:, None]
+    signals += height * np.exp(-0.5 * ((t - centre) / sigma) ** 2)
+    for i in range(n):
+        w = int(rng.uniform(0.06, 0.12) * length)
+        free = [s for s in range(length - w + 1) if s + w <= start[i] or s >= spans[i, 1]]
+        s = free[int(rng.integers(0, len(free)))]
+        u = np.arange(w) / (w - 1)
+        burst = np.sin(2 * np.pi * rng.uniform(2, 3) * u + rng.random() * 2 * np.pi) * np.sin(np.pi * u) ** 2
+        signals[i, s:s + w] += rng.uniform(0.8, 1.2) * burst
+    return signals[:, None].astype(np.float32), labels, spans

@@ -181,3 +181,41 @@ def evaluate(model: nn.Module, loader, device) -> float:
     return correct / max(seen, 1)
 
 
+
+
+def fit(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    epochs: int = 10,
+    lr: float = 3e-3,
+    batch_size: int = 32,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+) -> nn.Module:
+    """Train any classifier on tensors in memory (signals, volumes, clips, images): cross-entropy,
+    AdamW with a one-cycle schedule, shuffled by a seeded generator, ``augment(batch, generator)`` on each
+    batch if given. The caller's random state is left as it was. Returns the model in eval mode."""
+    if epochs < 1 or len(inputs) != len(labels) or len(inputs) == 0:
+        raise DataError(f"fit needs epochs >= 1 and as many labels as inputs, got {epochs}, {len(inputs)} "
+                        f"inputs and {len(labels)} labels")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        steps = epochs * -(-len(inputs) // batch_size)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
+        model.train()
+        for _ in range(epochs):
+            order = torch.randperm(len(inputs), generator=generator)
+            for start in range(0, len(inputs), batch_size):
+                rows = order[start:start + batch_size]
+                x = inputs[rows] if augment is None else augment(inputs[rows], generator)
+                loss = nn.functional.cross_entropy(model(x), labels[rows])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+    return model.eval()
