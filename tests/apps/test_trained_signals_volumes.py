@@ -10,19 +10,7 @@ from torch import nn
 
 import gradcam
 from gradcam.apps.shapes import make_signals, make_volumes
-from gradcam.apps.train import fit
-
-
-def small_net(dims: int, width: int = 16) -> nn.Module:
-    """Three convolutions (two max-pools), global average pooling, a linear head; seeded."""
-    conv = {1: nn.Conv1d, 3: nn.Conv3d}[dims]
-    pool = {1: nn.MaxPool1d, 3: nn.MaxPool3d}[dims]
-    gap = {1: nn.AdaptiveAvgPool1d, 3: nn.AdaptiveAvgPool3d}[dims]
-    torch.manual_seed(0)
-    return nn.Sequential(conv(1, width, 3, padding=1), nn.ReLU(), pool(2),
-                         conv(width, 2 * width, 3, padding=1), nn.ReLU(), pool(2),
-                         conv(2 * width, 2 * width, 3, padding=1), nn.ReLU(),
-                         gap(1), nn.Flatten(), nn.Linear(2 * width, 2))
+from gradcam.apps.train import fit, small_net
 
 
 def peaks(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
