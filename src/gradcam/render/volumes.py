@@ -11,23 +11,41 @@ from PIL import Image, ImageDraw
 from gradcam.errors import ImageError, VisualizeError
 from gradcam.render.pictures import overlay
 
+VOLUME_SUFFIXES = (".npy", ".nii", ".nii.gz")
+"""The volume files :func:`load_volume` reads."""
+
+GRID_SLICES = 16
+"""How many slices :func:`slice_grid` shows at most when not told: all of a volume up to this depth."""
+
 
 def load_volume(path: str | os.PathLike) -> np.ndarray:
     """A volume as float32 (D, H, W), or (C, D, H, W) with channels: ``.npy``, or NIfTI ``.nii`` /
-    ``.nii.gz`` (nibabel, the ``medical`` extra). NIfTI stores (X, Y, Z); it is returned as (Z, Y, X) =
-    (D, H, W), so that ``volume[d]`` is the axial slice d."""
+    ``.nii.gz`` (nibabel, the ``medical`` extra). NIfTI stores (X, Y, Z[, C]); it is returned as (Z, Y, X)
+    = (D, H, W) (or (C, Z, Y, X)), so that ``volume[d]`` is the axial slice d, rows along Y, columns
+    along X. The affine (voxel spacing, orientation) is not applied: the voxels come as stored."""
     name = os.fspath(path)
-    try:
-        if name.lower().endswith((".nii", ".nii.gz")):
-            data = _nibabel().load(name).get_fdata(dtype=np.float32)
-            data = data.transpose(2, 1, 0) if data.ndim == 3 else data.transpose(3, 2, 1, 0) if data.ndim == 4 else data
-        else:
+    if not name.lower().endswith(VOLUME_SUFFIXES):
+        raise ImageError(f"cannot read volume {name}: expected one of {', '.join(VOLUME_SUFFIXES)}")
+    if name.lower().endswith(".npy"):
+        try:
             data = np.load(name, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise ImageError(f"cannot read volume {name}: {exc}") from None
+        except (OSError, ValueError, EOFError) as exc:
+            raise ImageError(f"cannot read volume {name}: {exc}") from None
+    else:
+        data = _read_nifti(name)
     if data.ndim not in (3, 4) or not np.issubdtype(data.dtype, np.number):
         raise ImageError(f"volume {name} has shape {data.shape} ({data.dtype}); expected (D, H, W) or (C, D, H, W) numbers")
     return np.ascontiguousarray(data, dtype=np.float32)
+
+
+def _read_nifti(name: str) -> np.ndarray:
+    """A NIfTI file's voxels, its axes reversed: (X, Y, Z) -> (Z, Y, X), (X, Y, Z, C) -> (C, Z, Y, X)."""
+    nibabel = _nibabel()
+    try:
+        data = nibabel.load(name).get_fdata(dtype=np.float32)
+    except (OSError, ValueError, EOFError, nibabel.filebasedimages.ImageFileError) as exc:
+        raise ImageError(f"cannot read volume {name}: {exc}") from None
+    return data.transpose(2, 1, 0) if data.ndim == 3 else data.transpose(3, 2, 1, 0) if data.ndim == 4 else data
 
 
 def _nibabel():
@@ -40,24 +58,30 @@ def _nibabel():
 
 def slice_pictures(volume: np.ndarray, heatmap: np.ndarray, *, slices: int | None = None, colormap: str = "jet",
                    alpha: float = 0.5) -> list[tuple[int, Image.Image]]:
-    """(index, picture) of axial slices overlaid with their map: every slice, or ``slices`` evenly spaced
-    ones. The volume (a (C, D, H, W) one: its channels' mean) is scaled to grey over the whole volume,
-    so slices compare."""
+    """(index, picture) of axial slices ``volume[d]`` overlaid with ``heatmap[d]``: every slice, or
+    ``slices`` evenly spaced ones. The volume (a (C, D, H, W) one: the mean of its channels) is scaled to
+    grey by its minimum and maximum over the whole volume, so that slices compare."""
     grey = _grey(volume)
+    heatmap = np.asarray(heatmap)
     if heatmap.shape != grey.shape:
         raise VisualizeError(f"map of shape {heatmap.shape} for a volume of shape {grey.shape} (D, H, W)")
     depth = grey.shape[0]
-    indices = range(depth) if slices is None else np.unique(np.rint(np.linspace(0, depth - 1, min(slices, depth))).astype(int))
+    count = depth if slices is None else min(_positive(slices, "slices"), depth)
+    indices = np.unique(np.rint(np.linspace(0, depth - 1, count)).astype(int))
     return [(int(d), overlay(Image.fromarray(grey[d]), heatmap[d], colormap=colormap, alpha=alpha)) for d in indices]
 
 
-def slice_grid(volume: np.ndarray, heatmap: np.ndarray, *, slices: int | None = 16, columns: int | None = None,
+def slice_grid(volume: np.ndarray, heatmap: np.ndarray, *, columns: int | None = None, slices: int | None = None,
                colormap: str = "jet", alpha: float = 0.5, tile: int = 160) -> Image.Image:
-    """A grid of ``slices`` evenly spaced axial slices (all when None), each overlaid with its map, scaled
-    to ``tile`` pixels high and labelled "z=<index>"."""
-    pictures = slice_pictures(volume, heatmap, slices=slices, colormap=colormap, alpha=alpha)
-    columns = columns or math.ceil(math.sqrt(len(pictures)))
+    """A grid of ``slices`` evenly spaced axial slices (default: all, up to :data:`GRID_SLICES`), each
+    overlaid with its map (see :func:`slice_pictures`), scaled to ``tile`` pixels high, labelled
+    "z=<index>", ``columns`` per row (default: a near-square grid), 4 white pixels between."""
+    count = GRID_SLICES if slices is None else slices
+    pictures = slice_pictures(volume, heatmap, slices=count, colormap=colormap, alpha=alpha)
+    columns = math.ceil(math.sqrt(len(pictures))) if columns is None else _positive(columns, "columns")
+    columns = min(columns, len(pictures))
     rows = math.ceil(len(pictures) / columns)
+    tile = _positive(tile, "tile")
     h, w = pictures[0][1].height, pictures[0][1].width
     width = max(1, round(w * tile / h))
     grid = Image.new("RGB", (columns * (width + 4) - 4, rows * (tile + 4) - 4), "white")
@@ -72,8 +96,15 @@ def _grey(volume: np.ndarray) -> np.ndarray:
     """(D, H, W) uint8 of a (D, H, W) or (C, D, H, W) volume, min-max over the whole volume."""
     volume = np.asarray(volume, dtype=np.float32)
     volume = volume.mean(axis=0) if volume.ndim == 4 else volume
-    if volume.ndim != 3:
-        raise VisualizeError(f"a volume must be (D, H, W) or (C, D, H, W), got shape {volume.shape}")
+    if volume.ndim != 3 or volume.size == 0:
+        raise VisualizeError(f"a volume must be a non-empty (D, H, W) or (C, D, H, W) array, got shape {volume.shape}")
     lo, hi = float(volume.min()), float(volume.max())
     scaled = (volume - lo) / (hi - lo) if hi > lo else np.zeros_like(volume)
     return np.rint(scaled * 255).astype(np.uint8)
+
+
+def _positive(value: int, name: str) -> int:
+    """``value`` as an int >= 1, else an error naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise VisualizeError(f"{name} must be a whole number >= 1, got {value!r}")
+    return int(value)
