@@ -183,3 +183,23 @@ def test_non_square_token_grids_and_torchvision_vit():
     out = gradcam.GradCAM(vit)(torch.randn(1, 3, 224, 224))
     assert out.layers == ["encoder.layers.encoder_layer_11.ln_1"] and out.raw.shape == (1, 14, 14)
 
+
+
+def test_a_vit_that_pools_its_patch_tokens_is_explained_at_its_last_block():
+    """With global_pool="avg" the head reads every patch token of the last block: that block is the
+    layer, and its Grad-CAM is the direct formula on its tokens."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2, embed_dim=32,
+                              num_heads=2, num_classes=3, global_pool="avg", class_token=False).eval()
+    assert gradcam.auto_layer(model, torch.zeros(1, 3, 32, 32)) == "blocks.1"
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    out = gradcam.GradCAM(model)(x, normalize="none")
+    store = {}
+    handle = model.blocks[1].register_forward_hook(lambda m, i, o: store.__setitem__("a", o))
+    logits = model(x)
+    handle.remove()
+    (grad,) = torch.autograd.grad(logits.gather(1, logits.argmax(1, keepdim=True)).sum(), store["a"])
+    expected = torch.relu((grad.mean(1, keepdim=True) * store["a"]).sum(-1)).reshape(2, 4, 4)
+    from mapcheck import assert_relative_close
+    assert_relative_close(out.raw, expected.detach(), 1e-5)

@@ -186,3 +186,94 @@ def test_box_maps_equal_pytorch_grad_cams_box_score_target_and_differ_per_object
     assert (minmax(maps[0].maps) - minmax(maps[1].maps)).abs().max() > 0.05  # one map per object (rounding: ~1e-6)
     with pytest.raises(gradcam.TargetError, match="no detection of label"):
         cam(x, targets=Box([0, 0, 2, 2], first.label))
+
+
+def test_detections_give_one_map_per_object_each_equal_to_its_box(detector):
+    from gradcam import Detections, detected_boxes
+
+    x = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        output = detector(x)
+    scores = output[0]["scores"]
+    best = scores.unique().sort(descending=True).values
+    threshold = float(best[2] + best[3]) / 2  # the objects of the three best scores
+    cam = gradcam.GradCAM(detector, "backbone.body.layer3")
+    out = cam(x, targets=Detections(min_score=threshold), normalize="none")
+    boxes = detected_boxes(output, min_score=threshold)
+    assert len(boxes) >= 3 and out.maps.shape == (1, len(boxes), 128, 128) and len(out.objects) == len(boxes)
+    assert out.targets.tolist() == [[b.label for b in boxes]]
+    for k, box in enumerate(boxes):  # each map is its box's own call
+        assert out.objects[k].box == box.box
+        assert_relative_close(out.raw[:, k], cam(x, targets=box, normalize="none").raw, 1e-4)
+    with pytest.raises(gradcam.TargetError, match="no object with a score >= 2"):
+        cam(x, targets=Detections(min_score=2.0))
+    with pytest.raises(gradcam.TargetError, match="one image per call"):
+        cam(x.repeat(2, 1, 1, 1), targets=Detections())
+
+
+class TinyDETR(nn.Module):
+    """DETR's output format: Q queries, each K + 1 class logits (the last "no object") and a box
+    (centre x, centre y, width, height) relative to the image."""
+
+    def __init__(self, queries: int = 4, classes: int = 3):
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+        self.logits = nn.Linear(8 * 4, queries * (classes + 1))
+        self.boxes = nn.Linear(8 * 4, queries * 4)
+        self.q, self.k = queries, classes
+
+    def forward(self, x):
+        pooled = nn.functional.adaptive_avg_pool2d(self.features(x), 2).flatten(1)
+        return {"pred_logits": self.logits(pooled).view(-1, self.q, self.k + 1),
+                "pred_boxes": (self.boxes(pooled).view(-1, self.q, 4).sigmoid() * 0.5 + 0.25)}
+
+
+def test_box_reads_detr_outputs_in_the_inputs_pixels():
+    from gradcam import Box
+
+    model = TinyDETR().eval()
+    x = X[:1]
+    with torch.no_grad():
+        output = model(x)
+    probs = output["pred_logits"].softmax(-1)[0, :, :-1]
+    score, label = probs.max(-1)
+    q = int(score.argmax())
+    cx, cy, w, h = (output["pred_boxes"][0, q] * 10).tolist()  # the input is 10 × 10
+    box = [cx - w / 2 + 0.2, cy - h / 2 - 0.1, cx + w / 2 + 0.1, cy + h / 2 + 0.2]  # near it, off IoU's kinks
+    out = gradcam.GradCAM(model, "features")(x, targets=Box(box, int(label[q])), normalize="none")
+
+    def corners(o):  # every query's box in the input's pixels
+        b = o["pred_boxes"][0] * 10
+        return torch.stack([b[:, 0] - b[:, 2] / 2, b[:, 1] - b[:, 3] / 2, b[:, 0] + b[:, 2] / 2, b[:, 1] + b[:, 3] / 2], 1)
+
+    from torchvision.ops import box_iou
+    ious = box_iou(torch.tensor([box]), corners(output))[0] * (label == label[q])
+    match = int(ious.argmax())  # the query of that label that overlaps the box best
+    assert ious[match] > 0.5
+
+    def score_fn(o):  # IoU of the matched query's box with the given box + its class probability
+        iou = box_iou(torch.tensor([box]), corners(o)[match:match + 1])[0, 0]
+        return (iou + o["pred_logits"][0, match].softmax(-1)[int(label[q])])[None]
+
+    assert_relative_close(out.raw, direct(model, model.features, x, score_fn), 1e-4)
+
+
+def test_multilabel_gives_one_map_per_present_label_or_per_named_label():
+    model = Head(4).eval()
+    with torch.no_grad():
+        model.fc.bias.copy_(torch.tensor([5.0, -5.0, 4.0, -6.0]))  # labels 0 and 2 present, 0 first
+        logits = model(X)
+    assert ((logits[:, 0] > logits[:, 2]) & (logits[:, 2] > 0) & (logits[:, [1, 3]] < 0).all(1)).all()
+    cam = gradcam.GradCAM(model, "features", labels=["cat", "dog", "sky", "sea"])
+    out = cam(X, targets=gradcam.MultiLabel(), normalize="none")
+    assert out.targets.tolist() == [[0, 2]] * 3 and out.maps.shape == (3, 2, 10, 10)
+    for k, label in enumerate((0, 2)):
+        assert_relative_close(out.raw[:, k], direct(model, model.features, X, lambda o: o[:, label]), 1e-5)
+    named = cam(X, targets=gradcam.MultiLabel(["sea", 1]), normalize="none")
+    assert named.targets.tolist() == [[3, 1]] * 3
+    assert_relative_close(named.raw[:, 0], direct(model, model.features, X, lambda o: o[:, 3]), 1e-5)
+    with pytest.raises(gradcam.TargetError, match="no label with p >= 0.999"):
+        cam(X, targets=gradcam.MultiLabel(threshold=0.999))
+    with pytest.raises(gradcam.TargetError, match="unknown class name 'cow'"):
+        cam(X, targets=gradcam.MultiLabel(["cow"]))

@@ -18,32 +18,67 @@ CLASSES = ("circle", "square")
 def make_shapes(directory: str | os.PathLike, n: int = 400, size: int = 96, seed: int = 0) -> Path:
     """Write ``n`` PNGs (half circles, half squares) in ``directory/circle`` and ``directory/square``,
     and ``directory/boxes.json``: {"circle/0000.png": {"class": "circle", "box": [x0, y0, x1, y1]}, …}.
-
-    Each image: a blurred noise texture of random colours, 6–10 clutter strokes (lines, arcs' chords,
-    small triangles — never a circle or a square), and one filled shape of random colour, 22–40 % of
-    the image wide, anywhere in it.
-    """
+    The pictures are those of :func:`draw_shapes`."""
     if n < 2 or size < 32:
         raise OptionError(f"make_shapes needs n >= 2 and size >= 32, got n={n}, size={size}")
+    images, labels, boxes, _ = draw_shapes(n, size, seed)
     root = Path(directory)
+    found = {}
+    for i, (image, label, box) in enumerate(zip(images, labels, boxes)):
+        kind = CLASSES[label[0]]
+        name = f"{kind}/{i:04d}.png"
+        (root / kind).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(root / name)
+        found[name] = {"class": kind, "box": box[0].tolist()}
+    (root / "boxes.json").write_text(json.dumps(found, indent=1))
+    return root
+
+
+def draw_shapes(n: int = 400, size: int = 96, seed: int = 0, objects: int = 1
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` pictures with known answers, in memory: (images uint8 (n, size, size, 3), labels int64
+    (n, objects) indexing :data:`CLASSES`, boxes int (n, objects, 4) [x0, y0, x1, y1] inclusive, masks
+    bool (n, objects, size, size): each object's pixels).
+
+    Each image: a blurred noise texture of random colours, 6–10 clutter strokes (lines, small
+    triangles — never a circle or a square), and ``objects`` filled shapes of random colours, each
+    22–40 % of the image wide (one object) or 18–30 % (two), anywhere, never touching. One object:
+    circles and squares alternate. Two objects: one circle and one square in every image.
+    """
+    if n < 2 or size < 32 or objects not in (1, 2):
+        raise OptionError(f"draw_shapes needs n >= 2, size >= 32 and 1 or 2 objects, got n={n}, size={size}, "
+                          f"objects={objects}")
     rng = np.random.default_rng(seed)
-    boxes = {}
+    images = np.zeros((n, size, size, 3), np.uint8)
+    labels = np.zeros((n, objects), np.int64)
+    boxes = np.zeros((n, objects, 4), np.int64)
+    masks = np.zeros((n, objects, size, size), bool)
+    lo, hi = (0.22, 0.40) if objects == 1 else (0.18, 0.30)
     for i in range(n):
-        kind = CLASSES[i % 2]
         image = _background(rng, size)
         draw = ImageDraw.Draw(image)
         _clutter(draw, rng, size)
-        side = int(rng.uniform(0.22, 0.40) * size)
-        x0, y0 = (int(v) for v in rng.integers(0, size - side, 2))
-        box = [x0, y0, x0 + side, y0 + side]
-        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        (draw.ellipse if kind == "circle" else draw.rectangle)(box, fill=colour, outline=(0, 0, 0), width=2)
-        name = f"{kind}/{i:04d}.png"
-        (root / kind).mkdir(parents=True, exist_ok=True)
-        image.save(root / name)
-        boxes[name] = {"class": kind, "box": box}
-    (root / "boxes.json").write_text(json.dumps(boxes, indent=1))
-    return root
+        for j in range(objects):
+            kind = (i + j) % 2
+            while True:
+                side = int(rng.uniform(lo, hi) * size)
+                x0, y0 = (int(v) for v in rng.integers(0, size - side, 2))
+                box = [x0, y0, x0 + side, y0 + side]
+                if all(_apart(box, other) for other in boxes[i, :j]):
+                    break
+            colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+            shape = draw.ellipse if kind == 0 else draw.rectangle
+            shape(box, fill=colour, outline=(0, 0, 0), width=2)
+            mask = Image.new("1", (size, size))
+            (ImageDraw.Draw(mask).ellipse if kind == 0 else ImageDraw.Draw(mask).rectangle)(box, fill=1)
+            labels[i, j], boxes[i, j], masks[i, j] = kind, box, np.asarray(mask)
+        images[i] = np.asarray(image)
+    return images, labels, boxes, masks
+
+
+def _apart(box, other, gap: int = 2) -> bool:
+    """Whether two boxes are at least ``gap`` pixels apart."""
+    return box[0] > other[2] + gap or other[0] > box[2] + gap or box[1] > other[3] + gap or other[1] > box[3] + gap
 
 
 def _background(rng: np.random.Generator, size: int) -> Image.Image:
@@ -134,3 +169,44 @@ def make_signals(n: int = 200, length: int = 256, seed: int = 0) -> tuple[np.nda
         burst = np.sin(2 * np.pi * rng.uniform(2, 3) * u + rng.random() * 2 * np.pi) * np.sin(np.pi * u) ** 2
         signals[i, s:s + w] += rng.uniform(0.8, 1.2) * burst
     return signals[:, None].astype(np.float32), labels, spans
+
+
+def make_clips(n: int = 200, frames: int = 8, size: int = 32, seed: int = 0
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` noisy video clips of a moving shape (half discs, half squares, alternating, as in
+    :data:`CLASSES`), in memory: (clips float32 (n, 1, frames, size, size), as a video model takes them,
+    labels int64 (n,), boxes int (n, frames, 4): the shape's [x0, y0, x1, y1] in each frame, inclusive).
+
+    Each clip: N(0, 0.3) noise, the shape (half-side 12–18 % of ``size``, 0.8–1.2 bright) moving in a
+    straight line from one random place to another, and two as bright bars (2 pixels thick, 30–45 % of
+    ``size`` long) moving too, which may cross it.
+    """
+    if n < 2 or frames < 2 or size < 16:
+        raise OptionError(f"make_clips needs n >= 2, frames >= 2 and size >= 16, got n={n}, frames={frames}, "
+                          f"size={size}")
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n, dtype=np.int64) % 2
+    clips = rng.normal(0, 0.3, (n, 1, frames, size, size)).astype(np.float32)
+    boxes = np.zeros((n, frames, 4), np.int64)
+    grid = np.arange(size)
+    t = np.linspace(0, 1, frames)[:, None]
+    for i in range(n):
+        half = int(rng.uniform(0.12, 0.18) * size)
+        start, stop = rng.uniform(half, size - half - 1, (2, 2))
+        centres = np.round(start + t * (stop - start)).astype(int)  # (frames, 2): x, y
+        bright = np.float32(rng.uniform(0.8, 1.2))
+        for f, (cx, cy) in enumerate(centres):
+            dx, dy = np.abs(grid[None, :] - cx), np.abs(grid[:, None] - cy)
+            inside = dx ** 2 + dy ** 2 <= half ** 2 if labels[i] == 0 else np.maximum(dx, dy) <= half
+            clips[i, 0, f] += inside * bright
+            boxes[i, f] = [cx - half, cy - half, cx + half, cy + half]
+        for _ in range(2):
+            length, vertical = int(rng.uniform(0.3, 0.45) * size), bool(rng.integers(0, 2))
+            a, b = rng.uniform(0, size - length, (2, 2)).astype(int)
+            level = np.float32(rng.uniform(0.8, 1.2))
+            for f in range(frames):
+                x0, y0 = np.round(a + t[f, 0] * (b - a)).astype(int)
+                rows, cols = (slice(y0, y0 + length), slice(x0, x0 + 2)) if vertical else \
+                    (slice(y0, y0 + 2), slice(x0, x0 + length))
+                clips[i, 0, f][rows, cols] += level
+    return clips, labels, boxes

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from gradcam.engine.capture import eval_mode, temporary_hooks
-from gradcam.engine.layouts import TOKENS, Layout, find_layout, is_feature_map, map_axes, transformer_layer
+from gradcam.engine.layouts import (TOKENS, Layout, find_layout, is_feature_map, map_axes, pools_tokens,
+                                    transformer_layer)
 from gradcam.errors import LayerError, OptionError, suggest
 
 LayerSpec = Union[None, str, nn.Module, Sequence[Union[str, nn.Module]]]
@@ -150,9 +151,14 @@ def _choose(model: nn.Module, x: torch.Tensor | None) -> tuple[str, str]:
              if info.tokens or (info.layout is None and len(info.shape) == len(info.input_size) + 2
                                 and math.prod(info.shape[1:-1]) > 1)]
     if later and transformer_layer(model) is not None:  # a vision transformer: its tokens are read as a map
+        if pools_tokens(model):
+            return transformer_layer(model), ("a vision transformer that pools its patch tokens: its last block, "
+                                               "whose tokens the head reads, on the patch grid")
         return transformer_layer(model), (
             "a vision transformer: its last block's first norm, whose patch tokens carry the class score's "
-            "gradient (the last block's output patch tokens do not), read on the patch grid")
+            "gradient (the last block's output patch tokens do not), read on the patch grid; the gradient "
+            "reaches them through the class token's attention, which Grad-CAM's token-averaged weights lose "
+            "and HiResCAM and LayerCAM keep (--method hirescam)")
     if not usable or later:
         example = ", ".join(f"{info.name!r} {info.shape}" for info in later[-2:])
         raise LayerError(

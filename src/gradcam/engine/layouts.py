@@ -158,8 +158,11 @@ def patch_grid(input_size: Sequence[int], patches: int) -> tuple[int, int] | Non
 
 
 def transformer_layer(model: nn.Module) -> str | None:
-    """The last block's first norm of a timm (``blocks.11.norm1``) or torchvision
-    (``encoder.layers.encoder_layer_11.ln_1``) vision transformer with prefix tokens, else None."""
+    """The automatic layer of a timm or torchvision vision transformer that declares its prefix tokens,
+    else None. A class-token model: the last block's first norm (``blocks.11.norm1``,
+    ``encoder.layers.encoder_layer_11.ln_1``), whose patch tokens get the gradient through the class
+    token's attention (the block's output patch tokens get none). A model that pools its patch tokens
+    (timm's ``global_pool="avg"``, "max", "avgmax"): the last block itself, which the head reads."""
     if prefix_tokens(model) is None:
         return None
     names = dict(model.named_modules())
@@ -167,7 +170,12 @@ def transformer_layer(model: nn.Module) -> str | None:
         container = names.get(blocks)
         if isinstance(container, (nn.Sequential, nn.ModuleList)) and len(container):
             last = list(container.named_children())[-1][0]  # "11", or torchvision's "encoder_layer_11"
-            name = f"{blocks}.{last}.{norm}"
+            name = f"{blocks}.{last}" if pools_tokens(model) else f"{blocks}.{last}.{norm}"
             if name in names:
                 return name
     return None
+
+
+def pools_tokens(model: nn.Module) -> bool:
+    """Whether a transformer's head reads the mean or maximum of its patch tokens (timm's global_pool)."""
+    return getattr(model, "global_pool", None) in ("avg", "max", "avgmax")

@@ -19,6 +19,8 @@ class CAMOutput:
     targets: LongTensor (B,) classes explained ((B, k) with top_k; -1 for a callable target).
     logits:  (B, num_classes) scores of the same forward pass.
     layers:  names of the target layers.
+    objects: the target of each of the k maps when a target set chose them (``Detections``: one
+             ``Box`` per object), else None.
     """
 
     maps: torch.Tensor
@@ -26,6 +28,7 @@ class CAMOutput:
     targets: torch.Tensor
     logits: torch.Tensor
     layers: list[str]
+    objects: list | None = None
 
     @property
     def raws(self) -> tuple[torch.Tensor, ...]:

@@ -26,9 +26,11 @@ def class_spec(text: str | None) -> int | str | None:
 
 def extract_logits(output: Any) -> torch.Tensor:
     """The score tensor of a model's output: a tensor, the first of a tuple, a dict's "logits" (or
-    first value), or an object's ``.logits``."""
+    first value), an object's ``.logits``, or a detector's per-image "scores" (padded with 0)."""
     if isinstance(output, torch.Tensor):
         return output
+    if isinstance(output, (list, tuple)) and output and all(isinstance(o, dict) and "scores" in o for o in output):
+        return torch.nn.utils.rnn.pad_sequence([o["scores"] for o in output], batch_first=True)  # detections
     if isinstance(output, dict):
         value = output["logits"] if "logits" in output else next(iter(output.values()), None)
         return extract_logits(value)
@@ -210,7 +212,7 @@ class TaskTarget:
 
     spatial = False  # scores pixels where they are: the flipped copies of augment=True would misread it
 
-    def bind(self, output: Any) -> "TaskTarget":
+    def bind(self, output: Any, input_size: Sequence[int] | None = None) -> "TaskTarget":
         return self
 
     def __call__(self, output: Any) -> torch.Tensor:
@@ -229,7 +231,7 @@ class ClassRegion(TaskTarget):
     mask: Any = None
     spatial = True
 
-    def bind(self, output: Any) -> "ClassRegion":
+    def bind(self, output: Any, input_size: Sequence[int] | None = None) -> "ClassRegion":
         if self.mask is not None:
             return self
         logits = segmentation_scores(output).detach()
@@ -314,26 +316,63 @@ class Similarity(TaskTarget):
         return torch.nn.functional.cosine_similarity(embedding, reference.expand_as(embedding), dim=1)
 
 
+def detections(output: Any, input_size: Sequence[int] | None = None) -> list[dict]:
+    """A detector's output as one dict of "boxes" (N, 4) x0, y0, x1, y1 in input pixels, "labels" (N,) and
+    "scores" (N,) per image, the scores and boxes still carrying their gradient. Reads torchvision's
+    detectors (that list already) and DETR-style outputs: a dict of "pred_logits" (B, Q, K + 1, the last
+    class "no object") and "pred_boxes" (B, Q, 4, centre x, centre y, width, height relative to the
+    image), or an object with ``.logits`` and ``.pred_boxes`` (Hugging Face), which need ``input_size``."""
+    if isinstance(output, (list, tuple)) and output and all(isinstance(o, dict) and "boxes" in o for o in output):
+        return list(output)
+    logits = boxes = None
+    if isinstance(output, dict) and "pred_logits" in output and "pred_boxes" in output:
+        logits, boxes = output["pred_logits"], output["pred_boxes"]
+    elif hasattr(output, "pred_boxes") and hasattr(output, "logits"):
+        logits, boxes = output.logits, output.pred_boxes
+    if logits is None:
+        raise TargetError("a detection target needs a detector's output: one dict of boxes, labels and scores "
+                          "per image (torchvision), or DETR's pred_logits and pred_boxes; got "
+                          f"{type(output).__name__}")
+    if input_size is None:
+        raise TargetError("DETR-style boxes are relative to the image: the detection target needs the input size")
+    height, width = input_size[-2:]
+    scores, labels = logits.softmax(dim=-1)[..., :-1].max(dim=-1)
+    cx, cy, w, h = boxes.unbind(-1)
+    corners = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
+    corners = corners * corners.new_tensor([width, height, width, height])
+    return [{"boxes": b, "labels": l, "scores": s} for b, l, s in zip(corners, labels, scores)]
+
+
+def is_detection(output: Any) -> bool:
+    """Whether a model's output is one a detection target reads (see :func:`detections`)."""
+    try:
+        detections(output, (1, 1))
+    except TargetError:
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class Box(TaskTarget):
     """Object detection, one map per object: the detection that best overlaps ``box`` [x0, y0, x1, y1]
     (in the input's pixels) and has ``label`` scores IoU + its class score, as pytorch-grad-cam's
     ``FasterRCNNBoxScoreTarget`` does (the IoU carries the box regression's gradient, the score the
-    classifier's). The output is torchvision's detector output, one dict of "boxes", "labels", "scores"
-    per image. An image with no detection of that label at IoU > ``iou`` is an error, never an empty map."""
+    classifier's). Reads any output :func:`detections` reads. An image with no detection of that label at
+    IoU > ``iou`` is an error, never an empty map."""
 
     box: Any
     label: int
     iou: float = 0.5
+    input_size: Any = None  # set by bind(): DETR's relative boxes are scaled to it
+
+    def bind(self, output: Any, input_size: Sequence[int] | None = None) -> "Box":
+        return self if input_size is None else replace(self, input_size=tuple(input_size))
 
     def __call__(self, output: Any) -> torch.Tensor:
-        if not isinstance(output, (list, tuple)) or not all(isinstance(o, dict) and "boxes" in o for o in output):
-            raise TargetError("Box needs a detector's output: one dict of boxes, labels and scores per image "
-                              f"(torchvision's detectors), got {type(output).__name__}")
         from torchvision.ops import box_iou  # here: the engine needs torchvision only for detection
 
         scores = []
-        for index, found in enumerate(output):
+        for index, found in enumerate(detections(output, self.input_size)):
             boxes = found["boxes"]
             box = torch.as_tensor(self.box, device=boxes.device, dtype=boxes.dtype).reshape(1, 4)
             ious = box_iou(box, boxes)[0] if len(boxes) else boxes.new_zeros(0)
@@ -346,9 +385,88 @@ class Box(TaskTarget):
         return torch.stack(scores)
 
 
-def detected_boxes(output: Any, min_score: float = 0.5, image: int = 0) -> list[Box]:
-    """One :class:`Box` target per object a detector found in image ``image`` with a score ≥ ``min_score``:
-    explain each with its own call to get one map per object."""
-    found = output[image]
-    keep = found["scores"].detach() >= min_score
-    return [Box(box.tolist(), int(label)) for box, label in zip(found["boxes"].detach()[keep], found["labels"][keep])]
+def detected_boxes(output: Any, min_score: float = 0.5, image: int = 0,
+                   input_size: Sequence[int] | None = None) -> list[Box]:
+    """One :class:`Box` target per object a detector found in image ``image`` with a score ≥ ``min_score``,
+    best first: explain each with its own call, or all at once with :class:`Detections`."""
+    found = detections(output, input_size)[image]
+    scores = found["scores"].detach()
+    order = [i for i in scores.argsort(descending=True).tolist() if scores[i] >= min_score]
+    boxes, labels = found["boxes"].detach(), found["labels"].detach()
+    return [Box(boxes[i].tolist(), int(labels[i]), input_size=None if input_size is None else tuple(input_size))
+            for i in order]
+
+
+# ----------------------------------------------------------------------------- several maps per sample
+
+
+class TargetSet:
+    """Targets that give several maps per sample (one per object, one per label), chosen from the model's
+    output on the explained input: ``expand`` -> (classes (B, k), one callable per column or None)."""
+
+    def expand(self, output: Any, input_size: Sequence[int], labels: Sequence[str] | None
+               ) -> tuple[torch.Tensor, list[Callable] | None]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Chosen(TargetSet):
+    """Targets already expanded: the same classes and callables for the smoothing copies of an input."""
+
+    classes: torch.Tensor
+    fns: list | None = None
+
+    def expand(self, output, input_size, labels):
+        return self.classes, self.fns
+
+
+@dataclass(frozen=True)
+class Detections(TargetSet):
+    """Object detection, every object at once: one map per detection with a score ≥ ``min_score`` (best
+    first), each the map of its :class:`Box`. ``out.targets`` holds the objects' labels and ``out.objects``
+    their boxes. One image per call: each image has its own objects."""
+
+    min_score: float = 0.5
+    iou: float = 0.5
+    spatial = True
+
+    def expand(self, output, input_size, labels):
+        found = detections(output, input_size)
+        if len(found) != 1:
+            raise TargetError(f"Detections explains the objects of one image per call, got a batch of {len(found)}")
+        boxes = [replace(b, iou=self.iou) for b in detected_boxes(output, self.min_score, 0, input_size)]
+        if not boxes:
+            best = float(found[0]["scores"].detach().max()) if len(found[0]["scores"]) else float("nan")
+            raise TargetError(f"Detections: no object with a score >= {self.min_score} (the best scores {best:.3g}); "
+                              "lower min_score")
+        return torch.tensor([[b.label for b in boxes]]), boxes
+
+
+@dataclass(frozen=True)
+class MultiLabel(TargetSet):
+    """Multi-label classification (one sigmoid per label): one map per label, each the label's logit.
+    ``labels`` (indices or names) picks them; by default every label present, p = sigmoid(logit) ≥
+    ``threshold``, highest first (a batch must then have the same number present in each sample)."""
+
+    labels: Sequence[int | str] | None = None
+    threshold: float = 0.5
+
+    def expand(self, output, input_size, labels):
+        logits = extract_logits(output).detach()
+        if logits.dim() != 2:
+            raise TargetError(f"MultiLabel needs (B, num_labels) scores, got shape {tuple(logits.shape)}")
+        if self.labels is not None:
+            if isinstance(self.labels, (str, int)) or not len(self.labels):
+                raise TargetError(f"MultiLabel: labels must be a non-empty list of indices or names, got {self.labels!r}")
+            picked = [resolve_classes(label, logits, labels) for label in self.labels]
+            return torch.stack(picked, dim=1), None
+        present = torch.sigmoid(logits.float()) >= self.threshold
+        counts = present.sum(dim=1).tolist()
+        if min(counts) == 0:
+            raise TargetError(f"MultiLabel: no label with p >= {self.threshold} in sample(s) "
+                              f"{[i for i, c in enumerate(counts) if c == 0]}; lower threshold or name the labels")
+        if len(set(counts)) > 1:
+            raise TargetError(f"MultiLabel: the samples hold {counts} labels each; explain them one at a time "
+                              "or name the labels")
+        order = torch.where(present, logits, torch.full_like(logits, -torch.inf)).argsort(dim=1, descending=True)
+        return order[:, :counts[0]], None

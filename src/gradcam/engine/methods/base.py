@@ -13,7 +13,8 @@ from gradcam.engine import precision as precision_rules
 from gradcam.engine.capture import ActivationCapture, eval_mode, module_device
 from gradcam.engine.layers import LayerSpec, check_input_axes, layer_reader, resolve_layers
 from gradcam.engine.output import CAMOutput, Pass
-from gradcam.engine.targets import Target, TargetSpec, extract_logits, parse_targets
+from gradcam.engine.targets import (Chosen, Target, TargetSet, TargetSpec, extract_logits, is_detection,
+                                    parse_targets)
 
 
 class CAMMethod:
@@ -189,27 +190,36 @@ class CAMMethod:
         # Scores and gradients need autograd even when the caller is in no_grad or inference mode;
         # both contexts restore the caller's modes on exit.
         with torch.inference_mode(False), torch.enable_grad():
-            classes, fn, logits, raws = self._explain(x, targets, top_k)
+            classes, chosen, logits, raws = self._explain(x, targets, top_k)
             for variant, undo in self._variants(x):
-                fixed = fn if fn is not None else classes
-                _, _, _, more = self._explain(variant, fixed, None)
+                _, _, _, more = self._explain(variant, chosen, None)
                 raws = [[a + undo(b) for a, b in zip(ra, rb)] for ra, rb in zip(raws, more)]
             if self.smooth or self.augment:
                 count = 1 + self.smooth + int(self.augment)
                 raws = [[m / count for m in per_layer] for per_layer in raws]
-        return self._output(x, raws, classes, logits, normalize, ranked=classes.dim() == 2)
+        out = self._output(x, raws, classes, logits, normalize, ranked=classes.dim() == 2)
+        if isinstance(targets, TargetSet) and chosen.fns is not None:
+            out.objects = list(chosen.fns)
+        return out
 
     def _explain(self, x, targets, top_k):
-        """(classes, callable or None, logits, raw maps per rank per layer) for one input."""
+        """(classes, the targets as chosen, logits, raw maps per rank per layer) for one input; the
+        chosen targets explain the smoothing copies of the same input."""
         run = self.forward(x)
         logits = extract_logits(run.output).detach()
         self._check_pass(run, logits)
-        classes, fn = parse_targets(targets, logits, self.labels, top_k, x.shape[0])
-        if fn is not None and hasattr(fn, "bind"):  # a named target fixes what it takes from this output
-            fn = fn.bind(run.output)
+        if isinstance(targets, TargetSet):  # several maps per sample, chosen from this output
+            classes, fns = targets.expand(run.output, tuple(x.shape[2:]), self.labels)
+            classes = classes.to(logits.device)
+        else:
+            classes, fn = parse_targets(targets, logits, self.labels, top_k, x.shape[0])
+            if fn is not None and hasattr(fn, "bind"):  # a named target fixes what it takes from this output
+                fn = fn.bind(run.output, tuple(x.shape[2:]))
+            fns = None if fn is None else [fn]
         columns = classes.unbind(1) if classes.dim() == 2 else [classes]
-        raws = self.raw_maps(run, [Target(c, fn, run.output) for c in columns])
-        return classes, fn, logits, raws
+        per_column = fns if fns is not None and len(fns) == len(columns) else (fns or [None]) * len(columns)
+        raws = self.raw_maps(run, [Target(c, f, run.output) for c, f in zip(columns, per_column)])
+        return classes, Chosen(classes, fns), logits, raws
 
     def _check_pass(self, run: Pass, logits: torch.Tensor) -> None:
         """Scores and activations a map can be computed from: finite, and labels that fit the scores."""
@@ -223,7 +233,8 @@ class CAMMethod:
         for (name, _), act in zip(self._layers or [], run.activations):
             if not torch.isfinite(act).all():
                 raise ModelError(f"layer {name!r} gives NaN or inf activations: no map can be computed")
-        if self.labels is not None and logits.dim() == 2 and len(self.labels) != logits.shape[-1]:
+        if (self.labels is not None and logits.dim() == 2 and len(self.labels) != logits.shape[-1]
+                and not is_detection(run.output)):
             raise OptionError(f"labels: {len(self.labels)} class names for a model with {logits.shape[-1]} "
                               "scores; give one name per class")
 
