@@ -12,8 +12,8 @@ from tqdm.auto import tqdm
 
 from gradcam import __version__
 from gradcam.apps.compare import compare
-from gradcam.errors import GradCAMError, ImageError, LayerError, OptionError
-from gradcam.apps.batch import PICTURES, explain_folder
+from gradcam.errors import GradCAMError, ImageError, LayerError, OptionError, TargetError
+from gradcam.apps.batch import PICTURES, explain_folder, find_images, input_roots
 from gradcam.engine.functional import NORMALIZATIONS
 from gradcam.engine.layers import auto_layer, auto_layer_reason, candidate_layers, parse_layers
 from gradcam.engine.methods import applicable_methods, describe_methods, list_methods, method_info, method_options
@@ -22,9 +22,10 @@ from gradcam.apps.explainer import DEFAULT_MODEL
 from gradcam.apps.device import bundle_on_device
 from gradcam.engine.precision import MEMORY_FORMATS, PRECISIONS
 from gradcam.engine.targets import class_spec
-from gradcam.render.files import PICTURE_FORMATS
+from gradcam.render.files import PICTURE_FORMATS, mirrored_names
 from gradcam.apps.sweep import sweep
 from gradcam.apps.media import explain_clip, explain_signal, explain_volume, media_kind
+from gradcam.apps.tasks import TASKS, explain_task
 
 EXAMPLES = """examples:
   gradcam explain cat.jpg                         # bundled EfficientNet-Lite0, predicted class
@@ -33,6 +34,9 @@ EXAMPLES = """examples:
   gradcam explain cat.jpg --target "tiger cat" --normalize max --colormap inferno
   gradcam explain cat.jpg --method all --max-channels 64   # every method, one comparison figure
   gradcam explain xray.png --model resnet50 --weights my_resnet50.pth --layer layer4
+  gradcam explain street.jpg --model fasterrcnn_resnet50_fpn_v2 --task detection --min-score 0.7
+  gradcam explain street.jpg --model deeplabv3_resnet50 --task segmentation --class car
+  gradcam explain a.jpg --model my_net.py:Embedder --weights e.pth --task embedding --reference b.jpg
   gradcam layers --model resnet50                 # candidate layers, the automatic one marked
   gradcam compare cat.jpg --models resnet50,vgg19,timm/xception41
   gradcam sweep cat.jpg --every-stage
@@ -72,6 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--layer", help="target layer name (default: automatic); several separated by commas")
     ex.add_argument("--target", help="class to explain: an index or a name (default: the prediction)")
     ex.add_argument("--top-k", type=positive_int, metavar="K", help="explain the K best classes of each image")
+    ex.add_argument("--task", default="classification", choices=("classification", *TASKS),
+                    help="what the model's output is (default: classification): segmentation (a class over its "
+                    "predicted pixels), detection (one map per object), embedding (similarity to --reference), "
+                    "binary (one sigmoid), multilabel (one map per label present), regression")
+    ex.add_argument("--class", dest="classes", metavar="CLASS",
+                    help="for --task: the class (segmentation, a detection's label, binary 1/0, the regression "
+                    "output's index) or the labels (multilabel), names or indices separated by commas")
+    ex.add_argument("--box", type=box_arg, metavar="X0,Y0,X1,Y1",
+                    help="detection: the object overlapping this box (in the image's pixels), not every object")
+    ex.add_argument("--min-score", type=unit_float, metavar="S",
+                    help="detection: objects scoring at least S (default 0.5); multilabel: labels with p >= S")
+    ex.add_argument("--reference", metavar="IMAGE", help="embedding: the image whose embedding to match")
+    ex.add_argument("--negative", action="store_true", help="regression: explain what drives the output down")
     ex.add_argument("--normalize", default="minmax", choices=NORMALIZATIONS, help="map scaling (default: minmax)")
     ex.add_argument("--colormap", default="jet", help="any matplotlib colormap name (default: jet)")
     ex.add_argument("--alpha", type=unit_float, default=0.5, help="overlay opacity in [0, 1] (default: 0.5)")
@@ -188,6 +205,16 @@ def picture_list(text: str) -> list[str]:
     return kinds
 
 
+def box_arg(text: str) -> list[float]:
+    try:
+        box = [float(v) for v in text.split(",")]
+    except ValueError:
+        box = []
+    if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
+        raise argparse.ArgumentTypeError(f"expected x0,y0,x1,y1 with x0 < x1 and y0 < y1, got {text}")
+    return box
+
+
 def unit_float(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -225,6 +252,13 @@ def fail(exc: BaseException | str, debug: bool, status: int, kind: str = "") -> 
 def cmd_explain(args) -> int:
     layer = parse_layers(args.layer)
     target = class_spec(args.target)
+    task_options = [f"--{n.replace('_', '-')}" for n in ("classes", "box", "min_score", "reference", "negative")
+                    if getattr(args, n) not in (None, False)]
+    if args.task != "classification":
+        return explain_tasks(args, layer)
+    if task_options:
+        raise OptionError(f"{task_options[0].replace('classes', 'class')} needs --task (e.g. --task detection); "
+                          "for a classifier, --target picks the class")
     kind = media_kind(args.images, bundle_on_device(args.model, args.weights, args.device)[0])
     if kind is not None:
         return explain_media(args, kind, layer, target)
@@ -292,6 +326,31 @@ def explain_media(args, kind: str, layer, target) -> int:
             continue
         if not args.quiet:
             print(f"{item}: {result.label} ({result.probability:.1%}), layer {result.layer} -> "
+                  + ", ".join(str(p) for p in list(written.values())[:3]) + (" …" if len(written) > 3 else ""))
+    return FAILED if failed else OK
+
+
+def explain_tasks(args, layer) -> int:
+    """Each image explained for ``--task``: pictures and maps; one that fails is reported, the rest go on."""
+    if args.method == "all" or args.top_k or args.target is not None:
+        raise OptionError("--task takes --class (not --target), and neither --top-k nor --method all")
+    bundle, _ = bundle_on_device(args.model, args.weights, args.device)
+    classes = None if args.classes is None else [class_spec(c) for c in args.classes.split(",") if c.strip()]
+    failed, files = 0, find_images(args.images)
+    names = mirrored_names(files, input_roots(args.images))
+    for item in files:
+        try:
+            result = explain_task(item, model=bundle, task=args.task, method=args.method, layer=layer,
+                                  classes=classes, box=args.box, min_score=args.min_score, reference=args.reference,
+                                  negative=args.negative, colormap=args.colormap, alpha=args.alpha)
+            written = result.save(args.out, names[item], format=args.format)
+        except (ImageError, TargetError) as exc:
+            failed += 1
+            print(f"error: {item}: {exc}", file=sys.stderr)
+            continue
+        if not args.quiet:
+            print(f"{item}: {args.task}, layer {result.layer}: " + "; ".join(result.captions[:5])
+                  + (" …" if len(result.captions) > 5 else "") + " -> "
                   + ", ".join(str(p) for p in list(written.values())[:3]) + (" …" if len(written) > 3 else ""))
     return FAILED if failed else OK
 
