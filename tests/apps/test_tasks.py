@@ -13,7 +13,7 @@ from torch import nn
 import gradcam
 from gradcam.apps.tasks import explain_task
 from gradcam.cli import main
-from gradcam.engine.targets import Binary, ClassRegion, MultiLabel, Regression, Similarity
+from gradcam.engine.targets import Binary, ClassRegion, Regression, Similarity
 from gradcam.models.bundle import ModelBundle, Preprocess
 
 PHOTO = Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8))

@@ -10,7 +10,7 @@ from torch import nn
 
 import gradcam
 from gradcam.apps.shapes import make_signals, make_volumes
-from gradcam.apps.train import fit, small_net
+from gradcam.apps.train import fit, flips, small_net
 
 
 def peaks(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -50,14 +50,14 @@ def volumes():
     x, y, boxes = make_volumes(600, size=24, seed=0)
     held = np.arange(len(x)) < 100
     x, y = torch.from_numpy(x), torch.from_numpy(y)
-    model = fit(small_net(3), x[~held], y[~held], epochs=25, lr=3e-3)
+    model = fit(small_net(3), x[~held], y[~held], epochs=40, lr=3e-3, augment=flips)
     return model, x[held], y[held], torch.from_numpy(boxes[held])
 
 
 def test_a_trained_conv3d_network_points_at_the_object(volumes):
-    """Cubes vs spheres among bright rods: the map's peak lies in the object's box (± 2 voxels) on
-    ≥ 70 % of held-out volumes (77 % in our run; the issue asks 85 %, not reached yet: see the
-    README), against 5 % for the untrained network."""
+    """Cubes vs spheres among bright rods, trained with random flips: the map's peak lies in the object's
+    box (± 2 voxels, half the network's stride of 4) on ≥ 85 % of held-out volumes (98 % in our run;
+    77 % without the flips), against 5 % for the untrained network."""
     model, x, y, boxes = volumes
     with torch.no_grad():
         assert (model(x).argmax(1) == y).float().mean() >= 0.85
@@ -68,7 +68,8 @@ def test_a_trained_conv3d_network_points_at_the_object(volumes):
         return float(inside.all(dim=1).float().mean())
 
     trained, untrained = score(model), score(small_net(3))
-    assert trained >= 0.70 and trained >= untrained + 0.5, (trained, untrained)
+    print(f"volumes: pointing trained {trained:.3f}, untrained {untrained:.3f}")
+    assert trained >= 0.85 and trained >= untrained + 0.5, (trained, untrained)
 
 
 def test_the_generators_answers_are_where_the_objects_are():

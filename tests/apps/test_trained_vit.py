@@ -10,27 +10,11 @@ import torch
 
 import gradcam
 from gradcam.apps.shapes import draw_shapes
-from gradcam.apps.train import fit
+from gradcam.apps.train import fit, flips, small_vit
 
 timm = pytest.importorskip("timm")
 
 HELD = 300
-
-
-def tiny_vit() -> torch.nn.Module:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return timm.create_model("vit_tiny_patch16_224", img_size=64, patch_size=8, depth=2, num_heads=4,
-                                 embed_dim=64, num_classes=2)
-
-
-def flips(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Horizontal and vertical flips and transposes: a shape's class does not depend on them."""
-    for axis in (-1, -2):
-        flip = torch.rand(len(batch), generator=generator) < 0.5
-        batch = torch.where(flip[:, None, None, None], batch.flip(axis), batch)
-    turn = torch.rand(len(batch), generator=generator) < 0.5
-    return torch.where(turn[:, None, None, None], batch.transpose(-1, -2), batch)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +22,7 @@ def shapes_vit():
     images, labels, boxes, _ = draw_shapes(3000 + HELD, size=64, seed=0)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
     y, boxes = torch.from_numpy(labels[:, 0]), torch.from_numpy(boxes[:, 0])
-    model = fit(tiny_vit(), x[HELD:], y[HELD:], epochs=30, lr=1e-3, weight_decay=0.05, augment=flips)
+    model = fit(small_vit(), x[HELD:], y[HELD:], epochs=30, lr=1e-3, weight_decay=0.05, augment=flips)
     return model, x[:HELD], y[:HELD], boxes[:HELD]
 
 
@@ -58,7 +42,7 @@ def test_a_trained_vit_points_at_the_shape(shapes_vit):
     model, x, y, boxes = shapes_vit
     with torch.no_grad():
         accuracy = float((model(x).argmax(1) == y).float().mean())
-    scores = {m: (hits(model, m, x, boxes), hits(tiny_vit().eval(), m, x, boxes)) for m in ("hirescam", "gradcam")}
+    scores = {m: (hits(model, m, x, boxes), hits(small_vit().eval(), m, x, boxes)) for m in ("hirescam", "gradcam")}
     print(f"accuracy {accuracy:.3f}; pointing (trained, untrained): {scores}")
     assert accuracy >= 0.9
     trained, untrained = scores["hirescam"]

@@ -198,6 +198,30 @@ def small_net(dims: int, channels: int = 1, classes: int = 2, width: int = 16, s
                              gap(1), nn.Flatten(), nn.Linear(2 * width, classes))
 
 
+def small_vit(size: int = 64, classes: int = 2, seed: int = 0) -> nn.Module:
+    """A small seeded timm vision transformer for ``size``-px images: class token, patch 8, two blocks of
+    four heads, width 64 (the trained ViT of the tests and README). Needs timm."""
+    import timm
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return timm.create_model("vit_tiny_patch16_224", img_size=size, patch_size=8, depth=2, num_heads=4,
+                                 embed_dim=64, num_classes=classes)
+
+
+def flips(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """An ``augment`` for :func:`fit`: each sample flipped along each spatial axis at random, and for images
+    transposed (for classes that do not depend on orientation, like the shapes', cubes' and spheres')."""
+    def pick() -> torch.Tensor:
+        return (torch.rand(len(batch), generator=generator) < 0.5).view(-1, *[1] * (batch.dim() - 1))
+
+    for axis in range(batch.dim() - 1, 1, -1):  # the last axis first
+        batch = torch.where(pick(), batch.flip(axis), batch)
+    if batch.dim() == 4 and batch.shape[-1] == batch.shape[-2]:
+        batch = torch.where(pick(), batch.transpose(-1, -2), batch)
+    return batch
+
+
 def fit(
     model: nn.Module,
     inputs: torch.Tensor,

@@ -29,6 +29,8 @@ def draw_boxes(image: Image.Image, boxes: Sequence[Sequence[float]], captions: S
     width = width or max(2, round(max(picture.size) / 250))
     for box, caption, colour in zip(boxes, captions, colours):
         draw.rectangle(box, outline=colour, width=width)
+        if not caption:
+            continue
         left, top, right, bottom = draw.textbbox((0, 0), caption)
         x, y = box[0], max(0, box[1] - (bottom - top) - 2 * width)
         draw.rectangle([x, y, x + right - left + 2 * width, y + bottom - top + 2 * width], fill=colour)
