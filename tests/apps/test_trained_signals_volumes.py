@@ -10,7 +10,8 @@ from torch import nn
 
 import gradcam
 from gradcam.apps.shapes import make_signals, make_volumes
-from gradcam.apps.train import fit, flips, small_net
+from gradcam.apps.small_nets import small_net
+from gradcam.apps.train import fit, flips
 
 
 def peaks(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

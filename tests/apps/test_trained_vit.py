@@ -10,7 +10,8 @@ import torch
 
 import gradcam
 from gradcam.apps.shapes import draw_shapes
-from gradcam.apps.train import fit, flips, small_vit
+from gradcam.apps.small_nets import small_vit
+from gradcam.apps.train import fit, flips
 
 timm = pytest.importorskip("timm")
 

@@ -183,32 +183,6 @@ def evaluate(model: nn.Module, loader, device) -> float:
 
 
 
-def small_net(dims: int, channels: int = 1, classes: int = 2, width: int = 16, seed: int = 0) -> nn.Module:
-    """A small seeded classifier for signals (``dims=1``), images (2) or volumes and clips (3): three
-    convolutions with ReLUs (max-pooled twice), global average pooling, a linear head. Its automatic
-    layer is the last ReLU ("7"), at a quarter of the input's resolution."""
-    conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[dims]
-    pool = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}[dims]
-    gap = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}[dims]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return nn.Sequential(conv(channels, width, 3, padding=1), nn.ReLU(), pool(2),
-                             conv(width, 2 * width, 3, padding=1), nn.ReLU(), pool(2),
-                             conv(2 * width, 2 * width, 3, padding=1), nn.ReLU(),
-                             gap(1), nn.Flatten(), nn.Linear(2 * width, classes))
-
-
-def small_vit(size: int = 64, classes: int = 2, seed: int = 0) -> nn.Module:
-    """A small seeded timm vision transformer for ``size``-px images: class token, patch 8, two blocks of
-    four heads, width 64 (the trained ViT of the tests and README). Needs timm."""
-    import timm
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return timm.create_model("vit_tiny_patch16_224", img_size=size, patch_size=8, depth=2, num_heads=4,
-                                 embed_dim=64, num_classes=classes)
-
-
 def flips(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """An ``augment`` for :func:`fit`: each sample flipped along each spatial axis at random, and for images
     transposed (for classes that do not depend on orientation, like the shapes', cubes' and spheres')."""
