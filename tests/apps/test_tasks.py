@@ -4,6 +4,8 @@ one-line error and the other images go on."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -16,67 +18,14 @@ from gradcam.cli import main
 from gradcam.engine.targets import Binary, ClassRegion, Regression, Similarity
 from gradcam.models.bundle import ModelBundle, Preprocess
 
+import task_nets
+
 PHOTO = Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8))
 PRE = Preprocess(size=16, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
-MODELS = '''
-import torch
-from torch import nn
-
-
-class Segmenter(nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU())
-        self.classifier = nn.Conv2d(6, 3, 1)
-
-    def forward(self, x):
-        return {"out": self.classifier(self.features(x))}
-
-
-class Head(nn.Module):
-    def __init__(self, outputs=4):
-        super().__init__()
-        torch.manual_seed(0)
-        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1))
-        self.fc = nn.Linear(8, outputs)
-
-    def forward(self, x):
-        return self.fc(self.features(x).mean(dim=(2, 3)))
-
-
-class Binary(Head):
-    def __init__(self):
-        super().__init__(1)
-
-
-class DETR(nn.Module):
-    def __init__(self, queries=4, classes=3):
-        super().__init__()
-        torch.manual_seed(0)
-        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
-        self.logits = nn.Linear(32, queries * (classes + 1))
-        self.boxes = nn.Linear(32, queries * 4)
-        self.q, self.k = queries, classes
-
-    def forward(self, x):
-        pooled = nn.functional.adaptive_avg_pool2d(self.features(x), 2).flatten(1)
-        return {"pred_logits": self.logits(pooled).view(-1, self.q, self.k + 1),
-                "pred_boxes": self.boxes(pooled).view(-1, self.q, 4).sigmoid() * 0.5 + 0.25}
-'''
-
-
 @pytest.fixture(scope="module")
-def nets(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("nets")
-    (folder / "nets.py").write_text(MODELS)
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("task_nets", folder / "nets.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return folder / "nets.py", module
+def nets():
+    return Path(task_nets.__file__), task_nets
 
 
 def bundle(module: nn.Module, labels=None) -> ModelBundle:

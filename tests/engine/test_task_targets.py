@@ -11,6 +11,7 @@ import gradcam
 from gradcam import Binary, ClassRegion, Regression, Similarity
 
 from mapcheck import assert_minmax_close, assert_relative_close, minmax
+import task_nets
 
 
 class Head(nn.Module):
@@ -211,28 +212,10 @@ def test_detections_give_one_map_per_object_each_equal_to_its_box(detector):
         cam(x.repeat(2, 1, 1, 1), targets=Detections())
 
 
-class TinyDETR(nn.Module):
-    """DETR's output format: Q queries, each K + 1 class logits (the last "no object") and a box
-    (centre x, centre y, width, height) relative to the image."""
-
-    def __init__(self, queries: int = 4, classes: int = 3):
-        super().__init__()
-        torch.manual_seed(0)
-        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
-        self.logits = nn.Linear(8 * 4, queries * (classes + 1))
-        self.boxes = nn.Linear(8 * 4, queries * 4)
-        self.q, self.k = queries, classes
-
-    def forward(self, x):
-        pooled = nn.functional.adaptive_avg_pool2d(self.features(x), 2).flatten(1)
-        return {"pred_logits": self.logits(pooled).view(-1, self.q, self.k + 1),
-                "pred_boxes": (self.boxes(pooled).view(-1, self.q, 4).sigmoid() * 0.5 + 0.25)}
-
-
 def test_box_reads_detr_outputs_in_the_inputs_pixels():
     from gradcam import Box
 
-    model = TinyDETR().eval()
+    model = task_nets.DETR().eval()
     x = X[:1]
     with torch.no_grad():
         output = model(x)

@@ -23,7 +23,9 @@ from gradcam.engine.methods import describe_methods, list_methods
 from gradcam.models.sources import BUNDLED
 from gradcam.engine.precision import PRECISIONS
 from gradcam.engine.targets import class_spec
-from gradcam.web.service import MAX_QUEUE, RENDER, RESULT_SECONDS, RESULTS, ExplainRequest, QueueFull, Service
+from gradcam.apps.tasks import TASKS
+from gradcam.web.service import (MAX_QUEUE, RENDER, RESULT_SECONDS, RESULTS, ExplainRequest, QueueFull, Service,
+                                 TaskRequest)
 
 STATIC = Path(__file__).with_name("static")
 COLORMAPS = ("jet", "turbo", "viridis", "inferno", "magma", "plasma", "hot", "gray")
@@ -151,6 +153,58 @@ async def api_explain(
     return await service.explain(ExplainRequest(name, data, method=method, layer=layers, target=spec,
                                                 normalize=normalize, colormap=colormap, alpha=alpha,
                                                 precision=precision))
+
+
+@router.get("/api/tasks")
+async def api_tasks() -> dict:
+    return {"tasks": ["classification", *TASKS], "default": "classification"}
+
+
+@router.post("/api/explain-task")
+async def api_explain_task(
+    request: Request,
+    service: ServiceDep,
+    image: UploadFile = File(..., description="the photo"),
+    task: str = Form(..., description=", ".join(TASKS)),
+    model: str | None = Form(None),
+    method: str = Form("gradcam"),
+    layer: str | None = Form(None, description="a layer name, or several separated by commas"),
+    classes: str | None = Form(None, alias="class", description="the class, or labels separated by commas"),
+    box: str | None = Form(None, description="detection: x0,y0,x1,y1 in the photo's pixels"),
+    min_score: float | None = Form(None, description="detection: the objects' least score; multilabel: p"),
+    reference: UploadFile | None = File(None, description="embedding: the image to match"),
+    negative: bool = Form(False, description="regression: what drives the output down"),
+    colormap: str = Form("jet"),
+    alpha: float = Form(0.5),
+) -> dict:
+    """Segmentation, detection (one map per object; boxes in display pixels), embedding, binary,
+    multi-label or regression: captions, one overlay per map and the task's pictures, at most 1024 px."""
+    name = service.check(model)
+    if task not in TASKS:
+        raise HTTPException(422, f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
+    if method not in list_methods():
+        raise HTTPException(422, f"unknown method {method!r}; choose one of: {', '.join(list_methods())}")
+    _check_look(colormap, alpha)
+    parsed_box = None
+    if box:
+        try:
+            parsed_box = [float(v) for v in box.split(",")]
+        except ValueError:
+            parsed_box = []
+        if len(parsed_box) != 4 or parsed_box[2] <= parsed_box[0] or parsed_box[3] <= parsed_box[1]:
+            raise HTTPException(422, f"box must be x0,y0,x1,y1 with x0 < x1 and y0 < y1, got {box!r}")
+    if min_score is not None and not 0.0 <= min_score <= 1.0:
+        raise HTTPException(422, f"min_score must be in [0, 1], got {min_score}")
+    max_upload = request.app.state.max_upload
+    data = await image.read(max_upload + 1)
+    other = await reference.read(max_upload + 1) if reference is not None else None
+    if len(data) > max_upload or (other is not None and len(other) > max_upload):
+        raise HTTPException(413, f"upload too large; the limit is {max_upload} bytes")
+    picked = None if not classes else [class_spec(c) for c in classes.split(",") if c.strip()]
+    return await service.explain_task(TaskRequest(name, data, task, method=method, layer=parse_layers(layer),
+                                                  classes=picked, box=parsed_box, min_score=min_score,
+                                                  reference=other, negative=negative, colormap=colormap,
+                                                  alpha=alpha))
 
 
 @router.get("/api/results/{result_id}/{kind}.png", response_class=Response,

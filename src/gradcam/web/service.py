@@ -31,6 +31,9 @@ from gradcam.engine.methods import method_options
 from gradcam.models.sources import BUNDLED, load_model
 from gradcam.models.bundle import ModelBundle
 from gradcam.apps.explainer import Explainer, Explanation
+from gradcam.apps.tasks import explain_task
+from gradcam.render.objects import mask_outline
+from gradcam.render.pictures import overlay
 
 MAX_PIXELS = 40_000_000
 MAX_QUEUE = 32  # explain jobs admitted at once (waiting or running), over all models
@@ -118,6 +121,25 @@ class ExplainRequest:
         """The explainer that serves it: (model, method, layer or tuple of layers, precision)."""
         return (self.model, self.method, tuple(self.layer) if isinstance(self.layer, list) else self.layer,
                 self.precision)
+
+
+@dataclass
+class TaskRequest:
+    """One request to explain a photo for a task other than classification (see
+    :func:`gradcam.apps.tasks.explain_task`); ``box`` in the photo's pixels, ``reference`` an image's bytes."""
+
+    model: str
+    data: bytes
+    task: str
+    method: str = "gradcam"
+    layer: str | list[str] | None = None
+    classes: list | None = None
+    box: list[float] | None = None
+    min_score: float | None = None
+    reference: bytes | None = None
+    negative: bool = False
+    colormap: str = "jet"
+    alpha: float = 0.5
 
 
 @dataclass
@@ -281,6 +303,38 @@ class Service:
                            "total": _ms(done - submitted)},
             "pictures": pictures,
             "downloads": {kind: f"/api/results/{result_id}/{kind}.png" for kind in RENDER},
+        }
+
+    async def explain_task(self, request: TaskRequest) -> dict:
+        """One map per explained thing (object, label, class region) and the task's pictures, all at
+        the display size; detection boxes in display pixels, for the page to pick an object by a click."""
+        return await self._run(request.model, self._explain_task, request)
+
+    def _explain_task(self, load: Future, submitted: float, request: TaskRequest) -> dict:
+        start = time.perf_counter()
+        bundle = load.result().bundle
+        picture = load_image(request.data, max_pixels=MAX_PIXELS)
+        shown = fit(picture, DISPLAY)
+        scale = shown.width / picture.width
+        reference = None if request.reference is None else load_image(request.reference, max_pixels=MAX_PIXELS)
+        box = None if request.box is None else [v * scale for v in request.box]
+        with self.lock(request.model):
+            result = explain_task(shown, model=bundle, task=request.task, method=request.method,
+                                  layer=request.layer, classes=request.classes, box=box, min_score=request.min_score,
+                                  reference=reference, negative=request.negative, device=self.device,
+                                  colormap=request.colormap, alpha=request.alpha, name="upload")
+        overlays = [overlay(result.image, heatmap, colormap=request.colormap, alpha=request.alpha)
+                    for heatmap in result.heatmaps]
+        if result.masks is not None:
+            overlays = [mask_outline(o, m) for o, m in zip(overlays, result.masks)]
+        return {
+            "model": bundle.name, "method": request.method, "task": request.task, "layer": result.layer,
+            "captions": result.captions, "boxes": result.boxes,
+            "image": {"width": picture.width, "height": picture.height},
+            "display": {"width": shown.width, "height": shown.height},
+            "pictures": {kind: data_url(p) for kind, p in result.pictures().items()},
+            "overlays": [data_url(o) for o in overlays],
+            "timings_ms": {"total": _ms(time.perf_counter() - submitted), "explain": _ms(time.perf_counter() - start)},
         }
 
     def _picture(self, load: Future, submitted: float, result: Result, kind: str, colormap: str | None,

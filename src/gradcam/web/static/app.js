@@ -58,6 +58,9 @@ async function init() {
     fill($("method"), methods.methods.map((m) => [m.name, m.name]), methods.default);
     [...$("method").options].forEach((o, i) => { o.title = methods.methods[i].description; });
     fill($("colormap"), colormaps.colormaps.map((c) => [c, c]), "jet");
+    const tasks = await getJSON("/api/tasks");
+    fill($("task"), tasks.tasks.map((t) => [t, t]), tasks.default);
+    showTaskOptions();
     state.luts = colormaps.luts;
     await loadModel();
   } catch (error) {
@@ -65,8 +68,17 @@ async function init() {
   }
 }
 
+// The options of the chosen task only.
+function showTaskOptions() {
+  const task = $("task").value;
+  document.querySelectorAll(".task-option").forEach((label) => {
+    label.hidden = !label.dataset.tasks.split(" ").includes(task);
+  });
+}
+
 async function explain(target = null) {
   if (!state.file) return;
+  if ($("task").value !== "classification") return explainTask(target);
   const form = new FormData();
   form.append("image", state.file);
   form.append("model", $("model").value);
@@ -93,6 +105,74 @@ async function explain(target = null) {
   }
 }
 
+// Another task: one map per object, label or class region, drawn by the server; a click on a detected
+// box shows that object's map.
+async function explainTask(target) {
+  const task = $("task").value;
+  const form = new FormData();
+  form.append("image", state.file);
+  form.append("task", task);
+  form.append("model", $("model").value);
+  form.append("method", $("method").value);
+  if ($("layer").value) form.append("layer", $("layer").value);
+  if (target !== null) form.append("class", String(target));
+  if (task === "detection" || task === "multilabel") form.append("min_score", $("min-score").value);
+  if (task === "embedding") {
+    if (!$("reference").files[0]) return setStatus("Choose a reference image to compare with.", "error");
+    form.append("reference", $("reference").files[0]);
+  }
+  if (task === "regression") form.append("negative", String($("negative").checked));
+  form.append("colormap", $("colormap").value);
+  form.append("alpha", $("alpha").value);
+  setStatus(`Explaining (${task}) with ${$("method").value}…`, "busy");
+  try {
+    const response = await fetch("/api/explain-task", { method: "POST", body: form });
+    if (!response.ok) throw new Error(await reason(response));
+    const body = await response.json();
+    state.task = body;
+    $("prediction").hidden = true;
+    $("pictures").hidden = true;
+    $("task-result").hidden = false;
+    $("task-details").textContent = `${body.model} · ${body.method} · ${body.task} · layer ${body.layer}`;
+    $("task-captions").replaceChildren(...body.captions.map((caption, k) => {
+      const item = document.createElement("li");
+      const button = document.createElement("button");
+      button.textContent = caption;
+      button.onclick = () => chooseObject(k);
+      item.append(button);
+      return item;
+    }));
+    const whole = body.pictures.objects || body.pictures.panels || body.pictures.overlay;
+    $("task-picture").src = whole;
+    $("task-hint").textContent = body.boxes ? "click a box to see its object's map" : "";
+    chooseObject(0);
+    setStatus(`Done in ${body.timings_ms.total} ms.`);
+  } catch (error) {
+    setStatus(`Error: ${error.message}`, "error");
+  }
+}
+
+function chooseObject(k) {
+  const body = state.task;
+  if (!body || k < 0 || k >= body.overlays.length) return;
+  $("task-overlay").src = body.overlays[k];
+  $("task-chosen").textContent = body.captions[k];
+}
+
+// The detected box under a click (the smallest, where boxes overlap), in the display's pixels.
+function boxAt(event) {
+  const body = state.task, picture = $("task-picture");
+  if (!body || !body.boxes) return -1;
+  const x = event.offsetX * body.display.width / picture.clientWidth;
+  const y = event.offsetY * body.display.height / picture.clientHeight;
+  let best = -1, area = Infinity;
+  body.boxes.forEach(([x0, y0, x1, y1], k) => {
+    const size = (x1 - x0) * (y1 - y0);
+    if (x >= x0 && x <= x1 && y >= y0 && y <= y1 && size < area) [best, area] = [k, size];
+  });
+  return best;
+}
+
 function pixels(url, width, height) {
   return new Promise((resolve, reject) => {
     const image = new Image();
@@ -113,6 +193,8 @@ function isImage(result) {
 }
 
 async function show(result) {
+  $("task-result").hidden = true;
+  $("pictures").hidden = false;
   const { width, height } = result.display;
   const map = isImage(result) ? result.pictures.heatmap : result.pictures.map;
   [state.photoPixels, state.mapPixels] = await Promise.all([
@@ -201,10 +283,17 @@ drop.addEventListener("drop", (event) => {
   choose(event.dataTransfer.files[0]);
 });
 $("model").addEventListener("change", async () => { await loadModel(); explain(); });
-$("method").addEventListener("change", () => explain(state.result ? state.result.target.index : null));
-$("precision").addEventListener("change", () => explain(state.result ? state.result.target.index : null));
-$("layer").addEventListener("change", () => explain(state.result ? state.result.target.index : null));
+// The class being explained, kept when the method, precision or layer changes (classification only).
+const current = () => ($("task").value === "classification" && state.result ? state.result.target.index : null);
+$("method").addEventListener("change", () => explain(current()));
+$("precision").addEventListener("change", () => explain(current()));
+$("layer").addEventListener("change", () => explain(current()));
 $("alpha").addEventListener("input", recolour);
+$("task").addEventListener("change", () => { showTaskOptions(); explain(); });
+$("min-score").addEventListener("change", () => explain());
+$("reference").addEventListener("change", () => explain());
+$("negative").addEventListener("change", () => explain());
+$("task-picture").addEventListener("click", (event) => chooseObject(boxAt(event)));
 $("download").addEventListener("click", download);
 $("colormap").addEventListener("change", recolour);
 // A class by name: the exact name first ("Cardigan" the corgi, "cardigan" the sweater), else the one
