@@ -17,6 +17,7 @@ import torchvision
 from torch import nn
 
 from gradcam.errors import ModelError, suggest
+from gradcam.models.yolo import load_yolo
 from gradcam.models.bundle import ClipPreprocess, ModelBundle, Preprocess
 from gradcam.models.checkpoint import is_checkpoint, load_checkpoint
 from gradcam.models.weights import load_state, num_outputs, read_state_dict, short_error
@@ -31,7 +32,8 @@ def list_models() -> list[str]:
     """Names load_model accepts: the bundled 'efficientnet_lite0' first, then torchvision classifiers
     (vit_b_16, swin_t, …) and video classifiers (r3d_18, mc3_18, r2plus1d_18, …).
 
-    Any timm model also works as 'timm/<name>' (see timm.list_models()).
+    Any timm model also works as 'timm/<name>' (see timm.list_models()), and an Ultralytics YOLO detector
+    as 'ultralytics/<local .pt or .yaml>' (the optional extra ``yolo``).
     """
     return [BUNDLED, *_torchvision_names()]
 
@@ -57,13 +59,18 @@ def load_model(
     weights (``pretrained=False``) and return it in eval mode with its preprocessing and labels.
 
     ``name``: 'efficientnet_lite0' (bundled, no download), a torchvision classifier ('resnet50'),
-    'timm/<name>', the folder of a model trained by ``gradcam train``, or your own network's class or
+    'timm/<name>', 'ultralytics/<local .pt or .yaml>' (YOLO, images in [0, 1] at 640 px), the folder of a
+    model trained by ``gradcam train``, or your own network's class or
     function as 'my_models.py:Net3D' / 'package.module:build' (called with no arguments; random weights
     unless ``weights=``). A local file whose classifier has N outputs gives an N-class model (labels None).
     """
     if weights is None and is_checkpoint(name):  # a folder written by `gradcam train`
         return load_checkpoint(name, device=device)
     name = str(name).strip()
+    if name.startswith("ultralytics/"):  # the optional extra: a local YOLO .pt, or a .yaml config
+        model, labels = load_yolo(name[len("ultralytics/"):])
+        return ModelBundle(module=model if device is None else model.to(device), labels=labels, name=name,
+                           preprocess=Preprocess(size=640, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)))
     if weights is not None and not Path(weights).is_file():
         raise ModelError(f"weights file not found: {weights}")
     download = pretrained and weights is None
