@@ -1,5 +1,5 @@
-"""Trained, small, real, beyond images: a Conv1d network on signals and a Conv3d network on volumes,
-trained once per session on data with known answers, and the pointing game on held-out samples."""
+"""Trained, small, real, beyond images: a Conv1d network on signals, a Conv3d network on volumes and one on
+video clips, trained once per session on data with known answers, and the pointing game on held-out samples."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import gradcam
-from gradcam.apps.shapes import make_signals, make_volumes
+from gradcam.apps.shapes import make_clips, make_signals, make_volumes
 from gradcam.apps.small_nets import small_net
 from gradcam.apps.train import fit, flips
 
@@ -71,6 +71,37 @@ def test_a_trained_conv3d_network_points_at_the_object(volumes):
     trained, untrained = score(model), score(small_net(3))
     print(f"volumes: pointing trained {trained:.3f}, untrained {untrained:.3f}")
     assert trained >= 0.85 and trained >= untrained + 0.5, (trained, untrained)
+
+
+@pytest.fixture(scope="module")
+def clips():
+    x, y, boxes = make_clips(700, frames=8, size=32, seed=0)
+    held = np.arange(len(x)) < 100
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    model = fit(small_net(3, pool_size=(1, 2, 2)), x[~held], y[~held], epochs=20, lr=3e-3)
+    return model, x[held], y[held], torch.from_numpy(boxes[held])
+
+
+def test_a_trained_video_network_follows_the_moving_disc_frame_by_frame(clips):
+    """Only motion tells the class (a disc moving right or left; a still disc and bars as bright): in each
+    frame, the map's peak lies on the moving disc (± 2 pixels) for ≥ 85 % of the frames of held-out clips
+    (99.4 % in our run; untrained 20.9 %)."""
+    model, x, y, boxes = clips
+    with torch.no_grad():
+        assert (model(x).argmax(1) == y).float().mean() >= 0.9
+
+    def score(net):
+        out = gradcam.GradCAM(net.eval())(x)
+        assert out.maps.shape == x[:, 0].shape  # (N, T, H, W): a map for every frame
+        peak = out.maps.flatten(2).argmax(2)  # (N, T)
+        row, col = peak // x.shape[-1], peak % x.shape[-1]
+        inside = ((col >= boxes[..., 0] - 2) & (col <= boxes[..., 2] + 2)
+                  & (row >= boxes[..., 1] - 2) & (row <= boxes[..., 3] + 2))
+        return float(inside.float().mean())
+
+    trained, untrained = score(model), score(small_net(3, pool_size=(1, 2, 2)))
+    print(f"clips: per-frame pointing trained {trained:.3f}, untrained {untrained:.3f}")
+    assert trained >= 0.85 and trained >= untrained + 0.3, (trained, untrained)
 
 
 def test_the_generators_answers_are_where_the_objects_are():

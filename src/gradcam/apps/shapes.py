@@ -99,6 +99,7 @@ def _clutter(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int) -> 
 
 
 VOLUME_CLASSES = ("cube", "sphere")
+CLIP_CLASSES = ("right", "left")
 SIGNAL_CLASSES = ("up", "down")
 
 
@@ -173,13 +174,14 @@ def make_signals(n: int = 200, length: int = 256, seed: int = 0) -> tuple[np.nda
 
 def make_clips(n: int = 200, frames: int = 8, size: int = 32, seed: int = 0
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``n`` noisy video clips of a moving shape (half discs, half squares, alternating, as in
-    :data:`CLASSES`), in memory: (clips float32 (n, 1, frames, size, size), as a video model takes them,
-    labels int64 (n,), boxes int (n, frames, 4): the shape's [x0, y0, x1, y1] in each frame, inclusive).
+    """``n`` noisy video clips in which only motion tells the class (:data:`CLIP_CLASSES`: a disc moving
+    right, or left; alternating), in memory: (clips float32 (n, 1, frames, size, size), as a video model
+    takes them, labels int64 (n,), boxes int (n, frames, 4): the moving disc's [x0, y0, x1, y1] in each
+    frame, inclusive).
 
-    Each clip: N(0, 0.3) noise, the shape (half-side 12–18 % of ``size``, 0.8–1.2 bright) moving in a
-    straight line from one random place to another, and two as bright bars (2 pixels thick, 30–45 % of
-    ``size`` long) moving too, which may cross it.
+    Each clip: N(0, 0.3) noise; the disc (radius 12–18 % of ``size``, 0.8–1.2 bright) moving a third of
+    the clip's width in a straight line; and, as bright and never moving, another disc and two bars
+    (2 pixels thick, 30–45 % of ``size`` long) anywhere, which may touch it.
     """
     if n < 2 or frames < 2 or size < 16:
         raise OptionError(f"make_clips needs n >= 2, frames >= 2 and size >= 16, got n={n}, frames={frames}, "
@@ -189,24 +191,22 @@ def make_clips(n: int = 200, frames: int = 8, size: int = 32, seed: int = 0
     clips = rng.normal(0, 0.3, (n, 1, frames, size, size)).astype(np.float32)
     boxes = np.zeros((n, frames, 4), np.int64)
     grid = np.arange(size)
-    t = np.linspace(0, 1, frames)[:, None]
+    travel = size // 3
     for i in range(n):
         half = int(rng.uniform(0.12, 0.18) * size)
-        start, stop = rng.uniform(half, size - half - 1, (2, 2))
-        centres = np.round(start + t * (stop - start)).astype(int)  # (frames, 2): x, y
         bright = np.float32(rng.uniform(0.8, 1.2))
-        for f, (cx, cy) in enumerate(centres):
-            dx, dy = np.abs(grid[None, :] - cx), np.abs(grid[:, None] - cy)
-            inside = dx ** 2 + dy ** 2 <= half ** 2 if labels[i] == 0 else np.maximum(dx, dy) <= half
-            clips[i, 0, f] += inside * bright
-            boxes[i, f] = [cx - half, cy - half, cx + half, cy + half]
+        x0 = int(rng.integers(half, size - half - travel))
+        y = int(rng.integers(half, size - half))
+        steps = np.round(np.linspace(0, travel, frames)).astype(int)
+        xs = x0 + (steps if labels[i] == 0 else travel - steps)
+        still = [int(v) for v in rng.integers(half, size - half, 2)]
+        for f, x in enumerate(xs):
+            for cx, cy in ((x, y), still):
+                clips[i, 0, f] += ((grid[None, :] - cx) ** 2 + (grid[:, None] - cy) ** 2 <= half ** 2) * bright
+            boxes[i, f] = [x - half, y - half, x + half, y + half]
         for _ in range(2):
             length, vertical = int(rng.uniform(0.3, 0.45) * size), bool(rng.integers(0, 2))
-            a, b = rng.uniform(0, size - length, (2, 2)).astype(int)
-            level = np.float32(rng.uniform(0.8, 1.2))
-            for f in range(frames):
-                x0, y0 = np.round(a + t[f, 0] * (b - a)).astype(int)
-                rows, cols = (slice(y0, y0 + length), slice(x0, x0 + 2)) if vertical else \
-                    (slice(y0, y0 + 2), slice(x0, x0 + length))
-                clips[i, 0, f][rows, cols] += level
+            a, b = (int(v) for v in rng.integers(0, size - length, 2))
+            rows, cols = (slice(b, b + length), slice(a, a + 2)) if vertical else (slice(b, b + 2), slice(a, a + length))
+            clips[i, 0, :, rows, cols] += np.float32(rng.uniform(0.8, 1.2))
     return clips, labels, boxes
