@@ -1,4 +1,5 @@
-"""Load a classifier by name (bundled EfficientNet-Lite0, torchvision, ``timm/<name>``) or from a local file."""
+"""Load a model by name (bundled EfficientNet-Lite0, torchvision classifiers, detectors and segmenters,
+``timm/<name>``) or from a local file."""
 
 from __future__ import annotations
 
@@ -30,7 +31,9 @@ _HINT = "pass a local file with weights=PATH / --weights PATH"
 
 def list_models() -> list[str]:
     """Names load_model accepts: the bundled 'efficientnet_lite0' first, then torchvision classifiers
-    (vit_b_16, swin_t, …) and video classifiers (r3d_18, mc3_18, r2plus1d_18, …).
+    (vit_b_16, swin_t, …), video classifiers (r3d_18, mc3_18, r2plus1d_18, …), detectors
+    (fasterrcnn_resnet50_fpn_v2, retinanet_resnet50_fpn_v2, ssdlite320_mobilenet_v3_large, …) and
+    segmenters (deeplabv3_resnet50, fcn_resnet50, lraspp_mobilenet_v3_large, …).
 
     Any timm model also works as 'timm/<name>' (see timm.list_models()), and an Ultralytics YOLO detector
     as 'ultralytics/<local .pt or .yaml>' (the optional extra ``yolo``).
@@ -55,12 +58,14 @@ def load_model(
     pretrained: bool = True,
     device=None,
 ) -> ModelBundle:
-    """Build ``name`` with its ImageNet weights, a local weights file (``weights=PATH``) or random
-    weights (``pretrained=False``) and return it in eval mode with its preprocessing and labels.
+    """Build ``name`` with its pretrained weights (ImageNet; COCO / VOC for detectors / segmenters), a local
+    weights file (``weights=PATH``) or random weights (``pretrained=False``) and return it in eval mode with
+    its preprocessing and labels.
 
     ``name``: 'efficientnet_lite0' (bundled, no download), a torchvision classifier ('resnet50'),
-    'timm/<name>', 'ultralytics/<local .pt or .yaml>' (YOLO, images in [0, 1] at 640 px), the folder of a
-    model trained by ``gradcam train``, or your own network's class or
+    detector ('fasterrcnn_resnet50_fpn_v2': COCO labels, images in [0, 1]) or segmenter
+    ('deeplabv3_resnet50': VOC labels), 'timm/<name>', 'ultralytics/<local .pt or .yaml>' (YOLO, images in
+    [0, 1] at 640 px), the folder of a model trained by ``gradcam train``, or your own network's class or
     function as 'my_models.py:Net3D' / 'package.module:build' (called with no arguments; random weights
     unless ``weights=``). A local file whose classifier has N outputs gives an N-class model (labels None).
     """
@@ -74,6 +79,7 @@ def load_model(
     if weights is not None and not Path(weights).is_file():
         raise ModelError(f"weights file not found: {weights}")
     download = pretrained and weights is None
+    task = name in _detector_names() or name in _segmenter_names()  # torchvision detectors, segmenters
     if name == BUNDLED:
         build = lambda n=None: _timm_create("tf_efficientnet_lite0", n)  # noqa: E731
         model, preprocess = build(), _LITE0_PREPROCESS
@@ -82,6 +88,8 @@ def load_model(
         model, preprocess = build(), Preprocess()
     elif name.startswith("timm/"):
         model, build, preprocess = _timm_model(name[5:], download)
+    elif task:
+        model, build, preprocess = _task_model(name, download)
     elif name in _torchvision_names():
         model, build, preprocess = _torchvision_model(name, download)
     else:
@@ -94,18 +102,21 @@ def load_model(
         state = _lite0_state_dict()
     elif name == BUNDLED and state is not None:
         state = _rename_lite0(state)
+    if state is not None and task:
+        state = _task_state(model, state)
+        model = _refit_classes(model, build, state, _task_classes(model))
     if state is not None:
         model = load_state(model, build, state, weights or "(bundled)", name)
     model.eval()
     if device is not None:
         model.to(device)
-    labels = _labels(name, num_outputs(model))
+    labels = _labels(name, _task_classes(model) if task else num_outputs(model))
     return ModelBundle(module=model, preprocess=preprocess, labels=labels, name=name)
 
 
 def _labels(name: str, outputs: int | None) -> list[str] | None:
     """ImageNet's class names for 1000 outputs; a torchvision model's own categories (Kinetics-400 for
-    the video models) when their number fits; else None."""
+    the video models, COCO for detectors, VOC for segmenters) when their number fits; else None."""
     if name in _torchvision_names():
         categories = torchvision.models.get_model_weights(name).DEFAULT.meta.get("categories")
         if categories and len(categories) == outputs:
@@ -193,7 +204,18 @@ def _rename_lite0(state: dict) -> dict:
 @functools.lru_cache(maxsize=1)
 def _torchvision_names() -> tuple[str, ...]:
     return (*torchvision.models.list_models(module=torchvision.models),
-            *torchvision.models.list_models(module=torchvision.models.video))
+            *torchvision.models.list_models(module=torchvision.models.video),
+            *_detector_names(), *_segmenter_names())
+
+
+@functools.lru_cache(maxsize=1)
+def _detector_names() -> tuple[str, ...]:
+    return tuple(torchvision.models.list_models(module=torchvision.models.detection))
+
+
+@functools.lru_cache(maxsize=1)
+def _segmenter_names() -> tuple[str, ...]:
+    return tuple(torchvision.models.list_models(module=torchvision.models.segmentation))
 
 
 def _torchvision_preprocess(name: str, weights) -> Preprocess | ClipPreprocess:
@@ -227,6 +249,104 @@ def _torchvision_model(name: str, download: bool):
     except _download_errors() as e:
         raise ModelError(f"could not download the pretrained weights of {name!r} ({short_error(e)}); {_HINT}") from None
     return model, build, preprocess
+
+
+# ----------------------------------------------------------------------------- torchvision detectors, segmenters
+
+
+def _task_model(name: str, download: bool):
+    """(model, rebuild(num_classes), preprocess) for a torchvision detector or segmenter, with the classes of
+    its default weights (COCO's 91 ids, gaps "N/A" included, for detectors; VOC's 21 for segmenters). Never
+    downloads a backbone; segmenters have no auxiliary head (it only helps training).
+
+    Detectors normalise inside (images in [0, 1]: mean 0, std 1 here) and take an S×S image they neither
+    rescale nor pad (see :func:`_exact_size`); segmenters get their weights' resize size (520), mean and std."""
+    default = torchvision.models.get_model_weights(name).DEFAULT
+    detector = name in _detector_names()
+    extra = {} if detector else {"aux_loss": False}
+
+    def build(num_classes=None):
+        classes = len(default.meta["categories"]) if num_classes is None else num_classes
+        model = torchvision.models.get_model(name, weights=None, weights_backbone=None, num_classes=classes, **extra)
+        return _exact_size(model) if detector else model
+
+    state = _pretrained_state(name, default) if download else None  # before building: fails fast offline
+    model = build()
+    if state is not None:
+        model = load_state(model, build, _task_state(model, state), default.url, name)
+    if detector:
+        preprocess = Preprocess(size=model.transform.min_size[0], mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+                                interpolation="bilinear")
+    else:
+        t = default.transforms()
+        preprocess = Preprocess(size=t.resize_size[0], mean=tuple(t.mean), std=tuple(t.std),
+                                interpolation=t.interpolation.value)
+    return model, build, preprocess
+
+
+def _pretrained_state(name: str, weights) -> dict:
+    """The state dict of torchvision's pretrained ``weights`` (torch's cache, else downloaded); one ModelError."""
+    try:
+        return weights.get_state_dict(progress=True)
+    except _download_errors() as e:
+        raise ModelError(f"could not download the pretrained weights of {name!r} ({short_error(e)}); {_HINT}") from None
+
+
+def _exact_size(detector: nn.Module) -> nn.Module:
+    """Make a detector's internal transform leave an S×S input as it is (no rescale, no padding), so a map
+    upsampled to the input lines up with it. S is its fixed size (ssd300_vgg16 300, ssdlite320 320), else
+    its largest ``min_size`` rounded up to a multiple of ``size_divisible`` (800 for the R-CNNs, RetinaNet
+    and FCOS; 320 for fasterrcnn_mobilenet_v3_large_320_fpn); ``min_size`` becomes S, ``max_size`` ≥ S."""
+    t = detector.transform
+    if t.fixed_size is not None:
+        size = max(t.fixed_size)
+    else:
+        size = -(-max(t.min_size) // t.size_divisible) * t.size_divisible
+    t.min_size, t.max_size = (size,), max(t.max_size, size)
+    return detector
+
+
+def _task_state(model: nn.Module, state: dict) -> dict:
+    """A detector's or segmenter's state dict as our build takes it: no auxiliary head (segmenters), and the
+    BatchNorm counters a FrozenBatchNorm2d backbone (torchvision's pretrained R-CNNs) does not save."""
+    state = {k: v for k, v in state.items() if not k.startswith("aux_classifier.")}
+    for key, value in model.state_dict().items():
+        prefix = key[:-len("num_batches_tracked")]
+        if key.endswith("num_batches_tracked") and key not in state and prefix + "running_mean" in state:
+            state[key] = value
+    return state
+
+
+def _task_classes(model: nn.Module) -> int | None:
+    """A torchvision detector's or segmenter's number of classes, read from its class layer."""
+    predictor = getattr(getattr(model, "roi_heads", None), "box_predictor", None)  # the R-CNNs
+    if predictor is not None:
+        return predictor.cls_score.out_features
+    head = getattr(getattr(model, "head", None), "classification_head", None)  # RetinaNet, FCOS, SSD
+    if head is not None:
+        return getattr(head, "num_classes", None) or getattr(head, "num_columns", None)
+    return num_outputs(model)  # segmenters: their last convolution
+
+
+def _refit_classes(model: nn.Module, build, state: dict, classes: int | None) -> nn.Module:
+    """``model`` rebuilt for the number of classes ``state`` has when only its class layers differ, each
+    layer's outputs a fixed multiple of the classes (4 box coordinates, anchors per place); else ``model``."""
+    own = model.state_dict()
+    if not classes or set(own) != set(state):
+        return model
+    counts = set()
+    for key in (k for k in own if own[k].shape != state[k].shape):
+        if own[key].dim() == 0 or own[key].shape[1:] != state[key].shape[1:]:
+            return model
+        count, rest = divmod(state[key].shape[0] * classes, own[key].shape[0])
+        if rest or count < 1:
+            return model
+        counts.add(count)
+    if len(counts) != 1:
+        return model
+    rebuilt = build(counts.pop())
+    mine = rebuilt.state_dict()
+    return rebuilt if set(mine) == set(state) and all(mine[k].shape == state[k].shape for k in state) else model
 
 
 # ----------------------------------------------------------------------------- timm

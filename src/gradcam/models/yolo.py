@@ -43,10 +43,18 @@ class YOLODetections(nn.Module):
 def load_yolo(source: str) -> tuple[YOLODetections, list[str]]:
     """(model, class names) of an Ultralytics model: a local ``.pt`` checkpoint, or a ``.yaml`` config
     (random weights, e.g. "yolov8n.yaml"). Never downloads: a missing file is a ModelError."""
+    import sys
+
+    from PIL import Image
+
+    ours, pillow_open = "ultralytics" not in sys.modules, Image.open
     try:
         from ultralytics import YOLO
     except ImportError:
         raise ModelError("YOLO models need Ultralytics (AGPL-3.0): pip install 'gradcam[yolo]'") from None
+    finally:  # importing Ultralytics replaces PIL.Image.open process-wide (a HEIF fallback that may pip-install):
+        if ours:  # when gradcam is the one importing it, Pillow stays as the user had it
+            Image.open = pillow_open
     from pathlib import Path
 
     if not source.endswith((".yaml", ".yml")) and not Path(source).is_file():
