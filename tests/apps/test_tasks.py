@@ -142,3 +142,15 @@ def test_the_command_line_runs_every_task_and_goes_on_after_a_bad_image(nets, tm
     assert "--box needs --task" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["explain", str(photos / "a" / "x.png"), "--task", "detection", "--box", "5,0,1,5"])
+
+
+def test_a_torchvision_detector_by_name_is_explained_on_every_pyramid_level():
+    from gradcam.apps.tasks import detector_layers
+
+    bundle = gradcam.load_model("fasterrcnn_mobilenet_v3_large_320_fpn", pretrained=False)
+    bundle.module.roi_heads.score_thresh, bundle.module.roi_heads.detections_per_img = 0.0, 3  # random weights
+    assert detector_layers(bundle.module) == ["backbone.fpn.layer_blocks.0", "backbone.fpn.layer_blocks.1"]
+    result = explain_task(PHOTO, model=bundle, task="detection", min_score=0.0)
+    assert result.layer == "backbone.fpn.layer_blocks.0,backbone.fpn.layer_blocks.1"
+    assert result.heatmaps.shape == (3, 30, 40) and len(result.boxes) == 3
+    assert all(c.rsplit(" ", 1)[0] in bundle.labels for c in result.captions)  # COCO names

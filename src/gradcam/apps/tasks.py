@@ -7,6 +7,7 @@ per label; and the maps as ``.npy``."""
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -117,6 +118,8 @@ def explain_task(
     if task not in TASKS:
         raise OptionError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
     bundle, device = bundle_on_device(model, weights, device)
+    if layer is None and task == "detection":
+        layer = detector_layers(bundle.module)
     photo = image if isinstance(image, Image.Image) else load_image(image)
     x = bundle.preprocess.batch([photo]).to(device)
     size = tuple(x.shape[2:])
@@ -146,6 +149,17 @@ def explain_task(
         mask = torch.nn.functional.interpolate(mask, size=(photo.height, photo.width), mode="nearest")
         found.masks = mask[:, 0].bool().cpu().numpy()
     return found
+
+
+def detector_layers(model: torch.nn.Module) -> list[str] | None:
+    """A torchvision detector's automatic layers: every level of its feature pyramid (the FPN's outputs, and
+    RetinaNet's and FCOS's P6, P7), since an object's score reaches only the levels it was detected at
+    (their maps are fused); an SSD's backbone output and extra blocks; else None (the engine chooses)."""
+    names = [name for name, _ in model.named_modules()]
+    levels = [n for n in names if re.fullmatch(r"backbone\.fpn\.(layer_blocks\.\d+|extra_blocks\.p\d+)", n)]
+    if not levels and "backbone.extra" in names and "backbone.features" in names:
+        levels = ["backbone.features", *(n for n in names if re.fullmatch(r"backbone\.extra\.\d+", n))]
+    return levels or None
 
 
 def _target(task, clean, bundle, photo, x, classes, box, min_score, reference, negative):
