@@ -1,0 +1,82 @@
+"""Cold start: the wall time of one `gradcam explain photo.jpg` in a fresh process, against a script that does
+what pytorch-grad-cam's `cam.py` example does (import, build ResNet-50, load its weights, read the photo
+with OpenCV, Grad-CAM of the predicted class at layer4, write the overlay), on the same photo and weights.
+
+Each round starts both as new processes, in an order that alternates; the table gives medians. The
+weights are a seeded ResNet-50 saved to a temporary file (no download), read by both.
+
+Run:
+    python benchmarks/bench_startup.py [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PGC_SCRIPT = """
+import sys, cv2, numpy as np, torch, torchvision
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.image import preprocess_image, show_cam_on_image
+photo, weights, out = sys.argv[1:4]
+model = torchvision.models.resnet50()
+model.load_state_dict(torch.load(weights))
+model.eval()
+rgb = cv2.imread(photo, 1)[:, :, ::-1]
+rgb = np.float32(cv2.resize(rgb, (224, 224))) / 255
+x = preprocess_image(rgb, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+with GradCAM(model=model, target_layers=[model.layer4]) as cam:
+    grayscale = cam(input_tensor=x, targets=None)[0]
+cv2.imwrite(out + "/cam.jpg", show_cam_on_image(rgb, grayscale, use_rgb=True)[:, :, ::-1])
+"""
+
+
+def timed(command: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    import numpy as np
+    import torch
+    import torchvision
+    from PIL import Image
+
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        torch.manual_seed(0)
+        torch.save(torchvision.models.resnet50().state_dict(), root / "resnet50.pth")
+        photo = root / "photo.jpg"
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)).save(photo)
+        (root / "pgc.py").write_text(PGC_SCRIPT)
+        gradcam_bin = str(Path(sys.executable).with_name("gradcam"))
+        contenders = {
+            "gradcam explain": [gradcam_bin, "explain", str(photo), "--model", "resnet50", "--weights",
+                                str(root / "resnet50.pth"), "--save", "overlay", "--quiet", "--out", str(root / "a")],
+            "pytorch-grad-cam (cam.py)": [sys.executable, str(root / "pgc.py"), str(photo),
+                                          str(root / "resnet50.pth"), str(root)],
+            "python -c 'import torch, torchvision'": [sys.executable, "-c", "import torch, torchvision"],
+        }
+        times = {name: [] for name in contenders}
+        for round_ in range(args.rounds):
+            names = list(contenders)[:: 1 if round_ % 2 == 0 else -1]
+            for name in names:
+                times[name].append(timed(contenders[name]))
+        print(f"cold start, medians of {args.rounds} rounds (s):")
+        ours = statistics.median(times["gradcam explain"])
+        for name, values in times.items():
+            median = statistics.median(values)
+            print(f"  {name:40s} {median:6.2f}   ÷ gradcam {median / ours:5.2f}")
+
+
+if __name__ == "__main__":
+    main()
