@@ -260,3 +260,43 @@ def test_multilabel_gives_one_map_per_present_label_or_per_named_label():
         cam(X, targets=gradcam.MultiLabel(threshold=0.999))
     with pytest.raises(gradcam.TargetError, match="unknown class name 'cow'"):
         cam(X, targets=gradcam.MultiLabel(["cow"]))
+
+
+@pytest.mark.parametrize("model, layer", [(task_nets.DETR, "features"),
+                                          (lambda: __import__("gradcam.apps.small_nets", fromlist=["x"]).SmallDetector(),
+                                           "features.7")])
+def test_ablation_cam_scores_each_ablated_copy_of_a_detector_as_that_copy(model, layer):
+    """Ablation-CAM's formula, w_k = (y − y_k) / y with y_k the Box score of the image with channel k of
+    the layer zeroed (0 where that copy lost the object), computed one channel at a time: equal for a
+    DETR-style dict (traced) and for a detector's list of per-image dicts (each copy is its own image,
+    not the first one's)."""
+    from gradcam import Box, detected_boxes
+
+    net = model().eval()
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        first = detected_boxes(net(x), 0.0, input_size=(32, 32))[0]
+    box = Box([v + 0.5 for v in first.box], first.label, input_size=(32, 32))
+    out = gradcam.create_method("ablationcam", net, layer)(x, targets=box, normalize="none")
+    store, zero = {}, {}
+
+    def hook(module, inputs, output):
+        store["a"] = output.detach()
+        if "k" in zero:
+            output = output.clone()
+            output[:, zero["k"]] = 0
+            return output
+
+    handle = net.get_submodule(layer).register_forward_hook(hook)
+    with torch.no_grad():
+        output = net(x)
+        activations = store["a"]
+        bound = box.bind(output)  # a copy that lost the object scores 0
+        y = bound(output)
+        weights = []
+        for k in range(activations.shape[1]):
+            zero["k"] = k
+            weights.append((y - bound(net(x))) / y)
+    handle.remove()
+    expected = torch.relu((torch.stack(weights, 1)[..., None, None] * activations).sum(1))
+    assert_relative_close(out.raw, expected, 1e-4)

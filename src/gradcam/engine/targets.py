@@ -157,10 +157,18 @@ def _with_row(batch_output: Any, copies: Any, b: int, n: int, batch: int) -> Any
         mixed[b] = copies[n].to(mixed.dtype)
         return mixed
     if isinstance(batch_output, dict):
-        mixed = copy.copy(batch_output)
-        for key, value in batch_output.items():
-            mixed[key] = _with_row(value, copies[key], b, n, batch)
+        items = {key: _with_row(value, copies[key], b, n, batch) for key, value in batch_output.items()}
+        try:
+            mixed = copy.copy(batch_output)
+            mixed.update(items)
+        except TypeError:  # an immutable mapping (a traced model's): a plain dict of the same items
+            mixed = items
         return mixed
+    if (isinstance(batch_output, (tuple, list)) and len(batch_output) == batch
+            and all(isinstance(o, dict) for o in batch_output)):  # one entry per sample: a detector's dicts
+        mixed = list(batch_output)
+        mixed[b] = copies[n]
+        return type(batch_output)(mixed)
     if isinstance(batch_output, (tuple, list)):
         items = [_with_row(v, c, b, n, batch) for v, c in zip(batch_output, copies)]
         return type(batch_output)(*items) if hasattr(batch_output, "_fields") else type(batch_output)(items)
@@ -364,9 +372,14 @@ class Box(TaskTarget):
     label: int
     iou: float = 0.5
     input_size: Any = None  # set by bind(): DETR's relative boxes are scaled to it
+    strict: bool = True  # bind() checks the explained image and turns it off for its perturbed copies
 
     def bind(self, output: Any, input_size: Sequence[int] | None = None) -> "Box":
-        return self if input_size is None else replace(self, input_size=tuple(input_size))
+        """The explained image must hold the object (else a TargetError); a masked or ablated copy of it
+        that lost the detection scores 0, as the object's score has dropped to nothing there."""
+        bound = self if input_size is None else replace(self, input_size=tuple(input_size))
+        bound(output)
+        return replace(bound, strict=False)
 
     def __call__(self, output: Any) -> torch.Tensor:
         from torchvision.ops import box_iou  # here: the engine needs torchvision only for detection
@@ -379,6 +392,9 @@ class Box(TaskTarget):
             ious = torch.where(found["labels"] == self.label, ious, torch.zeros_like(ious))
             best = int(ious.detach().argmax()) if len(ious) else -1
             if best < 0 or float(ious[best].detach()) <= self.iou:
+                if not self.strict:
+                    scores.append(found["scores"].sum() * 0 if len(boxes) else boxes.new_zeros(()))
+                    continue
                 raise TargetError(f"Box: image {index} has no detection of label {self.label} overlapping "
                                   f"{[round(float(v), 1) for v in box[0]]} with IoU > {self.iou}")
             scores.append(ious[best] + found["scores"][best])

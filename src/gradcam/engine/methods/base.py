@@ -211,6 +211,8 @@ class CAMMethod:
         if isinstance(targets, TargetSet):  # several maps per sample, chosen from this output
             classes, fns = targets.expand(run.output, tuple(x.shape[2:]), self.labels)
             classes = classes.to(logits.device)
+            if fns is not None and not isinstance(targets, Chosen):
+                fns = [f.bind(run.output, tuple(x.shape[2:])) if hasattr(f, "bind") else f for f in fns]
         else:
             classes, fn = parse_targets(targets, logits, self.labels, top_k, x.shape[0])
             if fn is not None and hasattr(fn, "bind"):  # a named target fixes what it takes from this output
