@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from gradcam.apps.train import fit
 from gradcam.errors import DataError
 
 
@@ -97,29 +98,17 @@ def fit_detector(model: SmallDetector, images: torch.Tensor, labels: torch.Tenso
                  epochs: int = 10, lr: float = 3e-3, batch_size: int = 32, seed: int = 0) -> SmallDetector:
     """Train a :class:`SmallDetector` on images (N, 3, H, W) with ``labels`` (N, M) and ``boxes`` (N, M, 4)
     [x0, y0, x1, y1], M objects each: CenterNet's penalty-reduced focal loss on Gaussian centre heat maps
-    (σ a sixth of the object's side, in cells) and an L1 loss on the centre cell's log size. AdamW with a
-    one-cycle schedule; the caller's random state is left as it was. Returns the model in eval mode."""
+    (σ a sixth of the object's side, in cells) and an L1 loss on the centre cell's log size, trained by
+    :func:`~gradcam.apps.train.fit` (AdamW, weight decay 0.01). Returns the model in eval mode."""
     if epochs < 1 or not len(images) == len(labels) == len(boxes) or labels.shape != boxes.shape[:2]:
         raise DataError(f"fit_detector needs epochs >= 1 and labels (N, M), boxes (N, M, 4) for N images, got "
                         f"{epochs}, {tuple(images.shape)}, {tuple(labels.shape)}, {tuple(boxes.shape)}")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        generator = torch.Generator().manual_seed(seed)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
-        steps = epochs * -(-len(images) // batch_size)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
-        model.train()
-        for _ in range(epochs):
-            order = torch.randperm(len(images), generator=generator)
-            for start in range(0, len(images), batch_size):
-                rows = order[start:start + batch_size]
-                heat, size = model(images[rows])
-                loss = _centre_loss(heat, size, labels[rows], boxes[rows].float(), images.shape[-1] / heat.shape[-1])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-    return model.eval()
+    def centre_loss(output, rows):
+        heat, size = output
+        return _centre_loss(heat, size, labels[rows], boxes[rows].float(), images.shape[-1] / heat.shape[-1])
+
+    return fit(model, images, labels, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=0.01, seed=seed,
+               loss=centre_loss)
 
 
 def _centre_loss(heat, size, labels, boxes, stride):

@@ -207,10 +207,12 @@ def fit(
     weight_decay: float = 0.0,
     seed: int = 0,
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    loss: Callable[[Any, torch.Tensor], torch.Tensor] | None = None,
 ) -> nn.Module:
-    """Train any classifier on tensors in memory (signals, volumes, clips, images): cross-entropy,
-    AdamW with a one-cycle schedule, shuffled by a seeded generator, ``augment(batch, generator)`` on each
-    batch if given. The caller's random state is left as it was. Returns the model in eval mode."""
+    """Train any classifier on tensors in memory (signals, volumes, clips, images): cross-entropy (or
+    ``loss(output, rows)`` for the batch of samples ``rows``), AdamW with a one-cycle schedule, shuffled by
+    a seeded generator, ``augment(batch, generator)`` on each batch if given. The caller's random state is
+    left as it was. Returns the model in eval mode."""
     if epochs < 1 or len(inputs) != len(labels) or len(inputs) == 0:
         raise DataError(f"fit needs epochs >= 1 and as many labels as inputs, got {epochs}, {len(inputs)} "
                         f"inputs and {len(labels)} labels")
@@ -226,9 +228,10 @@ def fit(
             for start in range(0, len(inputs), batch_size):
                 rows = order[start:start + batch_size]
                 x = inputs[rows] if augment is None else augment(inputs[rows], generator)
-                loss = nn.functional.cross_entropy(model(x), labels[rows])
+                output = model(x)
+                value = nn.functional.cross_entropy(output, labels[rows]) if loss is None else loss(output, rows)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                value.backward()
                 optimizer.step()
                 schedule.step()
     return model.eval()
