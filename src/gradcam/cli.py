@@ -25,7 +25,7 @@ from gradcam.engine.targets import class_spec
 from gradcam.render.files import PICTURE_FORMATS, mirrored_names
 from gradcam.apps.sweep import sweep
 from gradcam.apps.media import explain_clip, explain_signal, explain_volume, media_kind
-from gradcam.apps.tasks import TASKS, explain_task
+from gradcam.apps.tasks import TASKS, explain_task, parse_box
 
 EXAMPLES = """examples:
   gradcam explain cat.jpg                         # bundled EfficientNet-Lite0, predicted class
@@ -207,12 +207,9 @@ def picture_list(text: str) -> list[str]:
 
 def box_arg(text: str) -> list[float]:
     try:
-        box = [float(v) for v in text.split(",")]
-    except ValueError:
-        box = []
-    if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
-        raise argparse.ArgumentTypeError(f"expected x0,y0,x1,y1 with x0 < x1 and y0 < y1, got {text}")
-    return box
+        return parse_box(text)
+    except OptionError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def unit_float(text: str) -> float:

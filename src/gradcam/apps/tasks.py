@@ -60,14 +60,20 @@ class TaskExplanation:
                                                                **style),
                     "panels": object_pictures.object_panels(self.image, self.heatmaps, self.boxes, self.captions,
                                                             title=self._title(), **style)}
-        overlays = [overlay(self.image, heatmap, **style) for heatmap in self.heatmaps]
-        if self.masks is not None:
-            overlays = [object_pictures.mask_outline(o, m) for o, m in zip(overlays, self.masks)]
+        overlays = self.overlays()
         if len(overlays) == 1:
             return {"overlay": overlays[0]}
         found = {f"overlay{k + 1}": o for k, o in enumerate(overlays)}
         found["panels"] = wrapped_grid(overlays, self.captions, columns=min(4, len(overlays)), title=self._title())
         return found
+
+    def overlays(self, colormap: str | None = None, alpha: float | None = None) -> list[Image.Image]:
+        """One overlay per map (with the class mask's outline for segmentation)."""
+        overlays = [overlay(self.image, heatmap, colormap=colormap or self.colormap,
+                            alpha=self.alpha if alpha is None else alpha) for heatmap in self.heatmaps]
+        if self.masks is not None:
+            overlays = [object_pictures.mask_outline(o, m) for o, m in zip(overlays, self.masks)]
+        return overlays
 
     def save(self, directory: str | os.PathLike, name: str | None = None, format: str = "png") -> dict[str, Path]:
         """Write the pictures (``<name>.<method>.<task>-<kind>.png``) and the maps (``….maps.npy``, (k, H, W));
@@ -149,6 +155,17 @@ def explain_task(
         mask = torch.nn.functional.interpolate(mask, size=(photo.height, photo.width), mode="nearest")
         found.masks = mask[:, 0].bool().cpu().numpy()
     return found
+
+
+def parse_box(text: str) -> list[float]:
+    """A box given as text, "x0,y0,x1,y1" with x0 < x1 and y0 < y1; an OptionError otherwise."""
+    try:
+        box = [float(v) for v in text.split(",")]
+    except ValueError:
+        box = []
+    if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
+        raise OptionError(f"box must be x0,y0,x1,y1 with x0 < x1 and y0 < y1, got {text!r}")
+    return box
 
 
 def detector_layers(model: torch.nn.Module) -> list[str] | None:

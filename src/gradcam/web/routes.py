@@ -23,7 +23,7 @@ from gradcam.engine.methods import describe_methods, list_methods
 from gradcam.models.sources import BUNDLED
 from gradcam.engine.precision import PRECISIONS
 from gradcam.engine.targets import class_spec
-from gradcam.apps.tasks import TASKS
+from gradcam.apps.tasks import TASKS, parse_box
 from gradcam.web.service import (MAX_QUEUE, RENDER, RESULT_SECONDS, RESULTS, ExplainRequest, QueueFull, Service,
                                  TaskRequest)
 
@@ -185,14 +185,7 @@ async def api_explain_task(
     if method not in list_methods():
         raise HTTPException(422, f"unknown method {method!r}; choose one of: {', '.join(list_methods())}")
     _check_look(colormap, alpha)
-    parsed_box = None
-    if box:
-        try:
-            parsed_box = [float(v) for v in box.split(",")]
-        except ValueError:
-            parsed_box = []
-        if len(parsed_box) != 4 or parsed_box[2] <= parsed_box[0] or parsed_box[3] <= parsed_box[1]:
-            raise HTTPException(422, f"box must be x0,y0,x1,y1 with x0 < x1 and y0 < y1, got {box!r}")
+    parsed_box = parse_box(box) if box else None
     if min_score is not None and not 0.0 <= min_score <= 1.0:
         raise HTTPException(422, f"min_score must be in [0, 1], got {min_score}")
     max_upload = request.app.state.max_upload

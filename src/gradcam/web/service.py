@@ -32,8 +32,6 @@ from gradcam.models.sources import BUNDLED, load_model
 from gradcam.models.bundle import ModelBundle
 from gradcam.apps.explainer import Explainer, Explanation
 from gradcam.apps.tasks import explain_task
-from gradcam.render.objects import mask_outline
-from gradcam.render.pictures import overlay
 
 MAX_PIXELS = 40_000_000
 MAX_QUEUE = 32  # explain jobs admitted at once (waiting or running), over all models
@@ -323,10 +321,7 @@ class Service:
                                   layer=request.layer, classes=request.classes, box=box, min_score=request.min_score,
                                   reference=reference, negative=request.negative, device=self.device,
                                   colormap=request.colormap, alpha=request.alpha, name="upload")
-        overlays = [overlay(result.image, heatmap, colormap=request.colormap, alpha=request.alpha)
-                    for heatmap in result.heatmaps]
-        if result.masks is not None:
-            overlays = [mask_outline(o, m) for o, m in zip(overlays, result.masks)]
+        overlays = result.overlays()
         return {
             "model": bundle.name, "method": request.method, "task": request.task, "layer": result.layer,
             "captions": result.captions, "boxes": result.boxes,

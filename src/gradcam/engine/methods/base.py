@@ -219,7 +219,7 @@ class CAMMethod:
                 fn = fn.bind(run.output, tuple(x.shape[2:]))
             fns = None if fn is None else [fn]
         columns = classes.unbind(1) if classes.dim() == 2 else [classes]
-        per_column = fns if fns is not None and len(fns) == len(columns) else (fns or [None]) * len(columns)
+        per_column = fns or [None] * len(columns)  # one callable per column, or none
         raws = self.raw_maps(run, [Target(c, f, run.output) for c, f in zip(columns, per_column)])
         return classes, Chosen(classes, fns), logits, raws
 
