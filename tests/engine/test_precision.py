@@ -99,6 +99,38 @@ def test_bf16_on_the_bundled_model_and_real_photos():
         assert float(correlation(bf16.raw, fp32.raw).min()) >= 0.999, method
 
 
+def test_low_precision_scores_come_from_a_float32_scoring_layer(two_stage):
+    """bf16 keeps 8 bits of mantissa: a logit near 100 in bf16 is a multiple of 0.5. The scoring layer
+    (the last linear layer) runs in float32, so only the features before it are rounded."""
+    model = TwoStageCNN(classes=10).eval()
+    with torch.no_grad():
+        model.fc.bias.fill_(100.0)
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    assert rules.scoring_layer(model) is model.fc
+    with torch.no_grad():
+        exact = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            rounded = model(x).float()  # plain autocast: the scores themselves in bf16
+    assert float((rounded - exact).abs().max()) > 0.05
+    for method in ("gradcam", "scorecam"):
+        out = gradcam.create_method(method, model, "features", precision="bf16")(x)
+        assert out.logits.dtype == torch.float32
+        assert float((out.logits - exact).abs().max()) < 0.02, method
+    assert not model.fc._forward_hooks and not model.fc._forward_pre_hooks  # nothing outlives a call
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert not torch.is_autocast_enabled("cpu")
+
+
+def test_the_scoring_layer_of_known_families():
+    assert rules.scoring_layer(seeded_model("resnet18")).out_features == 1000
+    vit = pytest.importorskip("timm").create_model("vit_tiny_patch16_224", pretrained=False, num_classes=7)
+    assert rules.scoring_layer(vit) is vit.head
+    assert rules.scoring_layer(nn.Sequential(nn.ReLU())) is None  # nothing to keep in float32: plain autocast
+    out = gradcam.GradCAM(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.AdaptiveAvgPool2d(1),
+                                        nn.Flatten()), "1", precision="bf16")(torch.randn(1, 3, 8, 8))
+    assert out.logits.dtype == torch.float32 and torch.isfinite(out.maps).all()
+
+
 class _Tiny(nn.Module):
     """TwoStageCNN whose scores are 1e-6 of its logits: gradients that float16 cannot hold unscaled."""
 

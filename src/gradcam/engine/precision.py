@@ -4,7 +4,10 @@ Channels-last input (``memory_format``) makes convolution networks run their CPU
 NHWC, which is faster; only the input is laid out so, never the user's parameters, and the maps are
 the same to float rounding. ``precision`` runs the forward pass (and so its backward) under
 ``torch.autocast`` in bfloat16 or float16; activations and gradients are taken to float32 before a
-method combines them, so only the network's own arithmetic is in low precision.
+method combines them, so only the network's own arithmetic is in low precision. The model's last
+linear or convolution layer, its scores, runs in float32: bfloat16 keeps 8 bits of mantissa, so a
+logit of 64 would be rounded to a multiple of 0.25, which shows in Score-CAM's softmax over channel
+scores and in near ties between classes; the layer is a tiny part of the cost.
 """
 
 from __future__ import annotations
@@ -46,10 +49,53 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return dtype
 
 
-def autocast(precision: str, device: torch.device):
-    """The context the model's forward passes run in: autocast, or nothing for float32."""
+@contextlib.contextmanager
+def autocast(precision: str, device: torch.device, model: nn.Module | None = None):
+    """The context the model's forward passes run in: autocast with ``model``'s scoring layer in
+    float32 (:func:`scoring_layer`), or nothing for float32."""
     dtype = autocast_dtype(precision, device)
-    return contextlib.nullcontext() if dtype is None else torch.autocast(torch.device(device).type, dtype=dtype)
+    if dtype is None:
+        yield
+        return
+    device_type = torch.device(device).type
+    layer = scoring_layer(model) if model is not None else None
+    with torch.autocast(device_type, dtype=dtype), \
+            (contextlib.nullcontext() if layer is None else _in_float32(layer, device_type)):
+        yield
+
+
+def scoring_layer(model: nn.Module) -> nn.Module | None:
+    """The layer that computes the model's scores: its last ``nn.Linear`` or convolution, in the order
+    the model declares its modules (ResNet's ``fc``, a ViT's ``head``, a segmenter's classifier)."""
+    found = None
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            found = module
+    return found
+
+
+@contextlib.contextmanager
+def _in_float32(layer: nn.Module, device_type: str):
+    """Hooks that run ``layer`` outside autocast, on float32 inputs, for as long as the context lasts."""
+    open_contexts = []
+
+    def before(module, args):
+        context = torch.autocast(device_type, enabled=False)
+        context.__enter__()
+        open_contexts.append(context)
+        return tuple(a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
+
+    def after(module, args, output):
+        open_contexts.pop().__exit__(None, None, None)
+
+    handles = [layer.register_forward_pre_hook(before), layer.register_forward_hook(after)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        while open_contexts:  # a forward that raised inside the layer
+            open_contexts.pop().__exit__(None, None, None)
 
 
 @functools.lru_cache(maxsize=None)

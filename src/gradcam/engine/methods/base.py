@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, Sequence
 
 import torch
@@ -53,6 +54,9 @@ class CAMMethod:
     # rounding. Not for input gradients through guided ReLUs, whose 1[x > 0] gates flip on rounding.
     channels_last_by_default = True
     takes_reshape = True  # the maps can be read from a reshaped view of the layer's output
+    # The pass that captures the activations (and chooses the classes) runs in `precision` too; a
+    # method that runs thousands of other passes (Score-CAM) may capture in float32 at no real cost.
+    captures_in_float32 = False
 
     def __init__(
         self,
@@ -273,7 +277,7 @@ class CAMMethod:
         with eval_mode(self.model), ActivationCapture(self._layers, record_graph=self.uses_gradients) as capture:
             try:
                 torch.set_grad_enabled(False)  # the first target layer's hook turns it back on
-                with self.autocast(x.device):
+                with contextlib.nullcontext() if self.captures_in_float32 else self.autocast(x.device):
                     output = self.run_model(x)
             finally:
                 torch.set_grad_enabled(True)
@@ -289,7 +293,7 @@ class CAMMethod:
 
     def autocast(self, device: torch.device):
         """The context every forward pass of the model runs in for ``precision`` (:mod:`..precision`)."""
-        return precision_rules.autocast(self.precision, device)
+        return precision_rules.autocast(self.precision, device, self.model)
 
     def run_model(self, x: torch.Tensor) -> Any:
         """The model's forward pass (a method may run it another way that gives the same output)."""

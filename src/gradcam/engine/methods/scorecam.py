@@ -21,11 +21,15 @@ class ScoreCAM(CAMMethod):
     S_k^c = f^c(X ∘ H^k) − f^c(X_b), α^c = softmax_k(S^c) (Algorithm 1, f^c the pre-softmax score),
     L^c = ReLU(Σ_k α_k^c A^k). The baseline term f^c(X_b) is the same for every k and cancels in the
     softmax, so it is not computed. The masked inputs are scored ``batch_size`` at a time under
-    inference mode, never all at once, each distinct mask once; ``max_channels=N`` keeps the N channels of largest mean
-    activation (Faster Score-CAM, Wang et al. 2020); ``progress=True`` shows a progress bar.
+    inference mode, never all at once, each distinct mask once; ``max_channels=N`` keeps the N channels
+    of largest mean activation (Faster Score-CAM, Wang et al. 2020); ``progress=True`` shows a progress
+    bar. With ``precision="bf16"`` or ``"fp16"`` only the masked passes run in low precision: the one
+    pass that captures A^k and chooses the class runs in float32, so the masks, the class and the A^k
+    of the sum are float32's.
     """
 
     uses_gradients = False
+    captures_in_float32 = True
 
     def __init__(self, model, target_layer=None, *, batch_size: int = 32, max_channels: int | None = None,
                  progress: bool = False, **options):
