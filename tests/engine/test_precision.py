@@ -116,6 +116,9 @@ def test_low_precision_scores_come_from_a_float32_scoring_layer(two_stage):
         out = gradcam.create_method(method, model, "features", precision="bf16")(x)
         assert out.logits.dtype == torch.float32
         assert float((out.logits - exact).abs().max()) < 0.02, method
+    # Score-CAM captures A^k and chooses its class in float32; only its masked passes are in bf16
+    captured = gradcam.create_method("scorecam", model, "features", precision="bf16")(x).logits
+    assert_relative_close(captured, exact, 1e-5)
     assert not model.fc._forward_hooks and not model.fc._forward_pre_hooks  # nothing outlives a call
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert not torch.is_autocast_enabled("cpu")
