@@ -6,9 +6,11 @@ scikit-image and matplotlib), then
 - end to end: `gradcam explain DIR --quiet` in a fresh process (decode, preprocess, Grad-CAM, overlay
   at each image's own size, atomic PNG writes, manifest), its wall time and peak resident memory
   (VmHWM of the main process; worker processes are not counted).
+Both run ``--rounds`` times, alternating; the table shows their medians (this machine's speed drifts by
+a fifth from one minute to the next, so one forward-only run against one end-to-end run misleads).
 
 Run:
-    LD_PRELOAD=libtcmalloc_minimal.so.4 python benchmarks/bench_folder.py [--images 200,1000] [--workers 1]
+    LD_PRELOAD=libtcmalloc_minimal.so.4 python benchmarks/bench_folder.py [--images 200,1000] [--rounds 3] [--workers 1]
         [--model efficientnet_lite0 | resnet50] [--megapixels 12 --top-k 3]
 
 ``--megapixels 12`` makes every image a 12 MP photo (4000 × 3000): the peak memory then shows whether
@@ -18,6 +20,7 @@ maps are held per batch or per image.
 from __future__ import annotations
 
 import argparse
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -101,6 +104,7 @@ def end_to_end(folder: Path, out: Path, batch_size: int, workers: int, threads: 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", default="200,1000")
+    parser.add_argument("--rounds", type=int, default=3, help="forward-only and end-to-end runs, alternating; medians")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
@@ -127,10 +131,18 @@ def main():
         for count in (int(n) for n in args.images.split(",")):
             folder = Path(tmp) / f"in{count}"
             make_images(folder, count, megapixels=args.megapixels)
-            fwd = forward_only(folder, args.batch_size, args.model, weights)
-            e2e, peak = end_to_end(folder, Path(tmp) / f"out{count}", args.batch_size, args.workers, args.threads,
-                                   args.model, weights, extra)
-            print(f"  {count:>7}{fwd:>15.1f}{e2e:>18.1f}{e2e / fwd:>7.2f}{peak:>14.0f}", flush=True)
+            forwards, ends, peaks = [], [], []
+            for r in range(args.rounds):  # alternating, so that a slower minute of the machine hits both
+                if r % 2 == 0:
+                    forwards.append(forward_only(folder, args.batch_size, args.model, weights))
+                e2e, peak = end_to_end(folder, Path(tmp) / f"out{count}.{r}", args.batch_size, args.workers,
+                                       args.threads, args.model, weights, extra)
+                ends.append(e2e)
+                peaks.append(peak)
+                if r % 2 == 1:
+                    forwards.append(forward_only(folder, args.batch_size, args.model, weights))
+            fwd, e2e = statistics.median(forwards), statistics.median(ends)
+            print(f"  {count:>7}{fwd:>15.1f}{e2e:>18.1f}{e2e / fwd:>7.2f}{max(peaks):>14.0f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from PIL import Image, ImageFile
 
 from gradcam.errors import GradCAMError, ImageError
 from gradcam.render.images import MAX_PIXELS, load_image
-from gradcam.render.files import mirrored_names, picture_name, save_png, source_name, source_names
+from gradcam.render.files import mirrored_names, picture_name, save_png, source_name, source_names, write_png
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 
@@ -326,6 +326,18 @@ def test_save_png_atomic(tmp_path):
     save_png(Image.new("RGB", (2, 2), GREEN), target)
     assert load_image(target).getpixel((1, 1)) == GREEN
     assert sorted(p.name for p in target.parent.iterdir()) == ["result.png"]
+
+
+def test_png_is_lossless_on_noisy_pictures():
+    """The run-length deflate strategy is still lossless on every mode a picture is written in."""
+    rng = np.random.default_rng(0)
+    for mode, shape in (("RGB", (37, 53, 3)), ("L", (37, 53)), ("RGBA", (37, 53, 4))):
+        image = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode)
+        buffer = io.BytesIO()
+        write_png(image, buffer)
+        buffer.seek(0)
+        with Image.open(buffer) as back:
+            assert back.mode == mode and np.array_equal(np.asarray(back), np.asarray(image))
 
 
 def test_save_png_failure_leaves_nothing(tmp_path):

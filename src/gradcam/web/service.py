@@ -25,6 +25,7 @@ from PIL import Image
 
 from gradcam.apps.device import choose_device
 from gradcam.errors import ModelError, OptionError
+from gradcam.render.files import write_png
 from gradcam.render.images import load_image
 from gradcam.engine.layers import auto_layer, candidate_layers, resolve_layers
 from gradcam.engine.methods import method_options
@@ -355,7 +356,7 @@ def fit(picture: Image.Image, longest: int) -> Image.Image:
 
 def png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=1)
+    write_png(image, buffer)
     return buffer.getvalue()
 
 
