@@ -5,6 +5,7 @@ Contenders, timed interleaved in one process (each round runs each once, in a ro
 - gradcam contiguous: our Grad-CAM with memory_format="contiguous" (the classic cost floor)
 - gradcam default: our Grad-CAM as it runs by default (channels-last input for convolution networks)
 - gradcam bf16: the default with precision="bf16"
+- gradcam fp16: the default with precision="fp16" (``--device cuda`` only: CPUs have no fast float16)
 - pytorch-grad-cam: its GradCAM on its own copy of the model
 Then the fidelity of bf16: per-image correlation of the raw maps with fp32, the map's peak at the same
 cell, and the same class, on the seeded models and on the bundled model's photos. ``--scorecam`` also
@@ -13,6 +14,7 @@ times Score-CAM on one image (ResNet-50, all 2048 channels) against pytorch-grad
 Run:
     LD_PRELOAD=libtcmalloc_minimal.so.4 python benchmarks/bench_precision.py [--models resnet50,convnext_tiny]
         [--batch 16] [--repeats 5] [--threads 2] [--scorecam]
+    python benchmarks/bench_precision.py --device cuda --batch 64 --scorecam   # on a GPU
 """
 
 from __future__ import annotations
@@ -44,10 +46,10 @@ def layer_of(name: str, model) -> torch.nn.Module:
     return model.layer4 if name.startswith("resnet") else model.features[-1]
 
 
-def contenders(name: str, base: torch.nn.Module) -> tuple[dict, list]:
+def contenders(name: str, base: torch.nn.Module, device: torch.device) -> tuple[dict, list]:
     import pytorch_grad_cam
 
-    models = {k: copy.deepcopy(base).eval() for k in ("forward", "ours", "pgc")}
+    models = {k: copy.deepcopy(base).to(device).eval() for k in ("forward", "ours", "pgc")}
     layer = [n for n, m in models["ours"].named_modules() if m is layer_of(name, models["ours"])][0]
     contiguous = gradcam.GradCAM(models["ours"], layer, memory_format="contiguous")
     default = gradcam.GradCAM(models["ours"], layer)
@@ -58,13 +60,17 @@ def contenders(name: str, base: torch.nn.Module) -> tuple[dict, list]:
         with torch.no_grad():
             return models["forward"](x)
 
-    return {
+    fns = {
         "forward fp32": forward,
         "gradcam contiguous": lambda x: contiguous(x).maps,
         "gradcam default": lambda x: default(x).maps,
         "gradcam bf16": lambda x: bf16(x).maps,
         "pytorch-grad-cam": lambda x: pgc(input_tensor=x, targets=None),
-    }, [pgc]
+    }
+    if device.type == "cuda":
+        fp16 = gradcam.GradCAM(models["ours"], layer, precision="fp16")
+        fns["gradcam fp16"] = lambda x: fp16(x).maps
+    return fns, [pgc]
 
 
 def timed(fns: dict, x: torch.Tensor, repeats: int, warmup: int = 1) -> dict:
@@ -72,21 +78,28 @@ def timed(fns: dict, x: torch.Tensor, repeats: int, warmup: int = 1) -> dict:
     for r in range(warmup + repeats):
         shift = r % len(names)
         for n in names[shift:] + names[:shift]:
+            synchronize(x.device)
             t0 = time.perf_counter()
             fns[n](x)
+            synchronize(x.device)
             if r >= warmup:
                 times[n].append((time.perf_counter() - t0) * 1e3)
     return {n: statistics.median(t) for n, t in times.items()}
 
 
-def fidelity(label: str, model: torch.nn.Module, x: torch.Tensor, method: str = "gradcam", **options) -> None:
-    fp32 = gradcam.create_method(method, model, **options)(x, normalize="none")
-    bf16 = gradcam.create_method(method, model, precision="bf16", **options)
-    same_class = bf16(x, normalize="none").targets
-    fixed = bf16(x, targets=fp32.targets, normalize="none")  # the map of the same class
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def fidelity(label: str, model: torch.nn.Module, x: torch.Tensor, precision: str = "bf16") -> None:
+    fp32 = gradcam.GradCAM(model)(x, normalize="none")
+    low = gradcam.GradCAM(model, precision=precision)
+    same_class = low(x, normalize="none").targets
+    fixed = low(x, targets=fp32.targets, normalize="none")  # the map of the same class
     corr = correlation(fixed.raw, fp32.raw)
     peaks = (fixed.raw.flatten(1).argmax(1) == fp32.raw.flatten(1).argmax(1)).sum()
-    print(f"  {label:<34} correlation min {float(corr.min()):.5f} median {float(corr.median()):.5f}; "
+    print(f"  {label:<34} {precision} correlation min {float(corr.min()):.5f} median {float(corr.median()):.5f}; "
           f"peak at the same cell {int(peaks)}/{len(x)}; same class {int((same_class == fp32.targets).sum())}/{len(x)}")
 
 
@@ -97,17 +110,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--scorecam", action="store_true")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from gradcam.engine.precision import fast_bf16
 
-    print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch} × 224², "
-          f"native bf16: {fast_bf16(torch.device('cpu'))}, LD_PRELOAD={os.environ.get('LD_PRELOAD', '-')}")
-    x = torch.randn(args.batch, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    device = torch.device(args.device)
+    where = (torch.cuda.get_device_name(device) if device.type == "cuda" else f"{args.threads} threads")
+    print(f"torch {torch.__version__}, {where}, batch {args.batch} × 224², "
+          f"native bf16: {fast_bf16(device)}, LD_PRELOAD={os.environ.get('LD_PRELOAD', '-')}")
+    x = torch.randn(args.batch, 3, 224, 224, generator=torch.Generator().manual_seed(0)).to(device)
     names = [n for n in args.models.split(",") if n]  # --models "" with --scorecam: Score-CAM only
     for name in names:
         model = seeded(name)
-        fns, _keep = contenders(name, model)
+        fns, _keep = contenders(name, model, device)
         ms = timed(fns, x, args.repeats)
         floor = ms["forward fp32"]
         print(f"\n{name} (seeded), medians of {args.repeats} interleaved rounds")
@@ -115,25 +131,30 @@ def main() -> None:
         for n, t in ms.items():
             print(f"  {n:<20}{t:>9.1f}{t / floor:>16.2f}")
         print(f"  pytorch-grad-cam ÷ gradcam default: {ms['pytorch-grad-cam'] / ms['gradcam default']:.2f}x; "
-              f"÷ gradcam bf16: {ms['pytorch-grad-cam'] / ms['gradcam bf16']:.2f}x")
+              f"÷ gradcam bf16: {ms['pytorch-grad-cam'] / ms['gradcam bf16']:.2f}x"
+              + (f"; ÷ gradcam fp16: {ms['pytorch-grad-cam'] / ms['gradcam fp16']:.2f}x" if "gradcam fp16" in ms else ""))
+    precisions = ("bf16", "fp16") if device.type == "cuda" else ("bf16",)
     if names:
-        print("\nbf16 against fp32 (the same class explained; classes compared separately)")
+        print(f"\n{' and '.join(precisions)} against fp32 (the same class explained; classes compared separately)")
     for name in names:
-        fidelity(f"{name} (seeded), random input", seeded(name), x)
+        for precision in precisions:
+            fidelity(f"{name} (seeded), random input", seeded(name).to(device), x, precision)
     try:
         import skimage.data
         from PIL import Image
 
-        bundle = gradcam.load_model()
+        bundle = gradcam.load_model(device=device)
         photos = [Image.fromarray(getattr(skimage.data, n)()) for n in ("chelsea", "coffee", "rocket", "astronaut",
                                                                          "camera")]
-        fidelity("efficientnet_lite0 (bundled), 5 photos", bundle.module, bundle.preprocess.batch(photos))
+        for precision in precisions:
+            fidelity("efficientnet_lite0 (bundled), 5 photos", bundle.module, bundle.preprocess.batch(photos).to(device),
+                     precision)
     except ImportError:
         pass
     if args.scorecam:
         import pytorch_grad_cam
 
-        model = seeded("resnet50")
+        model = seeded("resnet50").to(device)
         one = x[:1]
         ours = {p: gradcam.create_method("scorecam", model, "layer4", precision=p, batch_size=64) for p in ("fp32", "bf16")}
         theirs = copy.deepcopy(model)
