@@ -182,3 +182,48 @@ def test_precision_choices_and_clear_errors(two_stage, monkeypatch, request):
     monkeypatch.setattr(rules, "fast_bf16", lambda device: True)
     assert rules.autocast_dtype("auto", torch.device("cpu")) is torch.bfloat16
     assert rules.autocast_dtype("fp32", torch.device("cpu")) is None
+
+
+# --------------------------------------------------------------------------- on a CUDA device (benchmarks/gpu_check.sh)
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@cuda
+@pytest.mark.parametrize("method", ["gradcam", "scorecam"])
+def test_channels_last_on_cuda_gives_the_contiguous_maps(method):
+    model = seeded_model("resnet18").cuda()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1)).cuda()
+    options = {"max_channels": 32} if method == "scorecam" else {}
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):  # TF32 convolutions round to 10 bits
+        plain = gradcam.create_method(method, model, memory_format="contiguous", **options)(x, normalize="none")
+        fast = gradcam.create_method(method, model, **options)(x, targets=plain.targets, normalize="none")
+    assert fast.raw.is_cuda and fast.raw.dtype == torch.float32
+    assert_relative_close(fast.raw, plain.raw, 1e-4)
+
+
+@cuda
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+@pytest.mark.parametrize("method", ["gradcam", "scorecam", "ablationcam"])
+def test_low_precision_on_cuda_follows_fp32(precision, method):
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bfloat16")
+    model = seeded_model("resnet18").cuda()
+    x = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(1)).cuda()
+    options = {"max_channels": 64} if method == "scorecam" else {}
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        fp32 = gradcam.create_method(method, model, **options)(x, normalize="none")
+        low = gradcam.create_method(method, model, precision=precision, **options)(x, targets=fp32.targets,
+                                                                                  normalize="none")
+    assert low.raw.is_cuda and low.raw.dtype == low.logits.dtype == torch.float32
+    assert float(correlation(low.raw, fp32.raw).min()) >= 0.999, (precision, method)
+
+
+@cuda
+def test_fp16_gradients_do_not_underflow_on_cuda():
+    model = _Tiny().eval().cuda()
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(2)).cuda()
+    fp32 = gradcam.GradCAM(model, "net.features")(x, normalize="none")
+    fp16 = gradcam.GradCAM(model, "net.features", precision="fp16")(x, targets=fp32.targets, normalize="none")
+    assert float(fp16.raw.abs().max()) > 0
+    assert_relative_close(fp16.raw, fp32.raw, 0.05)
