@@ -1,0 +1,161 @@
+"""Faithfulness of maps: does the model's score follow what a map says matters?
+
+Each metric takes the model, the input batch, the maps (B, *spatial) of one class per sample (any
+resolution: brought to the input's bilinearly, ``align_corners=False``) and the classes, and returns
+per-sample values. The protocols are torchcam 0.5's (``torchcam.metrics``), and the tests hold them equal
+to it; a class's score is its softmax probability (``score="probability"``, torchcam's ``logits_fn=softmax``)
+or its logit (``score="logit"``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from gradcam.engine import functional as Fn
+from gradcam.engine.capture import eval_mode
+from gradcam.engine.targets import class_scores, extract_logits, resolve_classes
+from gradcam.errors import OptionError
+
+SCORES = ("probability", "logit")
+
+
+class _Metric:
+    """What the metrics share: the model in eval mode without autograd, and a class's score."""
+
+    def __init__(self, model: nn.Module, *, score: str = "probability", batch_size: int = 32,
+                 labels: Sequence[str] | None = None):
+        if score not in SCORES:
+            raise OptionError(f"score must be one of {', '.join(SCORES)}, got {score!r}")
+        if int(batch_size) < 1:
+            raise OptionError(f"batch_size must be >= 1, got {batch_size}")
+        self.model, self.score, self.batch_size, self.labels = model, score, int(batch_size), labels
+
+    def _scores(self, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """(N,) scores of ``classes`` (N,) on the inputs ``x`` (N, ...), ``batch_size`` at a time."""
+        parts = []
+        for start in range(0, len(x), self.batch_size):
+            logits = extract_logits(self.model(x[start : start + self.batch_size])).float()
+            if self.score == "probability":
+                logits = logits.softmax(dim=-1)
+            parts.append(class_scores(logits, classes[start : start + self.batch_size]))
+        return torch.cat(parts)
+
+    def _prepare(self, x: torch.Tensor, maps: torch.Tensor, targets: Any) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                    torch.Tensor]:
+        """(maps at the input's size, classes (B,), the classes' scores on ``x``)."""
+        if not isinstance(x, torch.Tensor) or x.dim() < 3 or not x.is_floating_point():
+            raise OptionError("x must be a floating-point (B, C, *spatial) tensor")
+        maps = torch.as_tensor(maps, device=x.device).float()
+        if maps.shape[0] != x.shape[0] or maps.dim() != x.dim() - 1:
+            raise OptionError(f"maps must be one (*spatial) map per sample, (B, ...) with B = {x.shape[0]}, "
+                              f"got {tuple(maps.shape)} for an input of {tuple(x.shape)}")
+        if tuple(maps.shape[1:]) != tuple(x.shape[2:]):
+            maps = Fn.upsample(maps, x.shape[2:])
+        logits = extract_logits(self.model(x)).float()
+        classes = resolve_classes(targets, logits, self.labels)
+        scores = logits.softmax(dim=-1) if self.score == "probability" else logits
+        return maps, classes, class_scores(scores, classes)
+
+
+@dataclass
+class ConfidenceResult:
+    drop: torch.Tensor  # (B,) max(0, y − y_masked) / y
+    increase: torch.Tensor  # (B,) bool: y < y_masked
+
+    @property
+    def average_drop(self) -> float:
+        return float(self.drop.mean())
+
+    @property
+    def increase_in_confidence(self) -> float:
+        return float(self.increase.float().mean())
+
+
+class Confidence(_Metric):
+    """Average Drop and Increase in Confidence (Chattopadhay, Sarkar, Howlader & Balasubramanian, WACV
+    2018, the Grad-CAM++ paper): the input is multiplied by its map E (in [0, 1], as a method gives it),
+    and with y the class's score on x and y' on E ∘ x,
+
+    drop = max(0, y − y') / y (lower is better), increase = [y < y'] (higher is better).
+
+    torchcam's ``ClassificationMetric`` protocol (its 1e-7 in the denominator included)."""
+
+    def __call__(self, x: torch.Tensor, maps: torch.Tensor, targets: Any = None) -> ConfidenceResult:
+        with eval_mode(self.model), torch.inference_mode():
+            maps, classes, scores = self._prepare(x, maps, targets)
+            masked = self._scores(maps.unsqueeze(1) * x, classes)
+        return ConfidenceResult(torch.relu(scores - masked) / (scores + 1e-7), scores < masked)
+
+
+@dataclass
+class DeletionInsertionResult:
+    fractions: torch.Tensor  # (P,) the fraction of positions deleted or inserted at each point
+    deletion: torch.Tensor  # (B, P) the score as the most important positions are deleted
+    insertion: torch.Tensor  # (B, P) the score as they are inserted into the baseline
+
+    @property
+    def deletion_auc(self) -> torch.Tensor:
+        """(B,) area under the deletion curve: lower is better."""
+        return torch.trapezoid(self.deletion, self.fractions, dim=1)
+
+    @property
+    def insertion_auc(self) -> torch.Tensor:
+        """(B,) area under the insertion curve: higher is better."""
+        return torch.trapezoid(self.insertion, self.fractions, dim=1)
+
+
+class DeletionInsertion(_Metric):
+    """Deletion and insertion (Petsiuk, Das & Saenko, BMVC 2018, RISE): positions are ranked by the map,
+    highest first (ties in order of position); deletion replaces the k best with the baseline, insertion
+    starts from the baseline and puts the k best back, for k = 0, s, 2s, …, N with s = ⌈N / steps⌉ (the
+    same k for every channel); each curve's area is taken over the fractions k / N.
+
+    torchcam's ``DeletionInsertionMetric`` protocol: a zero baseline unless ``baseline`` is given (a
+    tensor broadcast to the input, or a callable x -> baseline; RISE itself inserts into a blurred image).
+    """
+
+    def __init__(self, model: nn.Module, *, steps: int = 20, baseline: Any = None, **options):
+        super().__init__(model, **options)
+        if int(steps) < 1:
+            raise OptionError(f"steps must be >= 1, got {steps}")
+        if baseline is not None and not isinstance(baseline, torch.Tensor) and not callable(baseline):
+            raise OptionError(f"baseline must be a tensor or a callable x -> tensor, got {type(baseline).__name__}")
+        self.steps, self.baseline = int(steps), baseline
+
+    def __call__(self, x: torch.Tensor, maps: torch.Tensor, targets: Any = None) -> DeletionInsertionResult:
+        with eval_mode(self.model), torch.inference_mode():
+            maps, classes, scores = self._prepare(x, maps, targets)
+            base = self._baseline(x)
+            b, n = maps.shape[0], maps[0].numel()
+            step = -(-n // self.steps)
+            counts = list(range(0, n, step)) + [n]
+            order = maps.flatten(1).argsort(dim=1, descending=True, stable=True)
+            ranks = order.argsort(dim=1)  # each position's place in the order
+            k = torch.tensor(counts, device=x.device)
+            p = len(counts)
+            deletion, insertion = torch.empty(b, p, device=x.device), torch.empty(b, p, device=x.device)
+            for i in range(b):  # one sample's P perturbed copies at a time: memory stays bounded
+                kept = (ranks[i][None, :] < k[:, None])[:, None]  # (P, 1, N): among the k best
+                flat, flat_base = x[i].flatten(1)[None], base[i].flatten(1)[None]  # (1, C, N)
+                rows = classes[i].repeat(p)
+                deletion[i] = self._scores(torch.where(kept, flat_base, flat).view(p, *x.shape[1:]), rows)
+                insertion[i] = self._scores(torch.where(kept, flat, flat_base).view(p, *x.shape[1:]), rows)
+            deletion[:, 0], insertion[:, -1] = scores, scores  # the input itself, as scored once
+        return DeletionInsertionResult(k.float() / n, deletion, insertion)
+
+    def _baseline(self, x: torch.Tensor) -> torch.Tensor:
+        if self.baseline is None:
+            return torch.zeros_like(x)
+        base = self.baseline(x) if callable(self.baseline) and not isinstance(self.baseline, torch.Tensor) \
+            else self.baseline
+        if not isinstance(base, torch.Tensor):
+            raise OptionError(f"the baseline callable returned {type(base).__name__}, not a tensor")
+        try:
+            return torch.broadcast_to(base.to(x), x.shape)
+        except RuntimeError:
+            raise OptionError(f"a baseline of shape {tuple(base.shape)} does not fit an input of "
+                              f"{tuple(x.shape)}") from None
