@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from gradcam import __version__
 from gradcam.apps.compare import compare
+from gradcam.apps.evaluate import evaluate
 from gradcam.errors import GradCAMError, ImageError, LayerError, OptionError, TargetError
 from gradcam.apps.batch import PICTURES, explain_folder, find_images, input_roots
 from gradcam.engine.functional import NORMALIZATIONS
@@ -40,6 +41,7 @@ EXAMPLES = """examples:
   gradcam layers --model resnet50                 # candidate layers, the automatic one marked
   gradcam compare cat.jpg --models resnet50,vgg19,timm/xception41
   gradcam sweep cat.jpg --every-stage
+  gradcam evaluate photos/ --methods gradcam,hirescam,layercam   # which maps are faithful to the model
   gradcam serve                                   # the web app on http://127.0.0.1:8000/
   gradcam make-shapes shapes/ && gradcam train shapes/ --arch small-cnn --epochs 10 --out shapes-model
   gradcam explain shapes/circle/0000.png --checkpoint shapes-model
@@ -128,6 +130,20 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--target", help="one class for every model (default: each model's own prediction)")
     cmp.add_argument("--device", choices=["cpu", "cuda"])
     cmp.add_argument("--out", default="gradcam-out", type=Path)
+
+    ev = commands.add_parser("evaluate", help="how faithful each method's maps are: deletion, insertion, "
+                             "Average Drop, against random maps", parents=[common])
+    ev.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders or glob patterns")
+    add_model_options(ev)
+    ev.add_argument("--methods", default=["gradcam"], type=comma_list, metavar="M1,M2",
+                    help="comma-separated methods, or all (default: gradcam)")
+    ev.add_argument("--layer", type=parse_layers, help="target layer(s) (default: automatic)")
+    ev.add_argument("--target", help="class to explain (default: the prediction)")
+    ev.add_argument("--steps", type=positive_int, default=20, help="deletion/insertion steps (default: 20)")
+    ev.add_argument("--score", default="probability", choices=["probability", "logit"],
+                    help="the class score the metrics follow (default: probability)")
+    ev.add_argument("--batch-size", type=positive_int, default=8, help="images per batch (default: 8)")
+    ev.add_argument("--out", default="gradcam-out", type=Path, help="where evaluation.csv goes (default: gradcam-out)")
 
     sw = commands.add_parser("sweep", help="one model's maps at many layers, shallow to deep", parents=[common])
     sw.add_argument("image", metavar="IMAGE")
@@ -222,7 +238,7 @@ def unit_float(text: str) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit status: 0 done, 1 some image failed (or an unexpected error), 2 a usage error."""
     args = build_parser().parse_args(argv)
-    command = {"explain": cmd_explain, "compare": cmd_compare, "sweep": cmd_sweep, "serve": cmd_serve,
+    command = {"explain": cmd_explain, "compare": cmd_compare, "evaluate": cmd_evaluate, "sweep": cmd_sweep, "serve": cmd_serve,
                "train": cmd_train, "make-shapes": cmd_make_shapes, "layers": cmd_layers,
                "models": cmd_models, "methods": cmd_methods}
     try:
@@ -363,6 +379,25 @@ def cmd_compare(args) -> int:
         found = ", ".join(f"{m}: {c[i].label} ({c[i].probability:.1%})" for m, c in zip(result.models, result.columns))
         print(f"{stem}: {found}")
     print(f"figure: {written['figure']}")
+    return FAILED if result.failed else OK
+
+
+def cmd_evaluate(args) -> int:
+    methods = list_methods() if args.methods == ["all"] else args.methods
+    unknown = [m for m in methods if m not in list_methods()]
+    if unknown:
+        raise OptionError(f"unknown method {unknown[0]!r}; choose from {', '.join(list_methods())} or all")
+    files = find_images(args.images)
+    result = evaluate(files, model=args.model, weights=args.weights, device=args.device, methods=methods,
+                      layer=args.layer, target=class_spec(args.target), steps=args.steps, score=args.score,
+                      batch_size=args.batch_size)
+    for method, why in result.skipped:
+        print(f"skipped {method}: {why}", file=sys.stderr)
+    for _, why in result.failed:
+        print(f"error: {why}", file=sys.stderr)
+    print(f"{result.model}, {len(files) - len(result.failed)} image(s), {args.steps} steps, {args.score}")
+    print(result.table())
+    print(f"rows: {result.save(args.out)}")
     return FAILED if result.failed else OK
 
 
