@@ -27,6 +27,7 @@ _PUBLIC = {  # name -> the module that defines it
     "Box": "gradcam.engine.targets", "detected_boxes": "gradcam.engine.targets",
     "Detections": "gradcam.engine.targets", "MultiLabel": "gradcam.engine.targets",
     "Confidence": "gradcam.engine.faithfulness", "DeletionInsertion": "gradcam.engine.faithfulness",
+    "ParameterRandomisation": "gradcam.engine.sanity",
     "explain_clip": "gradcam.apps.media", "explain_volume": "gradcam.apps.media",
     "explain_signal": "gradcam.apps.media",
     "load_model": "gradcam.models.sources", "list_models": "gradcam.models.sources",
