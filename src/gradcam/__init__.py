@@ -28,6 +28,8 @@ _PUBLIC = {  # name -> the module that defines it
     "Detections": "gradcam.engine.targets", "MultiLabel": "gradcam.engine.targets",
     "Confidence": "gradcam.engine.faithfulness", "DeletionInsertion": "gradcam.engine.faithfulness",
     "ParameterRandomisation": "gradcam.engine.sanity",
+    "pointing_game": "gradcam.engine.localisation", "energy_inside": "gradcam.engine.localisation",
+    "audit": "gradcam.apps.audit", "Audit": "gradcam.apps.audit",
     "explain_clip": "gradcam.apps.media", "explain_volume": "gradcam.apps.media",
     "explain_signal": "gradcam.apps.media",
     "load_model": "gradcam.models.sources", "list_models": "gradcam.models.sources",

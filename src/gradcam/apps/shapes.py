@@ -34,7 +34,7 @@ def make_shapes(directory: str | os.PathLike, n: int = 400, size: int = 96, seed
     return root
 
 
-def draw_shapes(n: int = 400, size: int = 96, seed: int = 0, objects: int = 1
+def draw_shapes(n: int = 400, size: int = 96, seed: int = 0, objects: int = 1, shortcut: bool = False
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``n`` pictures with known answers, in memory: (images uint8 (n, size, size, 3), labels int64
     (n, objects) indexing :data:`CLASSES`, boxes int (n, objects, 4) [x0, y0, x1, y1] inclusive, masks
@@ -44,10 +44,14 @@ def draw_shapes(n: int = 400, size: int = 96, seed: int = 0, objects: int = 1
     triangles — never a circle or a square), and ``objects`` filled shapes of random colours, each
     22–40 % of the image wide (one object) or 18–30 % (two), anywhere, never touching. One object:
     circles and squares alternate. Two objects: one circle and one square in every image.
+
+    ``shortcut=True`` (one object) adds a white square of 1/8 of the image in a corner that tells the
+    class: top left for a circle, bottom right for a square, never touching the object. A model can be
+    right on these images for the wrong reason, the corner; its maps then point there, not at the shape.
     """
-    if n < 2 or size < 32 or objects not in (1, 2):
-        raise OptionError(f"draw_shapes needs n >= 2, size >= 32 and 1 or 2 objects, got n={n}, size={size}, "
-                          f"objects={objects}")
+    if n < 2 or size < 32 or objects not in (1, 2) or (shortcut and objects != 1):
+        raise OptionError(f"draw_shapes needs n >= 2, size >= 32 and 1 or 2 objects (1 with a shortcut), got "
+                          f"n={n}, size={size}, objects={objects}, shortcut={shortcut}")
     rng = np.random.default_rng(seed)
     images = np.zeros((n, size, size, 3), np.uint8)
     labels = np.zeros((n, objects), np.int64)
@@ -58,13 +62,15 @@ def draw_shapes(n: int = 400, size: int = 96, seed: int = 0, objects: int = 1
         image = _background(rng, size)
         draw = ImageDraw.Draw(image)
         _clutter(draw, rng, size)
+        corner = size // 8
+        marker = ([1, 1, corner, corner] if i % 2 == 0 else [size - 1 - corner, size - 1 - corner, size - 2, size - 2])
         for j in range(objects):
             kind = (i + j) % 2
             while True:
                 side = int(rng.uniform(lo, hi) * size)
                 x0, y0 = (int(v) for v in rng.integers(0, size - side, 2))
                 box = [x0, y0, x0 + side, y0 + side]
-                if all(_apart(box, other) for other in boxes[i, :j]):
+                if all(_apart(box, other) for other in boxes[i, :j]) and (not shortcut or _apart(box, marker)):
                     break
             colour = tuple(int(c) for c in rng.integers(0, 256, 3))
             shape = draw.ellipse if kind == 0 else draw.rectangle
@@ -72,6 +78,8 @@ def draw_shapes(n: int = 400, size: int = 96, seed: int = 0, objects: int = 1
             mask = Image.new("1", (size, size))
             (ImageDraw.Draw(mask).ellipse if kind == 0 else ImageDraw.Draw(mask).rectangle)(box, fill=1)
             labels[i, j], boxes[i, j], masks[i, j] = kind, box, np.asarray(mask)
+        if shortcut:
+            draw.rectangle(marker, fill=(255, 255, 255))
         images[i] = np.asarray(image)
     return images, labels, boxes, masks
 

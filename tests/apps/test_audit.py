@@ -1,0 +1,80 @@
+"""The audit finds a model that is right for the wrong reasons: trained, small, real."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import gradcam
+
+from gradcam.apps.audit import audit
+from gradcam.apps.shapes import draw_shapes
+from gradcam.apps.small_nets import small_net
+from gradcam.apps.train import fit
+from gradcam.engine.localisation import energy_inside, pointing_game
+
+HELD = 200
+
+
+def shapes(shortcut: bool, seed: int):
+    images, labels, _, masks = draw_shapes(1000 + HELD, size=64, seed=seed, shortcut=shortcut)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return x, torch.from_numpy(labels[:, 0]), torch.from_numpy(masks[:, 0])
+
+
+@pytest.fixture(scope="module")
+def models():
+    """Two small CNNs. The shortcut one trains on images whose corner square tells the class and whose
+    shape tells nothing (half of them turned upside down, which moves the square to the other corner,
+    and labelled by the square); the clean one trains on the shapes alone."""
+    x, y, _ = shapes(True, 7)
+    turned = torch.rand(len(x), generator=torch.Generator().manual_seed(0)) < 0.5
+    x_turned, y_turned = torch.where(turned[:, None, None, None], x.flip(-1, -2), x), torch.where(turned, 1 - y, y)
+    clean_x, clean_y, _ = shapes(False, 8)
+    return (fit(small_net(2, channels=3), x_turned[HELD:], y_turned[HELD:], epochs=10, lr=3e-3),
+            fit(small_net(2, channels=3), clean_x[HELD:], clean_y[HELD:], epochs=10, lr=3e-3))
+
+
+def test_the_audit_finds_the_model_that_reads_the_corner(models):
+    shortcut, clean = models
+    x, y, masks = shapes(True, 9)  # held-out images where the square and the shape agree
+    x, y, masks = x[:HELD], y[:HELD], masks[:HELD]
+    wrong, right = audit(shortcut, x, y, masks, layer="7"), audit(clean, x, y, masks, layer="7")
+    assert wrong.accuracy >= 0.9 and right.accuracy >= 0.9  # both right on these images
+    assert wrong.suspicious and wrong.share_wrong_reasons >= 0.8
+    assert not right.suspicious and right.share_wrong_reasons <= 0.3
+    assert float(wrong.energy.nanmean()) < 0.5 * float(right.energy.nanmean())
+    assert "wrong reasons" in wrong.summary() and "mostly lie on the objects" in right.summary()
+    # where the shortcut model looks instead: the corner square (pixels 1-8 or 55-62), within one cell of
+    # the layer's grid (4 px)
+    corner = torch.zeros_like(masks)
+    corner[y == 0, :13, :13] = True
+    corner[y == 1, 51:, 51:] = True
+    maps = gradcam.GradCAM(shortcut, "7")(x, y).maps
+    assert float(pointing_game(maps, corner).float().mean()) >= 0.8
+    # and without the square it is at chance, while the clean model is not
+    plain_x, plain_y, _ = shapes(False, 10)
+    with torch.no_grad():
+        assert float((shortcut(plain_x[:HELD]).argmax(1) == plain_y[:HELD]).float().mean()) < 0.7
+        assert float((clean(plain_x[:HELD]).argmax(1) == plain_y[:HELD]).float().mean()) >= 0.9
+
+
+def test_pointing_game_and_energy_are_their_formulas():
+    maps = torch.tensor([[[0.0, 1.0], [0.2, 0.5]], [[0.3, 0.1], [0.0, -1.0]], [[0.5, 0.5], [0.5, 0.5]]])
+    masks = torch.tensor([[[False, True], [False, False]], [[False, True], [True, True]], [[True] * 2] * 2])
+    assert pointing_game(maps, masks).tolist() == [True, False, False]  # a constant map points nowhere
+    torch.testing.assert_close(energy_inside(maps, masks), torch.tensor([1.0 / 1.7, 0.1 / 0.4, 1.0]))
+    small = torch.tensor([[[0.0, 1.0], [0.0, 0.0]]])  # brought up to the mask's size
+    big_mask = torch.zeros(1, 8, 8, dtype=torch.bool)
+    big_mask[0, :4, 4:] = True
+    assert pointing_game(small, big_mask).tolist() == [True]
+    assert torch.isnan(energy_inside(-torch.ones(1, 2, 2), masks[:1]))
+
+
+def test_bad_input_is_a_clear_error(models):
+    from gradcam import OptionError
+
+    with pytest.raises(OptionError, match="boolean"):
+        pointing_game(torch.rand(1, 4, 4), torch.ones(1, 4, 4))
+    with pytest.raises(OptionError, match="one label and one mask"):
+        audit(models[1], torch.rand(2, 3, 64, 64), [0], torch.ones(2, 64, 64, dtype=torch.bool))
