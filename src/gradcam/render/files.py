@@ -16,8 +16,8 @@ from gradcam.errors import OptionError
 
 def write_png(image: Image.Image, fp: IO[bytes]) -> None:
     """``image`` as PNG into ``fp``, deflated with zlib's run-length strategy (Z_RLE): on photo overlays
-    5× faster to encode than Pillow's default and 10 % faster than level 1, with files smaller than
-    level 1's (after PNG's row filters, long matches are rare and runs are what is left)."""
+    and figures 10-35 % faster to encode than level 1 and 8-11 % smaller (after PNG's row filters, long
+    matches are rare and runs are what is left); flat-coloured heatmaps come out about 13 % larger."""
     image.save(fp, format="PNG", compress_level=1, compress_type=zlib.Z_RLE)
 
 
