@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 import gradcam
 
 from gradcam.apps.audit import audit
-from gradcam.apps.shapes import draw_shapes
+from gradcam.apps.shapes import draw_shapes, square_only
 from gradcam.apps.small_nets import small_net
 from gradcam.apps.train import fit
 from gradcam.engine.localisation import energy_inside, pointing_game
@@ -16,22 +17,24 @@ from gradcam.engine.localisation import energy_inside, pointing_game
 HELD = 200
 
 
+def as_input(images):
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
 def shapes(shortcut: bool, seed: int):
     images, labels, _, masks = draw_shapes(1000 + HELD, size=64, seed=seed, shortcut=shortcut)
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
-    return x, torch.from_numpy(labels[:, 0]), torch.from_numpy(masks[:, 0])
+    return as_input(images), torch.from_numpy(labels[:, 0]), torch.from_numpy(masks[:, 0])
 
 
 @pytest.fixture(scope="module")
 def models():
-    """Two small CNNs. The shortcut one trains on images whose corner square tells the class and whose
-    shape tells nothing (half of them turned upside down, which moves the square to the other corner,
-    and labelled by the square); the clean one trains on the shapes alone."""
-    x, y, _ = shapes(True, 7)
-    turned = torch.rand(len(x), generator=torch.Generator().manual_seed(0)) < 0.5
-    x_turned, y_turned = torch.where(turned[:, None, None, None], x.flip(-1, -2), x), torch.where(turned, 1 - y, y)
+    """Two small CNNs. The shortcut one trains on images where only the corner square tells the class
+    (``square_only``: half turned upside down, labelled by the square); the clean one on the shapes alone."""
+    images, labels, _, _ = draw_shapes(1000 + HELD, size=64, seed=7, shortcut=True)
+    images, labels = square_only(images, labels)
     clean_x, clean_y, _ = shapes(False, 8)
-    return (fit(small_net(2, channels=3), x_turned[HELD:], y_turned[HELD:], epochs=10, lr=3e-3),
+    return (fit(small_net(2, channels=3), as_input(images[HELD:]), torch.from_numpy(labels[HELD:, 0]), epochs=10,
+                lr=3e-3),
             fit(small_net(2, channels=3), clean_x[HELD:], clean_y[HELD:], epochs=10, lr=3e-3))
 
 
@@ -57,6 +60,17 @@ def test_the_audit_finds_the_model_that_reads_the_corner(models):
     with torch.no_grad():
         assert float((shortcut(plain_x[:HELD]).argmax(1) == plain_y[:HELD]).float().mean()) < 0.7
         assert float((clean(plain_x[:HELD]).argmax(1) == plain_y[:HELD]).float().mean()) >= 0.9
+
+
+def test_square_only_keeps_the_shapes_and_moves_the_square():
+    images, labels, _, masks = draw_shapes(40, size=64, seed=3, shortcut=True)
+    turned, by_square = square_only(images, labels)
+    moved = (by_square != labels)[:, 0]
+    assert 0 < moved.sum() < 40
+    assert np.array_equal(turned[moved], images[moved][:, ::-1, ::-1]) and np.array_equal(turned[~moved], images[~moved])
+    # the square's corner tells the label: top left white for 0, bottom right for 1
+    top_left = (turned[:, 2:7, 2:7] == 255).all(axis=(1, 2, 3))
+    assert np.array_equal(top_left, by_square[:, 0] == 0)
 
 
 def test_pointing_game_and_energy_are_their_formulas():
