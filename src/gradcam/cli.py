@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from gradcam import __version__
 from gradcam.apps.compare import compare
+from gradcam.apps.audit import audit_folder
 from gradcam.apps.evaluate import evaluate
 from gradcam.errors import GradCAMError, ImageError, LayerError, OptionError, TargetError
 from gradcam.apps.batch import PICTURES, explain_folder, find_images, input_roots
@@ -42,6 +43,7 @@ EXAMPLES = """examples:
   gradcam compare cat.jpg --models resnet50,vgg19,timm/xception41
   gradcam sweep cat.jpg --every-stage
   gradcam evaluate photos/ --methods gradcam,hirescam,layercam   # which maps are faithful to the model
+  gradcam audit shapes/ --checkpoint shapes-model  # right for the right reasons? (boxes.json)
   gradcam serve                                   # the web app on http://127.0.0.1:8000/
   gradcam make-shapes shapes/ && gradcam train shapes/ --arch small-cnn --epochs 10 --out shapes-model
   gradcam explain shapes/circle/0000.png --checkpoint shapes-model
@@ -145,6 +147,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=positive_int, default=8, help="images per batch (default: 8)")
     ev.add_argument("--out", default="gradcam-out", type=Path, help="where evaluation.csv goes (default: gradcam-out)")
 
+    au = commands.add_parser("audit", help="is the model right for the right reasons? maps of the true class "
+                             "against the objects' boxes", parents=[common])
+    au.add_argument("folder", metavar="DIR", help="the images, and boxes.json as make-shapes writes it")
+    au.add_argument("--annotations", type=Path, metavar="JSON",
+                    help='{"path": {"class": NAME, "box": [x0, y0, x1, y1]}, ...} (default: DIR/boxes.json)')
+    add_model_options(au)
+    au.add_argument("--method", default="gradcam", choices=list_methods(), metavar="METHOD")
+    au.add_argument("--layer", type=parse_layers, help="target layer(s) (default: automatic)")
+    au.add_argument("--threshold", type=unit_float, default=0.5,
+                    help="flag the model when more than this share of its right answers point off the object")
+    au.add_argument("--batch-size", type=positive_int, default=32, help="images per batch (default: 32)")
+    au.add_argument("--out", default="gradcam-out", type=Path, help="where audit.csv goes (default: gradcam-out)")
+
     sw = commands.add_parser("sweep", help="one model's maps at many layers, shallow to deep", parents=[common])
     sw.add_argument("image", metavar="IMAGE")
     add_model_options(sw)
@@ -183,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     shapes.add_argument("--n", type=positive_int, default=400)
     shapes.add_argument("--size", type=positive_int, default=96)
     shapes.add_argument("--seed", type=int, default=0)
+    shapes.add_argument("--shortcut", action="store_true",
+                        help="a white square in a corner that tells the class (to try `gradcam audit`)")
 
     layers = commands.add_parser("layers", help="list the candidate target layers of a model", parents=[common])
     add_model_options(layers)
@@ -238,7 +255,7 @@ def unit_float(text: str) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit status: 0 done, 1 some image failed (or an unexpected error), 2 a usage error."""
     args = build_parser().parse_args(argv)
-    command = {"explain": cmd_explain, "compare": cmd_compare, "evaluate": cmd_evaluate, "sweep": cmd_sweep, "serve": cmd_serve,
+    command = {"explain": cmd_explain, "compare": cmd_compare, "evaluate": cmd_evaluate, "audit": cmd_audit, "sweep": cmd_sweep, "serve": cmd_serve,
                "train": cmd_train, "make-shapes": cmd_make_shapes, "layers": cmd_layers,
                "models": cmd_models, "methods": cmd_methods}
     try:
@@ -401,6 +418,20 @@ def cmd_evaluate(args) -> int:
     return FAILED if result.failed else OK
 
 
+def cmd_audit(args) -> int:
+    result = audit_folder(args.folder, args.annotations, model=args.model, weights=args.weights, device=args.device,
+                          method=args.method, layer=args.layer, batch_size=args.batch_size, threshold=args.threshold)
+    for _, why in result.failed:
+        print(f"error: {why}", file=sys.stderr)
+    print(f"{len(result.names)} image(s): {result.summary()}")
+    flagged = result.flagged
+    if flagged:
+        print(f"right for the wrong reasons ({len(flagged)}): {', '.join(flagged[:10])}"
+              + (", ..." if len(flagged) > 10 else ""))
+    print(f"rows: {result.save(args.out)}")
+    return FAILED if result.failed else OK
+
+
 def cmd_sweep(args) -> int:
     if args.layers and args.every_stage:
         raise OptionError("give --layers or --every-stage, not both")
@@ -441,7 +472,7 @@ def cmd_train(args) -> int:
 def cmd_make_shapes(args) -> int:
     from gradcam.apps.shapes import make_shapes
 
-    root = make_shapes(args.out, n=args.n, size=args.size, seed=args.seed)
+    root = make_shapes(args.out, n=args.n, size=args.size, seed=args.seed, shortcut=args.shortcut)
     print(f"{args.n} images in {root}/circle and {root}/square, boxes in {root}/boxes.json")
     return OK
 

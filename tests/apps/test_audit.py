@@ -92,3 +92,52 @@ def test_bad_input_is_a_clear_error(models):
         pointing_game(torch.rand(1, 4, 4), torch.ones(1, 4, 4))
     with pytest.raises(OptionError, match="one label and one mask"):
         audit(models[1], torch.rand(2, 3, 64, 64), [0], torch.ones(2, 64, 64, dtype=torch.bool))
+
+
+def test_a_folder_audit_from_the_command_line(models, tmp_path, capsys):
+    """make-shapes --shortcut writes the images and boxes.json; the audit of the square-reading CNN over
+    that folder flags it, and a listed image that cannot be read is reported while the rest go on."""
+    import json
+
+    from gradcam.apps.audit import audit_folder
+    from gradcam.apps.shapes import CLASSES
+    from gradcam.cli import main
+    from gradcam.models.bundle import ModelBundle, Preprocess
+
+    assert main(["make-shapes", str(tmp_path / "shapes"), "--n", "60", "--size", "64", "--seed", "11",
+                 "--shortcut"]) == 0
+    boxes = json.loads((tmp_path / "shapes" / "boxes.json").read_text())
+    boxes["circle/missing.png"] = {"class": "circle", "box": [0, 0, 10, 10]}
+    (tmp_path / "boxes.json").write_text(json.dumps(boxes))
+    preprocess = Preprocess(size=64, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="nearest")
+    square = ModelBundle(models[0], preprocess, list(CLASSES), "square CNN")
+    result = audit_folder(tmp_path / "shapes", tmp_path / "boxes.json", model=square, layer="7", batch_size=16)
+    assert len(result.names) == 60 and [n for n, _ in result.failed] == ["circle/missing.png"]
+    assert result.suspicious and len(result.flagged) >= 40
+    assert result.save(tmp_path / "out").read_text().count("\n") == 61
+    # the command: the same folder with its own boxes.json, a model it cannot read is one line
+    assert main(["audit", str(tmp_path / "shapes"), "--out", str(tmp_path / "out")]) == 2
+    assert "is not one of the model's classes" in capsys.readouterr().err  # ImageNet has no "circle"
+    assert main(["audit", str(tmp_path / "nowhere")]) == 2
+    assert "cannot read the annotations" in capsys.readouterr().err
+
+
+def test_the_command_audits_the_bundled_model_on_real_photos(tmp_path, capsys):
+    """The command's plumbing end to end: names, the summary, audit.csv and the exit status."""
+    import json
+
+    from PIL import Image
+
+    from gradcam.cli import main
+
+    skdata = pytest.importorskip("skimage.data")
+    Image.fromarray(skdata.chelsea()).save(tmp_path / "cat.png")
+    Image.fromarray(skdata.coffee()).save(tmp_path / "coffee.png")
+    (tmp_path / "boxes.json").write_text(json.dumps({
+        "cat.png": {"class": "Egyptian cat", "box": [0, 0, 450, 299]},
+        "coffee.png": {"class": 967, "box": [0, 0, 599, 399]}}))
+    assert main(["audit", str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert "2 image(s): accuracy 100.0%" in printed and "mostly lie on the objects" in printed
+    rows = (tmp_path / "out" / "audit.csv").read_text().splitlines()
+    assert rows[0].startswith("image,label,predicted") and rows[1].startswith("cat.png,285,285,True,True")

@@ -5,14 +5,24 @@ has learned something else than the object: a watermark, a corner, the backgroun
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import csv
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from gradcam.apps.device import bundle_on_device
+from gradcam.apps.explainer import DEFAULT_MODEL
 from gradcam.engine.localisation import energy_inside, pointing_game
 from gradcam.engine.methods import create_method
-from gradcam.errors import OptionError
+from gradcam.engine.methods.base import CAMMethod
+from gradcam.errors import DataError, ImageError, OptionError
+from gradcam.render.files import atomic_write
+from gradcam.render.images import load_image
 
 
 @dataclass
@@ -25,6 +35,8 @@ class Audit:
     on_object: torch.Tensor
     energy: torch.Tensor
     threshold: float = 0.5
+    names: list[str] = field(default_factory=list)  # the images' names (a folder audit)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (image, reason) not audited
 
     @property
     def correct(self) -> torch.Tensor:
@@ -58,11 +70,28 @@ class Audit:
                 f"({self.share_wrong_reasons:.1%}) point off the object; energy on the object "
                 f"{float(self.energy.nanmean()):.1%} on average: {verdict}")
 
+    @property
+    def flagged(self) -> list[str]:
+        """The names of the images that are right for the wrong reasons."""
+        return [name for name, flag in zip(self.names, self.wrong_reasons.tolist()) if flag]
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """``audit.csv``: per image its label, prediction, whether it is right, on the object, its energy
+        on the object and whether it is flagged; written atomically."""
+        text = io.StringIO()
+        writer = csv.writer(text)
+        writer.writerow(["image", "label", "predicted", "correct", "on_object", "energy_on_object", "flagged"])
+        for i, name in enumerate(self.names or [str(i) for i in range(len(self.labels))]):
+            writer.writerow([name, int(self.labels[i]), int(self.predicted[i]), bool(self.correct[i]),
+                             bool(self.on_object[i]), round(float(self.energy[i]), 6), bool(self.wrong_reasons[i])])
+        return atomic_write(Path(directory) / "audit.csv", lambda fp: fp.write(text.getvalue().encode()))
+
 
 def audit(model, x: torch.Tensor, labels: Any, masks: torch.Tensor, *, method: str = "gradcam", layer: Any = None,
           batch_size: int = 32, threshold: float = 0.5, **options: Any) -> Audit:
     """Audit ``model`` on the preprocessed images ``x`` (B, C, *spatial) with their true ``labels`` (B,)
-    and object ``masks`` (B, *spatial, bool): the maps are those of the true class, by ``method``."""
+    and object ``masks`` (B, *spatial, bool): the maps are those of the true class, by ``method`` (or
+    ``model`` is a method made already)."""
     labels = torch.as_tensor(labels, dtype=torch.long)
     masks = torch.as_tensor(masks)
     if len(labels) != len(x) or len(masks) != len(x):
@@ -70,7 +99,7 @@ def audit(model, x: torch.Tensor, labels: Any, masks: torch.Tensor, *, method: s
                           f"{len(masks)} masks")
     if int(batch_size) < 1 or not 0.0 <= threshold <= 1.0:
         raise OptionError(f"batch_size must be >= 1 and threshold in [0, 1], got {batch_size} and {threshold}")
-    cam = create_method(method, model, layer, **options)
+    cam = model if isinstance(model, CAMMethod) else create_method(method, model, layer, **options)
     predicted, on_object, energy = [], [], []
     for start in range(0, len(x), batch_size):
         rows = slice(start, start + batch_size)
@@ -80,3 +109,67 @@ def audit(model, x: torch.Tensor, labels: Any, masks: torch.Tensor, *, method: s
         on_object.append(pointing_game(maps, masks[rows].cpu()))
         energy.append(energy_inside(maps, masks[rows].cpu()))
     return Audit(labels.cpu(), torch.cat(predicted), torch.cat(on_object), torch.cat(energy), threshold)
+
+
+def audit_folder(folder: str | os.PathLike, annotations: str | os.PathLike | None = None, *, model: Any = DEFAULT_MODEL,
+                 weights: Any = None, device: Any = None, method: str = "gradcam", layer: Any = None,
+                 batch_size: int = 32, threshold: float = 0.5) -> Audit:
+    """Audit ``model`` on the images that ``annotations`` (default ``folder/boxes.json``, as ``gradcam
+    make-shapes`` writes) lists: ``{"relative/path.png": {"class": NAME or INDEX, "box": [x0, y0, x1, y1]}}``,
+    the box in the image's pixels, inclusive. The model sees each whole image resized, so each box is
+    scaled the same way into a mask. An image that cannot be read is reported in ``failed``."""
+    folder = Path(folder)
+    path = Path(annotations) if annotations is not None else folder / "boxes.json"
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read the annotations ({exc})") from None
+    if not isinstance(entries, dict) or not entries:
+        raise DataError(f"{path}: expected {{\"image\": {{\"class\": name, \"box\": [x0, y0, x1, y1]}}, ...}}")
+    bundle, device = bundle_on_device(model, weights, device)
+    cam = create_method(method, bundle.module, layer)
+    parts, names, failed = [], [], []
+    items = list(entries.items())
+    for start in range(0, len(items), batch_size):  # a batch of images in memory at a time
+        pictures, labels, masks = [], [], []
+        for name, entry in items[start : start + batch_size]:
+            try:
+                label = _class_index(entry.get("class") if isinstance(entry, dict) else None, bundle.labels, name)
+                picture = load_image(folder / name)
+            except ImageError as exc:
+                failed.append((name, str(exc)))
+                continue
+            pictures.append(picture)
+            labels.append(label)
+            masks.append(_box_mask(entry.get("box"), picture, bundle.preprocess.size, f"{path}: {name}"))
+            names.append(name)
+        if pictures:
+            x = bundle.preprocess.batch(pictures).to(device)
+            parts.append(audit(cam, x, labels, torch.stack(masks), batch_size=batch_size, threshold=threshold))
+    if not parts:
+        raise ImageError("no listed image could be read: " + "; ".join(why for _, why in failed))
+    return Audit(*(torch.cat([getattr(p, k) for p in parts]) for k in ("labels", "predicted", "on_object", "energy")),
+                 threshold=threshold, names=names, failed=failed)
+
+
+def _box_mask(box: Any, picture, size: int, where: str) -> torch.Tensor:
+    """The (size, size) mask of an inclusive [x0, y0, x1, y1] box in ``picture``'s pixels, once the whole
+    picture is resized to size × size."""
+    if not (isinstance(box, (list, tuple)) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
+        raise DataError(f"{where}: box must be [x0, y0, x1, y1] in the image's pixels, got {box!r}")
+    sx, sy = size / picture.width, size / picture.height
+    x0, y0 = max(0, int(box[0] * sx)), max(0, int(box[1] * sy))
+    x1, y1 = max(x0 + 1, int((box[2] + 1) * sx)), max(y0 + 1, int((box[3] + 1) * sy))
+    mask = torch.zeros(size, size, dtype=torch.bool)
+    mask[y0:y1, x0:x1] = True
+    return mask
+
+
+def _class_index(value: Any, labels, name: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and labels:
+        lowered = [label.lower() for label in labels]
+        if value.lower() in lowered:
+            return lowered.index(value.lower())
+    raise DataError(f"{name}: class {value!r} is not one of the model's classes")

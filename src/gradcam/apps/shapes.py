@@ -15,13 +15,14 @@ from gradcam.errors import OptionError
 CLASSES = ("circle", "square")
 
 
-def make_shapes(directory: str | os.PathLike, n: int = 400, size: int = 96, seed: int = 0) -> Path:
+def make_shapes(directory: str | os.PathLike, n: int = 400, size: int = 96, seed: int = 0,
+                shortcut: bool = False) -> Path:
     """Write ``n`` PNGs (half circles, half squares) in ``directory/circle`` and ``directory/square``,
     and ``directory/boxes.json``: {"circle/0000.png": {"class": "circle", "box": [x0, y0, x1, y1]}, …}.
-    The pictures are those of :func:`draw_shapes`."""
+    The pictures are those of :func:`draw_shapes` (``shortcut``: with the class-telling corner square)."""
     if n < 2 or size < 32:
         raise OptionError(f"make_shapes needs n >= 2 and size >= 32, got n={n}, size={size}")
-    images, labels, boxes, _ = draw_shapes(n, size, seed)
+    images, labels, boxes, _ = draw_shapes(n, size, seed, shortcut=shortcut)
     root = Path(directory)
     found = {}
     for i, (image, label, box) in enumerate(zip(images, labels, boxes)):
