@@ -141,3 +141,10 @@ def test_the_command_audits_the_bundled_model_on_real_photos(tmp_path, capsys):
     assert "2 image(s): accuracy 100.0%" in printed and "mostly lie on the objects" in printed
     rows = (tmp_path / "out" / "audit.csv").read_text().splitlines()
     assert rows[0].startswith("image,label,predicted") and rows[1].startswith("cat.png,285,285,True,True")
+
+
+def test_a_model_with_no_right_answer_is_not_called_sound():
+    from gradcam.apps.audit import Audit
+
+    wrong = Audit(torch.tensor([0, 1]), torch.tensor([1, 0]), torch.tensor([True, True]), torch.tensor([0.5, 0.5]))
+    assert wrong.summary() == "accuracy 0.0%: no right answer to audit" and not wrong.flagged

@@ -64,6 +64,8 @@ class Audit:
 
     def summary(self) -> str:
         right = int(self.correct.sum())
+        if not right:
+            return f"accuracy {self.accuracy:.1%}: no right answer to audit"
         verdict = ("right for the wrong reasons: look at the flagged images" if self.suspicious
                    else "its maps mostly lie on the objects")
         return (f"accuracy {self.accuracy:.1%}; of {right} right answers, {int(self.wrong_reasons.sum())} "
