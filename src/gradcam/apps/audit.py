@@ -5,8 +5,6 @@ has learned something else than the object: a watermark, a corner, the backgroun
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -20,8 +18,9 @@ from gradcam.apps.explainer import DEFAULT_MODEL
 from gradcam.engine.localisation import energy_inside, pointing_game
 from gradcam.engine.methods import create_method
 from gradcam.engine.methods.base import CAMMethod
-from gradcam.errors import DataError, ImageError, OptionError
-from gradcam.render.files import atomic_write
+from gradcam.engine.targets import class_index
+from gradcam.errors import DataError, ImageError, OptionError, TargetError
+from gradcam.render.files import save_csv
 from gradcam.render.images import load_image
 
 
@@ -80,13 +79,11 @@ class Audit:
     def save(self, directory: str | os.PathLike) -> Path:
         """``audit.csv``: per image its label, prediction, whether it is right, on the object, its energy
         on the object and whether it is flagged; written atomically."""
-        text = io.StringIO()
-        writer = csv.writer(text)
-        writer.writerow(["image", "label", "predicted", "correct", "on_object", "energy_on_object", "flagged"])
-        for i, name in enumerate(self.names or [str(i) for i in range(len(self.labels))]):
-            writer.writerow([name, int(self.labels[i]), int(self.predicted[i]), bool(self.correct[i]),
-                             bool(self.on_object[i]), round(float(self.energy[i]), 6), bool(self.wrong_reasons[i])])
-        return atomic_write(Path(directory) / "audit.csv", lambda fp: fp.write(text.getvalue().encode()))
+        names = self.names or [str(i) for i in range(len(self.labels))]
+        rows = ([name, int(self.labels[i]), int(self.predicted[i]), bool(self.correct[i]), bool(self.on_object[i]),
+                 round(float(self.energy[i]), 6), bool(self.wrong_reasons[i])] for i, name in enumerate(names))
+        return save_csv(Path(directory) / "audit.csv",
+                        ["image", "label", "predicted", "correct", "on_object", "energy_on_object", "flagged"], rows)
 
 
 def audit(model, x: torch.Tensor, labels: Any, masks: torch.Tensor, *, method: str = "gradcam", layer: Any = None,
@@ -170,8 +167,7 @@ def _box_mask(box: Any, picture, size: int, where: str) -> torch.Tensor:
 def _class_index(value: Any, labels, name: str) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
-    if isinstance(value, str) and labels:
-        lowered = [label.lower() for label in labels]
-        if value.lower() in lowered:
-            return lowered.index(value.lower())
-    raise DataError(f"{name}: class {value!r} is not one of the model's classes")
+    try:
+        return class_index(value, labels) if isinstance(value, str) else class_index(repr(value), None)
+    except TargetError as exc:
+        raise DataError(f"{name}: class {value!r} is not one of the model's classes ({exc})") from None

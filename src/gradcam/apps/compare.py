@@ -10,12 +10,11 @@ from typing import Any, Sequence
 from PIL import Image
 
 from gradcam.render import pictures as draw
-from gradcam.errors import ImageError, ModelError
-from gradcam.render.images import load_image
-from gradcam.render.files import save_png, source_names
+from gradcam.errors import ModelError
+from gradcam.render.files import save_png
 from gradcam.models.sources import load_model
 from gradcam.apps.device import choose_device
-from gradcam.apps.explainer import Explainer, Explanation
+from gradcam.apps.explainer import Explainer, Explanation, readable_pictures
 
 
 @dataclass
@@ -72,15 +71,7 @@ def compare(
     ``name=WEIGHTS_PATH`` or ``name:random`` (seeded random weights, to try a pipeline); a model whose
     weights cannot be had is skipped with the reason, and the others are still compared."""
     device = choose_device(device)
-    pictures, stems, failed = [], [], []
-    for image, name in zip(images, source_names(images)):  # a bad image is reported and left out
-        try:
-            pictures.append(load_image(image))
-            stems.append(name)
-        except ImageError as exc:
-            failed.append((str(image), str(exc)))
-    if not pictures:
-        raise ImageError("no image could be read: " + "; ".join(why for _, why in failed))
+    pictures, stems, failed = readable_pictures(images)  # a bad image is reported and left out
     names, columns, skipped = [], [], []
     for spec in models:
         try:

@@ -4,8 +4,6 @@ per image and method (:mod:`gradcam.engine.faithfulness`), with seeded random ma
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,12 +11,11 @@ from typing import Any, Sequence
 
 import torch
 
-from gradcam.apps.explainer import DEFAULT_MODEL, Explainer
+from gradcam.apps.explainer import DEFAULT_MODEL, Explainer, readable_pictures
 from gradcam.engine.faithfulness import Confidence, DeletionInsertion
 from gradcam.engine.methods import method_info
-from gradcam.errors import ImageError, OptionError
-from gradcam.render.files import atomic_write, source_names
-from gradcam.render.images import load_image
+from gradcam.errors import OptionError
+from gradcam.render.files import save_csv
 
 RANDOM = "random"  # the yardstick: uniform random maps, seeded; a method should do better
 COLUMNS = ("image", "method", "class_index", "label", "deletion_auc", "insertion_auc", "average_drop",
@@ -58,16 +55,7 @@ class Evaluation:
 
     def save(self, directory: str | os.PathLike) -> Path:
         """``evaluation.csv``: every row, written atomically."""
-        path = Path(directory) / "evaluation.csv"
-
-        def write(fp) -> None:
-            text = io.StringIO()
-            writer = csv.DictWriter(text, fieldnames=COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(self.rows)
-            fp.write(text.getvalue().encode())
-
-        return atomic_write(path, write)
+        return save_csv(Path(directory) / "evaluation.csv", COLUMNS, ([row[k] for k in COLUMNS] for row in self.rows))
 
 
 def evaluate(
@@ -100,16 +88,8 @@ def evaluate(
     if not explainers:
         raise OptionError("no method to evaluate: " + "; ".join(f"{m}: {why}" for m, why in skipped))
     bundle, device = explainers[0].bundle, explainers[0].device
-    result = Evaluation(bundle.name, [], skipped=skipped)
-    pictures, names = [], []
-    for image, name in zip(images, source_names(images)):  # a bad image is reported and left out
-        try:
-            pictures.append(load_image(image))
-            names.append(name)
-        except ImageError as exc:
-            result.failed.append((str(image), str(exc)))
-    if not pictures:
-        raise ImageError("no image could be read: " + "; ".join(why for _, why in result.failed))
+    pictures, names, failed = readable_pictures(images)
+    result = Evaluation(bundle.name, [], skipped=skipped, failed=failed)
     deletion = DeletionInsertion(bundle.module, steps=steps, score=score)
     confidence = Confidence(bundle.module, score=score)
     generator = torch.Generator().manual_seed(seed)

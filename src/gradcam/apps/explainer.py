@@ -17,7 +17,7 @@ from gradcam.engine import functional as Fn
 from gradcam.engine.methods import create_method
 from gradcam.models.bundle import ModelBundle
 from gradcam.render import pictures as draw
-from gradcam.errors import OptionError
+from gradcam.errors import ImageError, OptionError
 from gradcam.render.files import PICTURE_FORMATS, picture_name, save_picture, source_names
 from gradcam.render.images import load_image
 
@@ -162,6 +162,21 @@ class Explainer:
         probs = logits.float().softmax(-1)
         values, indices = probs.topk(min(5, probs.shape[-1]))
         return [(int(i), self.bundle.label(int(i)), round(float(v), 6)) for v, i in zip(values, indices)]
+
+
+def readable_pictures(images: Sequence[Any]) -> tuple[list[Image.Image], list[str], list[tuple[str, str]]]:
+    """(pictures, their names, (image, reason) for each that could not be read): a bad image is reported
+    and left out; an ImageError when none can be read."""
+    pictures, names, failed = [], [], []
+    for image, name in zip(images, source_names(images)):
+        try:
+            pictures.append(load_image(image))
+            names.append(name)
+        except ImageError as exc:
+            failed.append((str(image), str(exc)))
+    if not pictures:
+        raise ImageError("no image could be read: " + "; ".join(why for _, why in failed))
+    return pictures, names, failed
 
 
 def ranks(out) -> list[int | None]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import secrets
 import zlib
 from pathlib import Path
-from typing import IO, Callable, Sequence
+from typing import IO, Any, Callable, Iterable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -42,6 +44,15 @@ def save_picture(image: Image.Image, path: str | os.PathLike) -> Path:
     if suffix == ".webp":
         return atomic_write(path, lambda fp: image.save(fp, format="WEBP", quality=90, method=0))
     raise OptionError(f"{path}: no picture format for {suffix!r}; use one of {', '.join(PICTURE_FORMATS)}")
+
+
+def save_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
+    """Write a CSV table atomically: ``header``, then one line per row."""
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return atomic_write(path, lambda fp: fp.write(text.getvalue().encode()))
 
 
 def save_array(array: np.ndarray, path: str | os.PathLike) -> Path:
