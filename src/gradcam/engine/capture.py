@@ -5,10 +5,11 @@ before them)."""
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 from gradcam.errors import LayerError
 
@@ -57,10 +58,11 @@ class ActivationCapture:
     activations the map is computed from. With ``record_graph=False`` no graph is recorded at all.
     """
 
-    def __init__(self, layers: Sequence[tuple[str, nn.Module]], record_graph: bool = True):
+    def __init__(self, layers: Sequence[tuple[str, nn.Module]], record_graph: bool = True, structured: bool = False):
         self.layers = list(layers)
         self.record_graph = record_graph
-        self.activations: list[torch.Tensor | None] = [None] * len(self.layers)
+        self.structured = structured  # a layer may return a dict, tuple or list of tensors (read by reshape=)
+        self.activations: list[Any] = [None] * len(self.layers)
         self._hooks = temporary_hooks((module, self._hook(i)) for i, (_, module) in enumerate(self.layers))
 
     def __enter__(self) -> "ActivationCapture":
@@ -75,23 +77,57 @@ class ActivationCapture:
         name = self.layers[index][0]
 
         def hook(module, inputs, output):
-            if not isinstance(output, torch.Tensor):
+            if isinstance(output, torch.Tensor):
+                self.activations[index] = self._leaf(output)
+                return self.activations[index].clone()
+            leaves, spec = tree_flatten(output)
+            if not self.structured or not any(isinstance(t, torch.Tensor) for t in leaves):
                 raise LayerError(
-                    f"layer {name!r} returns {type(output).__name__}, not a tensor; choose another layer"
+                    f"layer {name!r} returns {type(output).__name__}, not a tensor; pass reshape= a callable that "
+                    "makes one (B, C, *spatial) map of it (as for a detector's FPN backbone), or choose another "
+                    "layer (`gradcam layers` lists them)"
                 )
-            if self.record_graph and not output.requires_grad:
-                # the first target layer (the part before it ran without a graph), or one on a branch
-                # that no earlier target layer feeds: its output becomes a leaf of the graph
-                torch.set_grad_enabled(True)
-                output = output.detach().requires_grad_(True)
-            self.activations[index] = output
-            return output.clone()
+            leaves = [self._leaf(t) if isinstance(t, torch.Tensor) else t for t in leaves]
+            self.activations[index] = tree_unflatten(leaves, spec)
+            return tree_unflatten([t.clone() if isinstance(t, torch.Tensor) else t for t in leaves], spec)
 
         return hook
 
-    def checked(self) -> list[torch.Tensor]:
+    def _leaf(self, output: torch.Tensor) -> torch.Tensor:
+        """The captured tensor: a leaf of the graph that requires grad when none reaches it yet (the first
+        target layer, after a part that ran without a graph, or one on a branch no earlier target feeds)."""
+        if self.record_graph and not output.requires_grad:
+            torch.set_grad_enabled(True)
+            return output.detach().requires_grad_(True)
+        return output
+
+    def checked(self) -> list[Any]:
         """The captured activations; an error naming any target layer that did not run."""
         for (name, _), captured in zip(self.layers, self.activations):
             if captured is None:
                 raise LayerError(f"layer {name!r} did not run in the model's forward pass")
         return self.activations  # type: ignore[return-value]
+
+
+def tensors_of(value: Any) -> list[torch.Tensor]:
+    """The tensors in a layer's output: the tensor itself, or those of a dict, tuple or list."""
+    return [t for t in tree_flatten(value)[0] if isinstance(t, torch.Tensor)]
+
+
+def detached(value: Any) -> Any:
+    """A layer's output (a tensor or a structure of them) detached from the graph."""
+    return tree_map(lambda t: t.detach() if isinstance(t, torch.Tensor) else t, value)
+
+
+def like(value: Any, tensors: Sequence[torch.Tensor | None]) -> Any:
+    """``tensors`` (one per tensor of ``value``, in order; None for a zero gradient) in ``value``'s structure."""
+    leaves, spec = tree_flatten(value)
+    given = iter(tensors)
+    rebuilt = []
+    for leaf in leaves:
+        if isinstance(leaf, torch.Tensor):
+            tensor = next(given)
+            rebuilt.append(torch.zeros_like(leaf) if tensor is None else tensor)
+        else:
+            rebuilt.append(leaf)
+    return tree_unflatten(rebuilt, spec)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 import weakref
 from dataclasses import dataclass
-from typing import Callable, Sequence, Union
+from typing import Any, Callable, Sequence, Union
 
 import torch
 from torch import nn
 
-from gradcam.engine.capture import eval_mode, temporary_hooks
+from gradcam.engine.capture import detached, eval_mode, temporary_hooks
 from gradcam.engine.layouts import (TOKENS, Layout, find_layout, is_feature_map, map_axes, pools_tokens,
                                     transformer_layer)
 from gradcam.errors import LayerError, OptionError, suggest
@@ -120,7 +120,7 @@ def _probe(model: nn.Module, x: torch.Tensor | None) -> list[LayerInfo]:
             torch.no_grad():
         model(x)
     size = tuple(x.shape[2:])
-    return [LayerInfo(name, shape, calls, pooling, size, find_layout(shape, size, 1, model))
+    return [LayerInfo(name, shape, calls, pooling, size, find_layout(shape, size, 1, model, name))
             for name, (shape, calls, pooling) in seen.items()]
 
 
@@ -172,22 +172,23 @@ def _choose(model: nn.Module, x: torch.Tensor | None) -> tuple[str, str]:
                        "the network pools it away")
 
 
-def layer_reader(name: str, output: torch.Tensor, input_size: Sequence[int], model: nn.Module,
-                 reshape: Callable | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+def layer_reader(name: str, output: Any, input_size: Sequence[int], model: nn.Module,
+                 reshape: Callable | None = None, batch: int | None = None) -> Callable[[Any], torch.Tensor]:
     """The function that reads layer ``name``'s output as a map: ``reshape`` when given (its result
-    checked), else the output's :class:`.layouts.Layout`; a LayerError that says what was found, and
-    which layer would do, when neither gives a map of the input."""
-    batch, axes = output.shape[0], map_axes(input_size)
+    checked; the output may then be a dict, tuple or list of tensors, as an FPN backbone's), else the
+    output's :class:`.layouts.Layout`; a LayerError that says what was found, and which layer would do,
+    when neither gives a map of the input. ``batch``: the input's batch size (default: the output's)."""
+    batch, axes = output.shape[0] if batch is None else batch, map_axes(input_size)
     size = "×".join(str(s) for s in input_size)
     if reshape is not None:
-        mapped = reshape(output.detach())
+        mapped = reshape(detached(output))
         if not isinstance(mapped, torch.Tensor):
             raise LayerError(f"reshape gave a {type(mapped).__name__} for layer {name!r}, not a {axes} tensor")
         if mapped.shape[0] != batch or not is_feature_map(tuple(mapped.shape), input_size):
             raise LayerError(f"reshape gave {tuple(mapped.shape)} for layer {name!r} and a batch of {batch} "
                              f"{size} inputs: not a {axes} feature map of the input")
         return reshape
-    layout = find_layout(output.shape, input_size, batch, model)
+    layout = find_layout(output.shape, input_size, batch, model, name)
     if layout is None:
         raise LayerError(
             f"layer {name!r} gives {tuple(output.shape)} for a batch of {batch} {size} inputs: "

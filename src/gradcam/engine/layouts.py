@@ -40,8 +40,10 @@ def map_axes(input_size: Sequence[int]) -> str:
 def is_feature_map(shape: Sequence[int], input_size: Sequence[int]) -> bool:
     """Whether a (B, K, *s) shape is a channels-first map of an input with spatial size ``input_size``:
     as many spatial axes, none larger than the input's, and for images (the last two axes) the same
-    stride within a factor of 1.5 on both, as a feature map's are; an attention tensor (B, heads, N, d)
-    or a channels-last (B, h, w, C) output is not. The depth or time axis of a volume or clip may be
+    stride on both, as a feature map's are: within a factor of 1.5, or one stride S that gives both
+    sizes with some rounding (|h − H/S| < 1 and |w − W/S| < 1: floor, ceil or padding, so ResNet's
+    (1, 2) map of a 32×40 input and its (1, 1) axes count). An attention tensor (B, heads, N, d) or a
+    channels-last (B, h, w, C) output is not. The depth or time axis of a volume or clip may be
     strided differently (video networks do)."""
     spatial = tuple(shape[2:])
     if len(shape) < 3 or len(spatial) != len(input_size):
@@ -52,7 +54,14 @@ def is_feature_map(shape: Sequence[int], input_size: Sequence[int]) -> bool:
         return True
     (h, w), (height, width) = spatial[-2:], input_size[-2:]
     stride_h, stride_w = height / h, width / w
-    return max(stride_h, stride_w) <= 1.5 * min(stride_h, stride_w)
+    return max(stride_h, stride_w) <= 1.5 * min(stride_h, stride_w) or _one_stride((h, w), (height, width))
+
+
+def _one_stride(sizes: Sequence[int], input_size: Sequence[int]) -> bool:
+    """Whether one stride S gives every axis's size up to rounding: s − 1 < n / S < s + 1 for each."""
+    low = max(n / (s + 1) for s, n in zip(sizes, input_size))
+    high = min(n / (s - 1) if s > 1 else math.inf for s, n in zip(sizes, input_size))
+    return low < high
 
 
 @dataclass(frozen=True)
@@ -92,9 +101,9 @@ class Layout:
 
 
 def find_layout(shape: Sequence[int], input_size: Sequence[int], batch: int,
-                model: nn.Module | None = None) -> Layout | None:
-    """The layout of a layer output of ``shape`` for an input of ``batch`` samples of spatial size
-    ``input_size``, or None when it cannot be read as a map of the input."""
+                model: nn.Module | None = None, name: str | None = None) -> Layout | None:
+    """The layout of layer ``name``'s output of ``shape`` for an input of ``batch`` samples of spatial
+    size ``input_size``, or None when it cannot be read as a map of the input."""
     shape = tuple(shape)
     if len(shape) < 3 or shape[0] != batch:
         return None
@@ -103,16 +112,21 @@ def find_layout(shape: Sequence[int], input_size: Sequence[int], batch: int,
     if is_feature_map((shape[0], shape[-1], *shape[1:-1]), input_size):
         return Layout(CHANNELS_LAST)
     if len(shape) == 3 and len(input_size) == 2:
-        return _token_layout(shape, input_size, model)
+        return _token_layout(shape, input_size, model, name)
     return None
 
 
-def _token_layout(shape: tuple, input_size: Sequence[int], model: nn.Module | None) -> Layout | None:
-    """Tokens (B, N, K) of a model that says how many prefix tokens it has, on its patch grid:
-    N = prefix + h·w (or N = h·w, as in CaiT's and XCiT's blocks, which hold patch tokens only); without
-    a patch size from the model, the grid of N − prefix tokens closest to the input's aspect ratio.
-    Tokens of a model that declares no prefix are not read (Hiera orders its tokens by mask unit)."""
+def _token_layout(shape: tuple, input_size: Sequence[int], model: nn.Module | None,
+                  name: str | None = None) -> Layout | None:
+    """Tokens (B, N, K) on a grid the model declares: the resolution of the layer's own stage (a Swin
+    block's tokens, :func:`stage_grid`), or the patch grid of a model that says how many prefix tokens
+    it has: N = prefix + h·w (or N = h·w, as in CaiT's and XCiT's blocks, which hold patch tokens only);
+    without a patch size from the model, the grid of N − prefix tokens closest to the input's aspect
+    ratio. Tokens of a model that declares neither are not read (Hiera orders its tokens by mask unit)."""
     tokens, prefix = shape[1], prefix_tokens(model)
+    grid = stage_grid(model, name, tokens)
+    if grid is not None and is_feature_map((shape[0], shape[2], *grid), input_size):
+        return Layout(TOKENS, 0, grid)
     if prefix is None:
         return None
     grid = model_grid(model, input_size)
@@ -123,6 +137,22 @@ def _token_layout(shape: tuple, input_size: Sequence[int], model: nn.Module | No
     if grid is None or not is_feature_map((shape[0], shape[2], *grid), input_size):
         return None
     return Layout(TOKENS, prefix, grid)
+
+
+def stage_grid(model: nn.Module | None, name: str | None, tokens: int) -> tuple[int, int] | None:
+    """(h, w) of the tokens of layer ``name`` from the resolution its nearest enclosing module declares
+    (timm's Swin blocks and stages: ``input_resolution``, ``output_resolution``; a Swin block's norms and
+    MLP see its (h, w) map flattened to h·w tokens, row by row), when h·w is the number of tokens."""
+    if model is None or not name:
+        return None
+    parts = name.split(".")
+    for depth in range(len(parts), 0, -1):
+        module = model.get_submodule(".".join(parts[:depth]))
+        sizes = [getattr(module, key, None) for key in ("input_resolution", "output_resolution")]
+        sizes = [tuple(size) for size in sizes if isinstance(size, (tuple, list)) and len(size) == 2]
+        if sizes:
+            return next((size for size in sizes if size[0] * size[1] == tokens), None)
+    return None
 
 
 def prefix_tokens(model: nn.Module | None) -> int | None:

@@ -44,6 +44,30 @@ def extract_logits(output: Any) -> torch.Tensor:
     )
 
 
+def sample_scores(output: Any, batch: int, fn: Callable[[Any], torch.Tensor] | None = None) -> torch.Tensor:
+    """The scores of a forward pass, detached, one row per sample: the model's score tensor
+    (:func:`extract_logits`); or, where the output holds none — one structure per sample (a list of
+    dicts), a 0-d tensor — and the target is a callable, the callable's own (B,) scores as (B, 1): a
+    callable receives the raw output whatever its structure (torchcam's per-sample outputs)."""
+    try:
+        logits = extract_logits(output).detach()
+    except TargetError:
+        if fn is None:
+            raise
+        logits = None
+    if fn is not None and (logits is None or logits.dim() == 0 or logits.shape[0] != batch
+                           or _one_structure_per_sample(output, batch)):
+        return custom_scores(fn, output, batch).detach()[:, None]
+    return logits
+
+
+def _one_structure_per_sample(output: Any, batch: int) -> bool:
+    """A list or tuple of one non-tensor entry per sample, not a detector's dicts of scores."""
+    return (isinstance(output, (list, tuple)) and len(output) == batch
+            and not any(isinstance(o, torch.Tensor) for o in output)
+            and not all(isinstance(o, dict) and "scores" in o for o in output))
+
+
 def class_index(name: str, labels: Sequence[str] | None) -> int:
     """Index of a class name: an exact match first, else a case-insensitive match when only one class
     has that name (ImageNet has 'Cardigan', the corgi, and 'cardigan', the sweater); an error listing

@@ -11,11 +11,11 @@ from torch import nn
 from gradcam.engine import functional as Fn
 from gradcam.errors import LayerError, ModelError, OptionError, TargetError
 from gradcam.engine import precision as precision_rules
-from gradcam.engine.capture import ActivationCapture, eval_mode, module_device
+from gradcam.engine.capture import ActivationCapture, detached, eval_mode, like, module_device, tensors_of
 from gradcam.engine.layers import LayerSpec, check_input_axes, layer_reader, resolve_layers
 from gradcam.engine.output import CAMOutput, Pass
-from gradcam.engine.targets import (Chosen, Target, TargetSet, TargetSpec, extract_logits, is_detection,
-                                    parse_targets)
+from gradcam.engine.targets import (Chosen, Target, TargetSet, TargetSpec, is_detection, parse_targets,
+                                    sample_scores)
 
 
 class CAMMethod:
@@ -29,7 +29,8 @@ class CAMMethod:
 
     Options of every method: ``smooth=N`` averages the raw maps over N noisy copies of the input
     (SmoothGrad, Smilkov et al. 2017; noise σ = ``noise`` × the input's value range, seeded by
-    ``seed``), and ``augment=True`` also averages over the horizontally flipped input, its map flipped
+    ``seed``; the same draws for every sample of a batch, so a sample's map is the one it gets
+    alone), and ``augment=True`` also averages over the horizontally flipped input, its map flipped
     back. The classes explained are those of the clean input.
 
     Inputs are (B, C, L) signals, (B, C, H, W) images or (B, C, D, H, W) volumes and clips; maps are
@@ -210,7 +211,7 @@ class CAMMethod:
         """(classes, the targets as chosen, logits, raw maps per rank per layer) for one input; the
         chosen targets explain the smoothing copies of the same input."""
         run = self.forward(x)
-        logits = extract_logits(run.output).detach()
+        logits = sample_scores(run.output, x.shape[0], _one_callable(targets))
         self._check_pass(run, logits)
         if isinstance(targets, TargetSet):  # several maps per sample, chosen from this output
             classes, fns = targets.expand(run.output, tuple(x.shape[2:]), self.labels)
@@ -237,7 +238,7 @@ class CAMMethod:
             raise ModelError(f"the model's scores hold NaN or inf for sample(s) {bad.nonzero()[:, 0].tolist()}: "
                              "no map can be computed (check the input and the weights)")
         for (name, _), act in zip(self._layers or [], run.activations):
-            if not torch.isfinite(act).all():
+            if not all(torch.isfinite(t).all() for t in tensors_of(act) if t.is_floating_point()):
                 raise ModelError(f"layer {name!r} gives NaN or inf activations: no map can be computed")
         if (self.labels is not None and logits.dim() == 2 and len(self.labels) != logits.shape[-1]
                 and not is_detection(run.output)):
@@ -250,7 +251,8 @@ class CAMMethod:
             gen = torch.Generator(device=x.device).manual_seed(self.seed)
             span = (x.flatten(1).amax(1) - x.flatten(1).amin(1)).view(-1, *[1] * (x.dim() - 1))
             for _ in range(self.smooth):
-                noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+                # one draw for every sample: a sample's map does not depend on the batch it came in
+                noise = torch.randn(x.shape[1:], generator=gen, device=x.device, dtype=x.dtype)
                 yield x + noise * (self.noise * span), _same
         if self.augment:
             yield x.flip(-1), _flip
@@ -274,7 +276,8 @@ class CAMMethod:
 
         Gradient methods record a graph from the first target layer on; the others record none.
         """
-        with eval_mode(self.model), ActivationCapture(self._layers, record_graph=self.uses_gradients) as capture:
+        with eval_mode(self.model), ActivationCapture(self._layers, record_graph=self.uses_gradients,
+                                                      structured=self.reshape is not None) as capture:
             try:
                 torch.set_grad_enabled(False)  # the first target layer's hook turns it back on
                 with contextlib.nullcontext() if self.captures_in_float32 else self.autocast(x.device):
@@ -282,7 +285,7 @@ class CAMMethod:
             finally:
                 torch.set_grad_enabled(True)
         activations = capture.checked()
-        self._readers = [layer_reader(name, act, x.shape[2:], self.model, self.reshape)
+        self._readers = [layer_reader(name, act, x.shape[2:], self.model, self.reshape, batch=x.shape[0])
                          for (name, _), act in zip(self._layers or [], activations)]
         return Pass(x, output, activations)
 
@@ -311,12 +314,17 @@ class CAMMethod:
         """Raw maps (B, h, w), one per layer, from the gradients of the (B,) target scores."""
         if not scores.requires_grad:
             raise LayerError(f"the target score does not depend on layer(s) {', '.join(self.layer_names)}")
-        grads, scale = self._gradients(scores, activations, last=last)
+        per_layer = [tensors_of(act) for act in activations]  # a layer may give a dict of tensors (reshape=)
+        leaves = [t for tensors in per_layer for t in tensors if t.requires_grad]
+        found, scale = self._gradients(scores, leaves, last=last)
+        given = iter(found)
         maps = []
-        for i, ((name, _), act, grad) in enumerate(zip(self._layers, activations, grads)):
-            if grad is None:
+        for i, ((name, _), act, tensors) in enumerate(zip(self._layers, activations, per_layer)):
+            grads = [next(given) if t.requires_grad else None for t in tensors]
+            if all(g is None for g in grads):
                 raise LayerError(f"the target score does not depend on layer {name!r}")
-            maps.append(self.combine(self.as_map(act.detach(), i).float(), self.as_map(grad, i).float() / scale))
+            maps.append(self.combine(self.as_map(detached(act), i).float(),
+                                     self.as_map(like(act, grads), i).float() / scale))
         return maps
 
     def _gradients(self, scores: torch.Tensor, inputs, *, last: bool) -> tuple[tuple, float]:
@@ -344,6 +352,13 @@ def per_sample(value: Any, rows: torch.Tensor, batch: int) -> Any:
     if isinstance(value, dict):
         return {k: per_sample(v, rows, batch) for k, v in value.items()}
     return value
+
+
+def _one_callable(targets: Any) -> Callable | None:
+    """The callable target of a call (or of its smoothing copies), if there is exactly one."""
+    if isinstance(targets, Chosen):
+        return targets.fns[0] if targets.fns is not None and len(targets.fns) == 1 else None
+    return targets if callable(targets) and not isinstance(targets, torch.Tensor) else None
 
 
 def _same(m: torch.Tensor) -> torch.Tensor:
