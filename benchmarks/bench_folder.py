@@ -115,7 +115,8 @@ def main():
     parser.add_argument("--format", default="png", help="picture format: png, jpg or webp")
     parser.add_argument("--precision", default="fp32", help="fp32, bf16, fp16 or auto")
     args = parser.parse_args()
-    extra = (["--top-k", str(args.top_k)] if args.top_k else []) + ["--format", args.format, "--precision", args.precision]
+    extra = (["--top-k", str(args.top_k)] if args.top_k else []) + ["--format", args.format,
+                                                                     "--precision", args.precision]
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch_size}, {args.workers} worker(s), "
           f"{args.model}, Grad-CAM{' top-' + str(args.top_k) if args.top_k else ''} {args.precision}, "

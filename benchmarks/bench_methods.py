@@ -190,7 +190,8 @@ def main():
     if "1" in parts:
         part_gradient(model, torch.randn(args.batch, 3, 224, 224, generator=gen), args.repeats)
     if "2" in parts:
-        part_expensive(model, torch.randn(1, 3, 224, 224, generator=gen), "ResNet-50 (random init) layer4, 2048 channels",
+        part_expensive(model, torch.randn(1, 3, 224, 224, generator=gen),
+                       "ResNet-50 (random init) layer4, 2048 channels",
                        args.expensive_rounds)
         import skimage.data
         from PIL import Image

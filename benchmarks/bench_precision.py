@@ -132,7 +132,8 @@ def main() -> None:
             print(f"  {n:<20}{t:>9.1f}{t / floor:>16.2f}")
         print(f"  pytorch-grad-cam ÷ gradcam default: {ms['pytorch-grad-cam'] / ms['gradcam default']:.2f}x; "
               f"÷ gradcam bf16: {ms['pytorch-grad-cam'] / ms['gradcam bf16']:.2f}x"
-              + (f"; ÷ gradcam fp16: {ms['pytorch-grad-cam'] / ms['gradcam fp16']:.2f}x" if "gradcam fp16" in ms else ""))
+              + (f"; ÷ gradcam fp16: {ms['pytorch-grad-cam'] / ms['gradcam fp16']:.2f}x"
+                 if "gradcam fp16" in ms else ""))
     precisions = ("bf16", "fp16") if device.type == "cuda" else ("bf16",)
     if names:
         print(f"\n{' and '.join(precisions)} against fp32 (the same class explained; classes compared separately)")
@@ -147,7 +148,8 @@ def main() -> None:
         photos = [Image.fromarray(getattr(skimage.data, n)()) for n in ("chelsea", "coffee", "rocket", "astronaut",
                                                                          "camera")]
         for precision in precisions:
-            fidelity("efficientnet_lite0 (bundled), 5 photos", bundle.module, bundle.preprocess.batch(photos).to(device),
+            fidelity("efficientnet_lite0 (bundled), 5 photos", bundle.module,
+                     bundle.preprocess.batch(photos).to(device),
                      precision)
     except ImportError:
         pass
@@ -156,12 +158,14 @@ def main() -> None:
 
         model = seeded("resnet50").to(device)
         one = x[:1]
-        ours = {p: gradcam.create_method("scorecam", model, "layer4", precision=p, batch_size=64) for p in ("fp32", "bf16")}
+        ours = {p: gradcam.create_method("scorecam", model, "layer4", precision=p, batch_size=64)
+                for p in ("fp32", "bf16")}
         theirs = copy.deepcopy(model)
         ref = pytorch_grad_cam.ScoreCAM(model=theirs, target_layers=[theirs.layer4])
         ref.batch_size = 64
         seconds, maps = {}, {}
-        for label, fn in (("gradcam fp32", lambda: ours["fp32"](one).maps), ("gradcam bf16", lambda: ours["bf16"](one).maps),
+        for label, fn in (("gradcam fp32", lambda: ours["fp32"](one).maps),
+                          ("gradcam bf16", lambda: ours["bf16"](one).maps),
                           ("pytorch-grad-cam", lambda: torch.as_tensor(ref(input_tensor=one, targets=None)))):
             t0 = time.perf_counter()
             maps[label] = fn()

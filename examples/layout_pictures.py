@@ -14,8 +14,15 @@ from PIL import Image
 
 import gradcam
 from gradcam.apps.media import explain_signal, explain_volume
-from gradcam.apps.shapes import (CLASSES, SIGNAL_CLASSES, VOLUME_CLASSES, draw_shapes, make_clips, make_signals,
-                                 make_volumes)
+from gradcam.apps.shapes import (
+    CLASSES,
+    SIGNAL_CLASSES,
+    VOLUME_CLASSES,
+    draw_shapes,
+    make_clips,
+    make_signals,
+    make_volumes,
+)
 from gradcam.apps.small_nets import small_net, small_vit
 from gradcam.apps.train import fit, flips
 from gradcam.render.objects import draw_boxes

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_rooms_import_one_way_and_no_package_has_cycles():
-    """cli, web -> apps -> render | models -> engine -> errors; no import cycle among siblings."""
+    """cli, web -> apps -> render | models | metrics -> engine -> errors; no import cycle among siblings."""
     lint = Path(sys.executable).with_name("lint-imports")
     done = subprocess.run([str(lint), "--config", str(ROOT / "pyproject.toml"), "--no-cache"], cwd=ROOT,
                           capture_output=True, text=True)
@@ -26,9 +26,18 @@ def _new_modules(code: str) -> set[str]:
     return set(done.stdout.split())
 
 
-def test_the_engine_loads_no_image_plotting_or_model_zoo_library():
+def test_the_engine_and_the_metrics_load_no_image_plotting_or_model_zoo_library():
     heavy = {"PIL", "matplotlib", "torchvision", "timm", "tqdm", "fastapi", "safetensors"}
     assert not _new_modules("import gradcam.engine\nimport gradcam.engine.methods") & heavy
+    assert not _new_modules("import gradcam.metrics") & heavy
+
+
+def test_ruff_passes():
+    """The lint of pyproject.toml ([tool.ruff]: pyflakes, pycodestyle at 120 columns, import order)."""
+    ruff = Path(sys.executable).with_name("ruff")
+    done = subprocess.run([str(ruff), "check", "--no-cache", "src", "tests", "benchmarks", "examples"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
 
 
 def test_import_gradcam_is_lazy():

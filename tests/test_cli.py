@@ -108,7 +108,8 @@ def test_bad_arguments_are_usage_errors_with_one_line(tmp_path, capsys, photos, 
 
 
 def test_argparse_usage_errors_exit_2(capsys):
-    for argv in (["explain"], ["explain", "x.jpg", "--alpha", "3"], ["explain", "x.jpg", "--method", "nope"], ["frobnicate"]):
+    for argv in (["explain"], ["explain", "x.jpg", "--alpha", "3"], ["explain", "x.jpg", "--method", "nope"],
+                 ["frobnicate"]):
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
         assert exit_info.value.code == 2

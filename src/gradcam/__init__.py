@@ -8,8 +8,16 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import PackageNotFoundError, version
 
-from gradcam.errors import (DataError, GradCAMError, ImageError, LayerError, ModelError, OptionError, TargetError,
-                            VisualizeError)
+from gradcam.errors import (
+    DataError,
+    GradCAMError,
+    ImageError,
+    LayerError,
+    ModelError,
+    OptionError,
+    TargetError,
+    VisualizeError,
+)
 
 try:
     __version__ = version("gradcam")
@@ -26,13 +34,14 @@ _PUBLIC = {  # name -> the module that defines it
     "Regression": "gradcam.engine.targets", "Similarity": "gradcam.engine.targets",
     "Box": "gradcam.engine.targets", "detected_boxes": "gradcam.engine.targets",
     "Detections": "gradcam.engine.targets", "MultiLabel": "gradcam.engine.targets",
-    "Confidence": "gradcam.engine.faithfulness", "DeletionInsertion": "gradcam.engine.faithfulness",
-    "ParameterRandomisation": "gradcam.engine.sanity",
-    "pointing_game": "gradcam.engine.localisation", "energy_inside": "gradcam.engine.localisation",
+    "Confidence": "gradcam.metrics.faithfulness", "DeletionInsertion": "gradcam.metrics.faithfulness",
+    "ParameterRandomisation": "gradcam.metrics.sanity",
+    "pointing_game": "gradcam.metrics.localisation", "energy_inside": "gradcam.metrics.localisation",
     "audit": "gradcam.apps.audit", "Audit": "gradcam.apps.audit",
     "explain_clip": "gradcam.apps.media", "explain_volume": "gradcam.apps.media",
     "explain_signal": "gradcam.apps.media",
     "load_model": "gradcam.models.sources", "list_models": "gradcam.models.sources",
+    "register_source": "gradcam.models.sources", "register_metric": "gradcam.metrics",
     "ModelBundle": "gradcam.models.bundle", "Preprocess": "gradcam.models.bundle",
     "load_image": "gradcam.render.images",
     "explain": "gradcam.apps.explainer", "Explainer": "gradcam.apps.explainer",
@@ -41,7 +50,7 @@ _PUBLIC = {  # name -> the module that defines it
     "compare": "gradcam.apps.compare", "Comparison": "gradcam.apps.compare",
     "sweep": "gradcam.apps.sweep", "Sweep": "gradcam.apps.sweep",
 }
-_ROOMS = {"engine", "models", "render", "apps", "web", "cli", "errors"}
+_ROOMS = {"engine", "metrics", "models", "render", "apps", "web", "cli", "errors"}
 
 __all__ = sorted(_PUBLIC) + ["DataError", "GradCAMError", "ImageError", "LayerError", "ModelError", "OptionError",
                              "TargetError", "VisualizeError"]

@@ -11,23 +11,24 @@ from typing import Sequence
 from tqdm.auto import tqdm
 
 from gradcam import __version__
-from gradcam.apps.compare import compare
 from gradcam.apps.audit import audit_folder
-from gradcam.apps.evaluate import evaluate
-from gradcam.errors import GradCAMError, ImageError, LayerError, OptionError, TargetError
 from gradcam.apps.batch import PICTURES, explain_folder, find_images, input_roots
+from gradcam.apps.compare import compare
+from gradcam.apps.device import bundle_on_device
+from gradcam.apps.evaluate import evaluate
+from gradcam.apps.explainer import DEFAULT_MODEL
+from gradcam.apps.media import explain_clip, explain_signal, explain_volume, media_kind
+from gradcam.apps.sweep import sweep
+from gradcam.apps.tasks import TASKS, explain_task, parse_box
 from gradcam.engine.functional import NORMALIZATIONS
 from gradcam.engine.layers import auto_layer, auto_layer_reason, candidate_layers, parse_layers
 from gradcam.engine.methods import applicable_methods, describe_methods, list_methods, method_info, method_options
-from gradcam.models.sources import list_models, load_model
-from gradcam.apps.explainer import DEFAULT_MODEL
-from gradcam.apps.device import bundle_on_device
 from gradcam.engine.precision import MEMORY_FORMATS, PRECISIONS
 from gradcam.engine.targets import class_spec
+from gradcam.errors import GradCAMError, ImageError, LayerError, OptionError, TargetError
+from gradcam.metrics import list_metrics
+from gradcam.models.sources import list_sources, load_model
 from gradcam.render.files import PICTURE_FORMATS, mirrored_names
-from gradcam.apps.sweep import sweep
-from gradcam.apps.media import explain_clip, explain_signal, explain_volume, media_kind
-from gradcam.apps.tasks import TASKS, explain_task, parse_box
 
 EXAMPLES = """examples:
   gradcam explain cat.jpg                         # bundled EfficientNet-Lite0, predicted class
@@ -144,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--steps", type=positive_int, default=20, help="deletion/insertion steps (default: 20)")
     ev.add_argument("--score", default="probability", choices=["probability", "logit"],
                     help="the class score the metrics follow (default: probability)")
+    ev.add_argument("--metrics", type=comma_list, metavar="M1,M2",
+                    help="comma-separated metrics (default: every faithfulness metric: "
+                    + ", ".join(list_metrics("faithfulness")) + "; plugins add theirs)")
     ev.add_argument("--batch-size", type=positive_int, default=8, help="images per batch (default: 8)")
     ev.add_argument("--out", default="gradcam-out", type=Path, help="where evaluation.csv goes (default: gradcam-out)")
 
@@ -209,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default: {DEFAULT_MODEL}); timm/<name> for timm")
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help=f"model name (default: {DEFAULT_MODEL}); timm/<name> for timm")
     parser.add_argument("--checkpoint", dest="model", metavar="DIR", help="a model folder written by `gradcam train`")
     parser.add_argument("--weights", type=Path, help="local weights file (.pth or .safetensors)")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
@@ -255,7 +260,8 @@ def unit_float(text: str) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit status: 0 done, 1 some image failed (or an unexpected error), 2 a usage error."""
     args = build_parser().parse_args(argv)
-    command = {"explain": cmd_explain, "compare": cmd_compare, "evaluate": cmd_evaluate, "audit": cmd_audit, "sweep": cmd_sweep, "serve": cmd_serve,
+    command = {"explain": cmd_explain, "compare": cmd_compare, "evaluate": cmd_evaluate, "audit": cmd_audit,
+               "sweep": cmd_sweep, "serve": cmd_serve,
                "train": cmd_train, "make-shapes": cmd_make_shapes, "layers": cmd_layers,
                "models": cmd_models, "methods": cmd_methods}
     try:
@@ -326,7 +332,8 @@ def cmd_explain(args) -> int:
     summary = explain_folder(
         args.images, args.out, model=args.model, weights=args.weights, device=args.device, method=methods,
         layer=layer, target=target, top_k=args.top_k, normalize=args.normalize, colormap=args.colormap,
-        alpha=args.alpha, batch_size=args.batch_size, workers=args.workers, save=save, save_maps=args.save_maps, format=args.format,
+        alpha=args.alpha, batch_size=args.batch_size, workers=args.workers, save=save, save_maps=args.save_maps,
+        format=args.format,
         manifest=args.manifest or args.resume or not job, resume=args.resume, progress_bar=bar,
         on_result=on_result, on_error=on_error,
         **{k: v for k, v in options.items() if k in accepted and v is not None},
@@ -407,7 +414,7 @@ def cmd_evaluate(args) -> int:
     files = find_images(args.images)
     result = evaluate(files, model=args.model, weights=args.weights, device=args.device, methods=methods,
                       layer=args.layer, target=class_spec(args.target), steps=args.steps, score=args.score,
-                      batch_size=args.batch_size)
+                      batch_size=args.batch_size, metrics=args.metrics)
     for method, why in result.skipped:
         print(f"skipped {method}: {why}", file=sys.stderr)
     for _, why in result.failed:
@@ -497,9 +504,12 @@ def cmd_layers(args) -> int:
 
 
 def cmd_models(args) -> int:
-    for name in list_models():
-        print(name)
-    print("timm/<name>   any timm model (see timm.list_models())")
+    for source in list_sources():
+        for name in source.names() if source.names else []:
+            print(name)
+    for source in list_sources():  # what a source takes beyond the names it lists
+        if not source.names:
+            print(f"{source.description or source.name}")
     return OK
 
 

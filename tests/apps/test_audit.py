@@ -7,12 +7,11 @@ import pytest
 import torch
 
 import gradcam
-
 from gradcam.apps.audit import audit
 from gradcam.apps.shapes import draw_shapes, square_only
 from gradcam.apps.small_nets import small_net
 from gradcam.apps.train import fit
-from gradcam.engine.localisation import energy_inside, pointing_game
+from gradcam.metrics.localisation import energy_inside, pointing_game
 
 HELD = 200
 
@@ -67,7 +66,8 @@ def test_square_only_keeps_the_shapes_and_moves_the_square():
     turned, by_square = square_only(images, labels)
     moved = (by_square != labels)[:, 0]
     assert 0 < moved.sum() < 40
-    assert np.array_equal(turned[moved], images[moved][:, ::-1, ::-1]) and np.array_equal(turned[~moved], images[~moved])
+    assert (np.array_equal(turned[moved], images[moved][:, ::-1, ::-1])
+            and np.array_equal(turned[~moved], images[~moved]))
     # the square's corner tells the label: top left white for 0, bottom right for 1
     top_left = (turned[:, 2:7, 2:7] == 255).all(axis=(1, 2, 3))
     assert np.array_equal(top_left, by_square[:, 0] == 0)

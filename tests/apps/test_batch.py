@@ -8,15 +8,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import TwoStageCNN, spread_init
 from PIL import Image
 
 import gradcam
-from gradcam.cli import main
 from gradcam.apps.batch import explain_folder, find_images
-from gradcam.models.bundle import ModelBundle
-from gradcam.models.bundle import Preprocess
-
-from conftest import TwoStageCNN, spread_init
+from gradcam.cli import main
+from gradcam.models.bundle import ModelBundle, Preprocess
 
 FIELDS = {"path", "status", "error", "model", "method", "layer", "rank", "class_index", "label", "probability",
           "top5", "files", "settings"}
@@ -210,8 +208,8 @@ def test_resume_knows_the_weights(tmp_path, tiny_bundle):
 def test_a_method_failing_on_one_image_costs_only_that_row(tmp_path, tiny_bundle, monkeypatch):
     """xgradcam fails on the white image: that image gets an error row for xgradcam and its gradcam
     pictures; every other image gets both methods; the job goes on and counts one failed image."""
-    from gradcam.errors import ModelError
     from gradcam.apps.explainer import Explainer
+    from gradcam.errors import ModelError
 
     real_run = Explainer.run
 

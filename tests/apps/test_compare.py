@@ -5,15 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import seeded_model
 from PIL import Image
 
 import gradcam
-from gradcam.cli import main
 from gradcam.apps.compare import compare
-from gradcam.engine.stages import stage_layers
 from gradcam.apps.sweep import sweep
-
-from conftest import seeded_model
+from gradcam.cli import main
+from gradcam.engine.stages import stage_layers
 
 skdata = pytest.importorskip("skimage.data")
 

@@ -10,8 +10,7 @@ from torch import nn
 
 import gradcam
 from gradcam.errors import OptionError
-from gradcam.models.bundle import ModelBundle
-from gradcam.models.bundle import Preprocess
+from gradcam.models.bundle import ModelBundle, Preprocess
 
 skdata = pytest.importorskip("skimage.data")
 
@@ -104,7 +103,8 @@ def test_map_is_placed_exactly_where_the_bright_square_is(size):
     """Hand-built model whose Grad-CAM is the downsampled brightness: the map's centroid is the
     square's centre on a non-square photo, so no crop, flip or transpose can hide in the pipeline."""
     width, height = size
-    bundle = ModelBundle(Brightness(), Preprocess(224, (0, 0, 0), (1, 1, 1), "bilinear"), ["bright", "dark"], "brightness")
+    bundle = ModelBundle(Brightness(), Preprocess(224, (0, 0, 0), (1, 1, 1), "bilinear"), ["bright", "dark"],
+                         "brightness")
     photo = Image.new("RGB", size, (0, 0, 0))
     box = (width // 5, height // 2, width // 5 + width // 4, height // 2 + height // 4)
     photo.paste((255, 255, 255), box)
@@ -221,7 +221,6 @@ def test_in_process_cache_knows_the_weights(tmp_path):
     from gradcam.models.checkpoint import SmallCNN, TrainConfig, save_checkpoint
 
     config = TrainConfig("small-cnn", ("a", "b"), 32, (0.5,) * 3, (0.25,) * 3, "bilinear")
-    image = Image.fromarray(np.random.default_rng(2).integers(0, 255, (32, 32, 3), dtype=np.uint8))
     with torch.random.fork_rng():
         torch.manual_seed(0)
         first = SmallCNN(2)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import task_nets
 import torch
 from PIL import Image
 from torch import nn
@@ -17,8 +18,6 @@ from gradcam.apps.tasks import explain_task
 from gradcam.cli import main
 from gradcam.engine.targets import Binary, ClassRegion, Regression, Similarity
 from gradcam.models.bundle import ModelBundle, Preprocess
-
-import task_nets
 
 PHOTO = Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8))
 PRE = Preprocess(size=16, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))

@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 
 import gradcam
+from gradcam.apps.shapes import make_shapes
+from gradcam.apps.train import train
 from gradcam.cli import main
 from gradcam.errors import DataError
-from gradcam.apps.shapes import make_shapes
 from gradcam.models.checkpoint import SmallCNN, TrainConfig, load_checkpoint, save_checkpoint
-from gradcam.apps.train import train
 
 
 @pytest.fixture(scope="module")

@@ -85,8 +85,8 @@ def box_pointing(model, x, labels, boxes, method: str, margin: int = 2) -> tuple
 
 def test_each_detected_objects_map_points_at_that_object(detector):
     """LayerCAM's peak lies on the object for 97.7 % of 300 held-out objects in our run (97.7 % found;
-    untrained: none found), Grad-CAM's for 57 %: the detector reads each object's score and box at its centre cell, so the
-    gradient is there alone; Grad-CAM averages it into one weight per channel for the whole map, which
+    untrained: none found), Grad-CAM's for 57 %: the detector reads each object's score and box at its centre cell,
+    so the gradient is there alone; Grad-CAM averages it into one weight per channel for the whole map, which
     lights every place with the class's features, while LayerCAM weighs each place by its own gradient."""
     model, x, labels, boxes = detector
     scores = {m: box_pointing(model, x, labels, boxes, m) for m in ("layercam", "gradcam")}

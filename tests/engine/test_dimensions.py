@@ -3,6 +3,7 @@ its formula computed directly, on tiny seeded models."""
 
 from __future__ import annotations
 
+import mapcheck
 import numpy as np
 import pytest
 import torch
@@ -10,8 +11,6 @@ import torch.nn.functional as F
 from torch import nn
 
 import gradcam
-
-import mapcheck
 
 ALL = ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "scorecam", "ablationcam",
        "eigencam", "cam", "guided-backprop", "guided-gradcam"]

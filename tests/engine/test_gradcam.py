@@ -3,13 +3,12 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TwoStageCNN, seeded_model, spread_init
+from mapcheck import assert_relative_close
 from torch import nn
 
 import gradcam
 from gradcam.errors import GradCAMError, LayerError, TargetError
-
-from mapcheck import assert_relative_close
-from conftest import TwoStageCNN, seeded_model, spread_init
 
 
 def no_hooks(model: nn.Module) -> bool:
@@ -328,7 +327,8 @@ def test_target_layers_on_parallel_branches_of_a_frozen_model():
     class Branches(nn.Module):
         def __init__(self):
             super().__init__()
-            self.stem, self.a, self.b = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+            self.stem, self.a, self.b = (nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1),
+                                         nn.Conv2d(4, 4, 3, padding=1))
             self.fc = nn.Linear(8, 2)
 
         def forward(self, x):
@@ -412,8 +412,8 @@ def test_eigencam_with_nan_activations_is_a_clear_error(two_stage):
 
 
 def test_library_errors_are_the_familys():
-    from gradcam.models.bundle import Preprocess
     from gradcam.apps.shapes import make_shapes
+    from gradcam.models.bundle import Preprocess
 
     assert issubclass(gradcam.DataError, GradCAMError)
     with pytest.raises(gradcam.OptionError):

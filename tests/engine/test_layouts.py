@@ -114,9 +114,8 @@ def test_reshape_equals_pytorch_grad_cams_reshape_transform(name, layer, reshape
     """A transformer explained through ``reshape=``, or read by its layout with no reshape, gives
     pytorch-grad-cam's map with its documented reshape_transform, on the same layer and class."""
     pgc = pytest.importorskip("pytorch_grad_cam")
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
     from mapcheck import assert_minmax_close
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     model = _model(name)
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(3))

@@ -14,13 +14,12 @@ Where a reference departs from the paper we follow the paper, and compare on the
 
 import pytest
 import torch
+from conftest import seeded_model
+from mapcheck import assert_minmax_close, assert_relative_close
 from torch import nn
 
 import gradcam
 from gradcam.engine.methods.eigencam import principal_projection
-
-from conftest import seeded_model
-from mapcheck import assert_minmax_close, assert_relative_close
 
 captum_attr = pytest.importorskip("captum.attr")
 pgc = pytest.importorskip("pytorch_grad_cam")

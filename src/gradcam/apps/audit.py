@@ -1,6 +1,6 @@
 """A data-set audit: is the model right for the right reasons? For every image with a known object mask,
 whether the model is right, and whether the map of the true class lies on the object (pointing game,
-energy inside: :mod:`gradcam.engine.localisation`). A model that is right while its maps point elsewhere
+energy inside: :mod:`gradcam.metrics.localisation`). A model that is right while its maps point elsewhere
 has learned something else than the object: a watermark, a corner, the background."""
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import torch
 
 from gradcam.apps.device import bundle_on_device
 from gradcam.apps.explainer import DEFAULT_MODEL
-from gradcam.engine.localisation import energy_inside, pointing_game
 from gradcam.engine.methods import create_method
 from gradcam.engine.methods.base import CAMMethod
 from gradcam.engine.targets import class_index
 from gradcam.errors import DataError, ImageError, OptionError, TargetError
+from gradcam.metrics.localisation import energy_inside, pointing_game
 from gradcam.render.files import save_csv
 from gradcam.render.images import load_image
 

@@ -17,14 +17,14 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from gradcam.errors import GradCAMError, ModelError, OptionError
-from gradcam.engine.methods import method_options
-from gradcam.render.images import IMAGE_SUFFIXES, load_image
-from gradcam.render.files import PICTURE_FORMATS, mirrored_names, picture_name, save_array, save_picture
-from gradcam.models.weights import module_fingerprint
 from gradcam.apps.explainer import DEFAULT_MODEL, Explainer, Explanation, compare_methods, ranks
 from gradcam.apps.manifest import Manifest, done_paths, settings_key
 from gradcam.apps.writer import Writer
+from gradcam.engine.methods import method_options
+from gradcam.errors import GradCAMError, ModelError, OptionError
+from gradcam.models.weights import module_fingerprint
+from gradcam.render.files import PICTURE_FORMATS, mirrored_names, picture_name, save_array, save_picture
+from gradcam.render.images import IMAGE_SUFFIXES, load_image
 
 PICTURES = ("overlay", "heatmap", "grayscale", "figure")
 WRITERS = 2  # threads that draw and encode behind the model (Pillow's encoders release the GIL)
@@ -140,7 +140,8 @@ def explain_folder(
     writes the raw maps as .npy.
 
     Images are decoded and preprocessed by ``workers`` background processes, explained ``batch_size``
-    at a time, and drawn and written by threads behind the model (Pillow's encoders release the GIL). Memory stays flat in the number of images.
+    at a time, and drawn and written by threads behind the model (Pillow's encoders release the GIL).
+    Memory stays flat in the number of images.
     A bad image gets a manifest row with status "error" and the job goes on; with ``resume`` the
     images already done with the same settings are skipped. ``progress_bar=None`` shows one on a terminal.
     """
@@ -253,7 +254,8 @@ class _FolderJob:
                     thumbnails.append(explainer.explanation(output, index, rank, _thumbnail(picture), name))
             if thumbnails:
                 figure = save_picture(compare_methods(thumbnails),
-                                      self.out / picture_name(name, "methods", "figure", rank, suffix=f".{self.format}"))
+                                      self.out / picture_name(name, "methods", "figure", rank,
+                                                              suffix=f".{self.format}"))
                 written.append(figure)
                 rows[-1]["files"]["methods"] = str(figure)
             if self.on_result:

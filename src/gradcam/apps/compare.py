@@ -9,12 +9,12 @@ from typing import Any, Sequence
 
 from PIL import Image
 
-from gradcam.render import pictures as draw
-from gradcam.errors import ModelError
-from gradcam.render.files import save_png
-from gradcam.models.sources import load_model
 from gradcam.apps.device import choose_device
 from gradcam.apps.explainer import Explainer, Explanation, readable_pictures
+from gradcam.errors import ModelError
+from gradcam.models.sources import load_model
+from gradcam.render import pictures as draw
+from gradcam.render.files import save_png
 
 
 @dataclass

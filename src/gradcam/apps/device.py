@@ -13,8 +13,7 @@ from torch import nn
 from gradcam.engine.capture import module_device
 from gradcam.errors import OptionError
 from gradcam.models.bundle import ModelBundle, Preprocess
-from gradcam.models.sources import load_model
-from gradcam.models.weights import weights_stamp
+from gradcam.models.sources import load_model, weights_stamp
 
 
 def choose_device(device: Any = None, module: nn.Module | None = None) -> torch.device:

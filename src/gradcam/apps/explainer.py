@@ -15,9 +15,9 @@ from torch import nn
 from gradcam.apps.device import bundle_on_device
 from gradcam.engine import functional as Fn
 from gradcam.engine.methods import create_method
+from gradcam.errors import ImageError, OptionError
 from gradcam.models.bundle import ModelBundle
 from gradcam.render import pictures as draw
-from gradcam.errors import ImageError, OptionError
 from gradcam.render.files import PICTURE_FORMATS, picture_name, save_picture, source_names
 from gradcam.render.images import load_image
 
@@ -66,7 +66,8 @@ class Explanation:
         return draw.figure(self.image, self.heatmap, title=self.title, colormap=self.colormap, alpha=self.alpha)
 
     def save(self, directory: str | os.PathLike, name: str | None = None,
-             kinds: Sequence[str] = ("grayscale", "heatmap", "overlay", "figure"), format: str = "png") -> dict[str, Path]:
+             kinds: Sequence[str] = ("grayscale", "heatmap", "overlay", "figure"),
+             format: str = "png") -> dict[str, Path]:
         """Write the pictures ``kinds`` (grayscale, heatmap, overlay, figure: original | heatmap |
         overlay, titled), each atomically, as ``<name>.<method>[.top<R>].<kind>.<format>`` (png, jpg or
         webp; :func:`gradcam.render.files.picture_name`; ``name`` defaults to the image's); returns kind -> path.

@@ -225,6 +225,7 @@ def make_clips(n: int = 200, frames: int = 8, size: int = 32, seed: int = 0
         for _ in range(2):
             length, vertical = int(rng.uniform(0.3, 0.45) * size), bool(rng.integers(0, 2))
             a, b = (int(v) for v in rng.integers(0, size - length, 2))
-            rows, cols = (slice(b, b + length), slice(a, a + 2)) if vertical else (slice(b, b + 2), slice(a, a + length))
+            rows, cols = ((slice(b, b + length), slice(a, a + 2)) if vertical
+                          else (slice(b, b + 2), slice(a, a + length)))
             clips[i, 0, :, rows, cols] += np.float32(rng.uniform(0.8, 1.2))
     return clips, labels, boxes

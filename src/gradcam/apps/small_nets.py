@@ -119,7 +119,8 @@ def _centre_loss(heat, size, labels, boxes, stride):
     cell = centre.floor().long().clamp(min=0, max=min(h, w) - 1)
     sigma = (side.mean(-1) / 6).clamp(min=0.5)  # (B, M)
     ys, xs = torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32)
-    dist = (xs[None, None, None, :] - cell[..., 0, None, None]) ** 2 + (ys[None, None, :, None] - cell[..., 1, None, None]) ** 2
+    dist = ((xs[None, None, None, :] - cell[..., 0, None, None]) ** 2
+            + (ys[None, None, :, None] - cell[..., 1, None, None]) ** 2)
     gauss = torch.exp(-dist / (2 * sigma[..., None, None] ** 2))  # (B, M, h, w)
     target = torch.zeros_like(heat)
     for m in range(labels.shape[1]):

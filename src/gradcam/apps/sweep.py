@@ -10,13 +10,13 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from gradcam.render import pictures as draw
-from gradcam.render.images import load_image
-from gradcam.render.files import picture_name, save_png, source_name
-from gradcam.engine.stages import stage_layers
-from gradcam.engine.methods import create_method
-from gradcam.apps.explainer import DEFAULT_MODEL
 from gradcam.apps.device import bundle_on_device
+from gradcam.apps.explainer import DEFAULT_MODEL
+from gradcam.engine.methods import create_method
+from gradcam.engine.stages import stage_layers
+from gradcam.render import pictures as draw
+from gradcam.render.files import picture_name, save_png, source_name
+from gradcam.render.images import load_image
 
 
 @dataclass
@@ -54,7 +54,8 @@ class Sweep:
         written = {"figure": save_png(self.figure(), directory / picture_name(self.stem, "sweep", "figure"))}
         for m in self.layers:
             picture = draw.overlay(self.image, m.heatmap, colormap=self.colormap, alpha=self.alpha)
-            written[m.name] = save_png(picture, directory / picture_name(f"{self.stem}.{m.name}", self.method, "overlay"))
+            written[m.name] = save_png(picture,
+                                       directory / picture_name(f"{self.stem}.{m.name}", self.method, "overlay"))
         return written
 
 

@@ -19,8 +19,19 @@ from PIL import Image
 from gradcam.apps.device import bundle_on_device
 from gradcam.engine.capture import eval_mode
 from gradcam.engine.methods import create_method
-from gradcam.engine.targets import (Binary, Box, ClassRegion, Detections, MultiLabel, Regression, Similarity,
-                                    class_index, detections, extract_logits, segmentation_scores)
+from gradcam.engine.targets import (
+    Binary,
+    Box,
+    ClassRegion,
+    Detections,
+    MultiLabel,
+    Regression,
+    Similarity,
+    class_index,
+    detections,
+    extract_logits,
+    segmentation_scores,
+)
 from gradcam.errors import OptionError, TargetError
 from gradcam.render import objects as object_pictures
 from gradcam.render.files import picture_name, save_array, save_picture, source_name

@@ -20,10 +20,10 @@ from tqdm.auto import tqdm
 
 from gradcam.apps.device import choose_device
 from gradcam.errors import DataError, ImageError
-from gradcam.render.images import IMAGE_SUFFIXES, load_image
 from gradcam.models.bundle import Preprocess
 from gradcam.models.checkpoint import ARCHITECTURES, SmallCNN, TrainConfig, save_checkpoint
 from gradcam.models.sources import load_model
+from gradcam.render.images import IMAGE_SUFFIXES, load_image
 
 
 def build(config: TrainConfig) -> nn.Module:
@@ -45,7 +45,8 @@ def find_examples(data_dir: str | os.PathLike, warn: Callable[[str], None] | Non
         raise DataError(f"{root}: not a folder (expected one sub-folder per class)")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(classes) < 2:
-        raise DataError(f"{root}: needs at least two class folders, found {len(classes)} ({', '.join(classes) or 'none'})")
+        raise DataError(f"{root}: needs at least two class folders, "
+                        f"found {len(classes)} ({', '.join(classes) or 'none'})")
     examples = []
     for index, name in enumerate(classes):
         files = sorted(p for p in (root / name).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())

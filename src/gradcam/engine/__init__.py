@@ -6,8 +6,18 @@ functional (the maths shared by methods) · suffix (the traced tail of a network
 methods/ (registry and one file per method)."""
 
 from gradcam.engine.layers import auto_layer, candidate_layers, parse_layers, resolve_layers
-from gradcam.engine.methods import (CAMMethod, GradCAM, applicable_methods, create_method, describe_methods,
-                                    get_method, list_methods, method_info, method_options, register_method)
+from gradcam.engine.methods import (
+    CAMMethod,
+    GradCAM,
+    applicable_methods,
+    create_method,
+    describe_methods,
+    get_method,
+    list_methods,
+    method_info,
+    method_options,
+    register_method,
+)
 from gradcam.engine.output import CAMOutput
 
 __all__ = [

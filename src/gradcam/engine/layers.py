@@ -11,8 +11,15 @@ import torch
 from torch import nn
 
 from gradcam.engine.capture import detached, eval_mode, temporary_hooks
-from gradcam.engine.layouts import (TOKENS, Layout, find_layout, is_feature_map, map_axes, pools_tokens,
-                                    transformer_layer)
+from gradcam.engine.layouts import (
+    TOKENS,
+    Layout,
+    find_layout,
+    is_feature_map,
+    map_axes,
+    pools_tokens,
+    transformer_layer,
+)
 from gradcam.errors import LayerError, OptionError, suggest
 
 LayerSpec = Union[None, str, nn.Module, Sequence[Union[str, nn.Module]]]

@@ -342,7 +342,8 @@ class Similarity(TaskTarget):
         embedding = embedding.reshape(len(embedding), -1)
         reference = torch.as_tensor(self.reference, device=embedding.device).to(embedding.dtype)
         reference = reference.reshape(-1, reference.shape[-1]) if reference.dim() else reference
-        if reference.dim() != 2 or reference.shape[-1] != embedding.shape[1] or len(reference) not in (1, len(embedding)):
+        if (reference.dim() != 2 or reference.shape[-1] != embedding.shape[1]
+                or len(reference) not in (1, len(embedding))):
             raise TargetError(f"Similarity: a reference of shape {tuple(reference.shape)} for embeddings of shape "
                               f"{tuple(embedding.shape)}; give (D,) or (B, D)")
         return torch.nn.functional.cosine_similarity(embedding, reference.expand_as(embedding), dim=1)
@@ -372,7 +373,7 @@ def detections(output: Any, input_size: Sequence[int] | None = None) -> list[dic
     cx, cy, w, h = boxes.unbind(-1)
     corners = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
     corners = corners * corners.new_tensor([width, height, width, height])
-    return [{"boxes": b, "labels": l, "scores": s} for b, l, s in zip(corners, labels, scores)]
+    return [{"boxes": b, "labels": label, "scores": s} for b, label, s in zip(corners, labels, scores)]
 
 
 def is_detection(output: Any) -> bool:
@@ -497,7 +498,8 @@ class MultiLabel(TargetSet):
             raise TargetError(f"MultiLabel needs (B, num_labels) scores, got shape {tuple(logits.shape)}")
         if self.labels is not None:
             if isinstance(self.labels, (str, int)) or not len(self.labels):
-                raise TargetError(f"MultiLabel: labels must be a non-empty list of indices or names, got {self.labels!r}")
+                raise TargetError("MultiLabel: labels must be a non-empty list of indices or names, "
+                                  f"got {self.labels!r}")
             picked = [resolve_classes(label, logits, labels) for label in self.labels]
             return torch.stack(picked, dim=1), None
         present = torch.sigmoid(logits.float()) >= self.threshold

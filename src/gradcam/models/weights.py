@@ -1,9 +1,10 @@
-"""Local weights: reading a state dict safely, loading it with a clear error, and fingerprints that tell
-one set of weights from another (cache keys, resume)."""
+"""Local weights: reading a state dict safely, loading it with a clear error, the errors of a failed
+download, and the fingerprint that tells one set of weights from another (resume)."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 from pathlib import Path
 
@@ -11,28 +12,6 @@ import torch
 from torch import nn
 
 from gradcam.errors import ModelError
-from gradcam.models.checkpoint import is_checkpoint
-
-
-def weights_files(name: str, weights: str | os.PathLike | None = None) -> list[Path]:
-    """The local files a model's weights come from: the weights file, or a checkpoint folder's files."""
-    if weights is not None:
-        return [Path(weights)]
-    if is_checkpoint(name):
-        return [Path(name) / "config.json", Path(name) / "model.safetensors"]
-    return []
-
-
-def weights_stamp(name: str, weights: str | os.PathLike | None = None) -> tuple:
-    """(path, size, mtime) of each local weights file: changes when a file is rewritten (cache keys)."""
-    stamps = []
-    for path in weights_files(name, weights):
-        try:
-            st = path.stat()
-            stamps.append((str(path.resolve()), st.st_size, st.st_mtime_ns))
-        except OSError:
-            stamps.append((str(path), None, None))
-    return tuple(stamps)
 
 
 def module_fingerprint(module: nn.Module) -> str:
@@ -63,7 +42,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             raise ModelError(
                 f"weights file {path} needs code to unpickle (a whole pickled model?); save model.state_dict() instead"
             ) from None
-        raise ModelError(f"could not read weights file {path}: not a torch.save or safetensors file ({short_error(e)})") from None
+        raise ModelError(f"could not read weights file {path}: not a torch.save or safetensors file "
+                         f"({short_error(e)})") from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -105,6 +85,21 @@ def load_state(model: nn.Module, build, state: dict, source, name: str) -> nn.Mo
         raise ModelError(f"weights file {source} does not fit {name!r}: " + "; ".join(p for p in parts if p))
     model.load_state_dict(state, strict=True)
     return model
+
+
+OFFLINE_HINT = "pass a local file with weights=PATH / --weights PATH"
+
+
+def download_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions a failed download raises: OSError (URLError, hub errors), RuntimeError, HTTP clients' errors."""
+    errors = [OSError, RuntimeError]
+    for module, attr in (("huggingface_hub.errors", "EntryNotFoundError"), ("httpx", "HTTPError"),
+                         ("httpx2", "HTTPError")):
+        try:
+            errors.append(getattr(importlib.import_module(module), attr))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
 
 
 def short_error(e: BaseException) -> str:

@@ -96,7 +96,8 @@ def _guarded(name: str, work):
     except ImageError:
         raise
     except Exception as exc:
-        what = "truncated or corrupt image data" if isinstance(exc, (OSError, SyntaxError, EOFError)) else "cannot decode image"
+        what = ("truncated or corrupt image data" if isinstance(exc, (OSError, SyntaxError, EOFError))
+                else "cannot decode image")
         raise ImageError(f"{name}: {what} ({type(exc).__name__}: {exc})") from None
 
 

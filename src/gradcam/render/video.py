@@ -87,7 +87,8 @@ def write_video(frames: np.ndarray, path: str | os.PathLike, fps: float = 25.0) 
     return atomic_write(path, encode)
 
 
-def overlay_frames(frames: np.ndarray, heatmaps: np.ndarray, *, colormap: str = "jet", alpha: float = 0.5) -> np.ndarray:
+def overlay_frames(frames: np.ndarray, heatmaps: np.ndarray, *, colormap: str = "jet",
+                   alpha: float = 0.5) -> np.ndarray:
     """Each frame blended with its map as :func:`~gradcam.render.pictures.overlay` does:
     (1 − alpha) · frame + alpha · colorize(map); (T, H, W, 3) uint8."""
     frames, heatmaps = _frames(frames), np.asarray(heatmaps)
@@ -102,7 +103,8 @@ def key_frames(frames: np.ndarray, heatmaps: np.ndarray, count: int = 6, *, colo
     """A strip of ``count`` evenly spaced overlaid frames (all when fewer), first and last included,
     each ``height`` pixels high, labelled "t=<frame index>", 4 white pixels between."""
     frames, height = _frames(frames), _positive(height, "height")
-    indices = np.unique(np.rint(np.linspace(0, len(frames) - 1, min(_positive(count, "count"), len(frames)))).astype(int))
+    indices = np.unique(np.rint(np.linspace(0, len(frames) - 1,
+                                            min(_positive(count, "count"), len(frames)))).astype(int))
     heatmaps = np.asarray(heatmaps)
     if heatmaps.shape != frames.shape[:3]:
         raise VisualizeError(f"maps of shape {heatmaps.shape} for frames of shape {frames.shape[:3]} (T, H, W)")

@@ -34,7 +34,8 @@ def load_volume(path: str | os.PathLike) -> np.ndarray:
     else:
         data = _read_nifti(name)
     if data.ndim not in (3, 4) or not np.issubdtype(data.dtype, np.number):
-        raise ImageError(f"volume {name} has shape {data.shape} ({data.dtype}); expected (D, H, W) or (C, D, H, W) numbers")
+        raise ImageError(f"volume {name} has shape {data.shape} ({data.dtype}); "
+                         "expected (D, H, W) or (C, D, H, W) numbers")
     return np.ascontiguousarray(data, dtype=np.float32)
 
 

@@ -17,15 +17,23 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from gradcam import __version__
-from gradcam.errors import GradCAMError, ImageError
+from gradcam.apps.tasks import TASKS, parse_box
 from gradcam.engine.layers import parse_layers
 from gradcam.engine.methods import describe_methods, list_methods
-from gradcam.models.sources import BUNDLED
 from gradcam.engine.precision import PRECISIONS
 from gradcam.engine.targets import class_spec
-from gradcam.apps.tasks import TASKS, parse_box
-from gradcam.web.service import (MAX_QUEUE, RENDER, RESULT_SECONDS, RESULTS, ExplainRequest, QueueFull, Service,
-                                 TaskRequest)
+from gradcam.errors import GradCAMError, ImageError
+from gradcam.models.sources import BUNDLED
+from gradcam.web.service import (
+    MAX_QUEUE,
+    RENDER,
+    RESULT_SECONDS,
+    RESULTS,
+    ExplainRequest,
+    QueueFull,
+    Service,
+    TaskRequest,
+)
 
 STATIC = Path(__file__).with_name("static")
 COLORMAPS = ("jet", "turbo", "viridis", "inferno", "magma", "plasma", "hot", "gray")

@@ -24,15 +24,15 @@ from typing import Any, Callable
 from PIL import Image
 
 from gradcam.apps.device import choose_device
-from gradcam.errors import ModelError, OptionError
-from gradcam.render.files import write_png
-from gradcam.render.images import load_image
-from gradcam.engine.layers import auto_layer, candidate_layers, resolve_layers
-from gradcam.engine.methods import method_options
-from gradcam.models.sources import BUNDLED, load_model
-from gradcam.models.bundle import ModelBundle
 from gradcam.apps.explainer import Explainer, Explanation
 from gradcam.apps.tasks import explain_task
+from gradcam.engine.layers import auto_layer, candidate_layers, resolve_layers
+from gradcam.engine.methods import method_options
+from gradcam.errors import ModelError, OptionError
+from gradcam.models.bundle import ModelBundle
+from gradcam.models.sources import BUNDLED, load_model
+from gradcam.render.files import write_png
+from gradcam.render.images import load_image
 
 MAX_PIXELS = 40_000_000
 MAX_QUEUE = 32  # explain jobs admitted at once (waiting or running), over all models

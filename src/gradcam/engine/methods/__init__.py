@@ -1,5 +1,7 @@
 """CAM methods: one small class per method, all sharing the lifecycle in :mod:`.base`."""
 
+# The import order is the order in which `gradcam methods` and --method all list them (ruff: I001 off here).
+
 from gradcam.engine.methods.base import CAMMethod
 from gradcam.engine.output import CAMOutput
 from gradcam.engine.methods.gradcam import GradCAM
@@ -13,7 +15,8 @@ from gradcam.engine.methods.eigencam import EigenCAM
 from gradcam.engine.methods.cam import CAM
 from gradcam.engine.methods.guided_backprop import GuidedBackprop
 from gradcam.engine.methods.guided_gradcam import GuidedGradCAM
-from gradcam.engine.methods.registry import (applicable_methods, create_method, describe_methods, get_method, list_methods, method_info,
+from gradcam.engine.methods.registry import (applicable_methods, create_method, describe_methods, get_method,
+                       list_methods, method_info,
                        method_options, register_method)
 
 __all__ = [

@@ -6,16 +6,14 @@ import warnings
 
 import torch
 
-from gradcam.engine.capture import temporary_hooks
 from gradcam.engine import functional as Fn
-from gradcam.errors import OptionError
-from gradcam.engine.suffix import LayerSuffix
-from gradcam.engine.targets import extract_logits
-from gradcam.engine.capture import eval_mode
+from gradcam.engine.capture import eval_mode, temporary_hooks
 from gradcam.engine.methods.base import CAMMethod
-from gradcam.engine.output import Pass
-from gradcam.engine.targets import Target
 from gradcam.engine.methods.registry import register_method
+from gradcam.engine.output import Pass
+from gradcam.engine.suffix import LayerSuffix
+from gradcam.engine.targets import Target, extract_logits
+from gradcam.errors import OptionError
 
 
 @register_method("ablationcam")

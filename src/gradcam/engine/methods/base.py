@@ -9,13 +9,12 @@ import torch
 from torch import nn
 
 from gradcam.engine import functional as Fn
-from gradcam.errors import LayerError, ModelError, OptionError, TargetError
 from gradcam.engine import precision as precision_rules
 from gradcam.engine.capture import ActivationCapture, detached, eval_mode, like, module_device, tensors_of
 from gradcam.engine.layers import LayerSpec, check_input_axes, layer_reader, resolve_layers
 from gradcam.engine.output import CAMOutput, Pass
-from gradcam.engine.targets import (Chosen, Target, TargetSet, TargetSpec, is_detection, parse_targets,
-                                    sample_scores)
+from gradcam.engine.targets import Chosen, Target, TargetSet, TargetSpec, is_detection, parse_targets, sample_scores
+from gradcam.errors import LayerError, ModelError, OptionError, TargetError
 
 
 class CAMMethod:
@@ -189,7 +188,8 @@ class CAMMethod:
         self._forward_args, self._forward_kwargs = tuple(forward_args), dict(forward_kwargs or {})
         self._batch = x.shape[0]
         self._resolve(x)
-        mode = "contiguous" if self.memory_format == "auto" and not self.channels_last_by_default else self.memory_format
+        mode = ("contiguous" if self.memory_format == "auto" and not self.channels_last_by_default
+                else self.memory_format)
         layout = precision_rules.input_format(mode, self.model, x)
         x = x if layout is None else x.contiguous(memory_format=layout)
         # Scores and gradients need autograd even when the caller is in no_grad or inference mode;

@@ -6,15 +6,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gradcam.errors import LayerError, TargetError
 from gradcam.engine import functional as Fn
 from gradcam.engine.capture import temporary_hooks
 from gradcam.engine.layers import probe_input
-from gradcam.engine.targets import extract_logits
 from gradcam.engine.methods.base import CAMMethod
-from gradcam.engine.output import Pass
-from gradcam.engine.targets import Target
 from gradcam.engine.methods.registry import register_method
+from gradcam.engine.output import Pass
+from gradcam.engine.targets import Target, extract_logits
+from gradcam.errors import LayerError, TargetError
 
 
 @register_method("cam")

@@ -6,9 +6,9 @@ import torch
 
 from gradcam.engine import functional as Fn
 from gradcam.engine.methods.base import CAMMethod
+from gradcam.engine.methods.registry import register_method
 from gradcam.engine.output import Pass
 from gradcam.engine.targets import Target
-from gradcam.engine.methods.registry import register_method
 
 
 @register_method("eigencam")

@@ -8,13 +8,12 @@ import warnings
 import torch
 from torch import nn
 
-from gradcam.engine.capture import temporary_hooks
 from gradcam.engine import functional as Fn
-from gradcam.engine.capture import eval_mode
+from gradcam.engine.capture import eval_mode, temporary_hooks
 from gradcam.engine.methods.base import CAMMethod
+from gradcam.engine.methods.registry import register_method
 from gradcam.engine.output import Pass
 from gradcam.engine.targets import Target
-from gradcam.engine.methods.registry import register_method
 
 GUIDED_ACTIVATIONS = (nn.ReLU, nn.ReLU6)
 

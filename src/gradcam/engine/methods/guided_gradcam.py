@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 
 from gradcam.engine import functional as Fn
-from gradcam.engine.output import Pass
-from gradcam.engine.targets import Target
 from gradcam.engine.methods.gradcam import GradCAM
 from gradcam.engine.methods.guided_backprop import GuidedBackprop
 from gradcam.engine.methods.registry import register_method
+from gradcam.engine.output import Pass
+from gradcam.engine.targets import Target
 
 
 @register_method("guided-gradcam")

@@ -81,7 +81,8 @@ def method_options(name: str) -> set[str]:
     return accepted
 
 
-def applicable_methods(names: Sequence[str], model, target_layer=None, x=None, **options) -> tuple[list[str], list[tuple[str, str]]]:
+def applicable_methods(names: Sequence[str], model, target_layer=None, x=None,
+                       **options) -> tuple[list[str], list[tuple[str, str]]]:
     """Of ``names``, those that can explain ``model`` at ``target_layer`` on inputs like ``x`` (the
     model's probe image), and (name, reason) for each of the others."""
     usable, skipped = [], []

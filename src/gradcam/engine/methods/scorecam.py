@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 
 from gradcam.engine import functional as Fn
-from gradcam.errors import OptionError
 from gradcam.engine.capture import eval_mode
 from gradcam.engine.methods.base import CAMMethod
+from gradcam.engine.methods.registry import register_method
 from gradcam.engine.output import Pass
 from gradcam.engine.targets import Target
-from gradcam.engine.methods.registry import register_method
+from gradcam.errors import OptionError
 
 
 @register_method("scorecam")

@@ -6,11 +6,10 @@ import functools
 
 import pytest
 import torch
+from conftest import seeded_model
 from torch import nn
 
 import gradcam
-
-from conftest import seeded_model
 
 
 class Linear(nn.Module):

@@ -19,6 +19,7 @@ from gradcam.engine import functional as Fn
 from gradcam.engine.capture import eval_mode
 from gradcam.engine.targets import class_scores, extract_logits, resolve_classes
 from gradcam.errors import OptionError
+from gradcam.metrics.registry import register_metric
 
 SCORES = ("probability", "logit")
 
@@ -62,36 +63,6 @@ class _Metric:
 
 
 @dataclass
-class ConfidenceResult:
-    drop: torch.Tensor  # (B,) max(0, y − y_masked) / y
-    increase: torch.Tensor  # (B,) bool: y < y_masked
-
-    @property
-    def average_drop(self) -> float:
-        return float(self.drop.mean())
-
-    @property
-    def increase_in_confidence(self) -> float:
-        return float(self.increase.float().mean())
-
-
-class Confidence(_Metric):
-    """Average Drop and Increase in Confidence (Chattopadhay, Sarkar, Howlader & Balasubramanian, WACV
-    2018, the Grad-CAM++ paper): the input is multiplied by its map E (in [0, 1], as a method gives it),
-    and with y the class's score on x and y' on E ∘ x,
-
-    drop = max(0, y − y') / y (lower is better), increase = [y < y'] (higher is better).
-
-    torchcam's ``ClassificationMetric`` protocol (its 1e-7 in the denominator included)."""
-
-    def __call__(self, x: torch.Tensor, maps: torch.Tensor, targets: Any = None) -> ConfidenceResult:
-        with eval_mode(self.model), torch.inference_mode():
-            maps, classes, scores = self._prepare(x, maps, targets)
-            masked = self._scores(maps.unsqueeze(1) * x, classes)
-        return ConfidenceResult(torch.relu(scores - masked) / (scores + 1e-7), scores < masked)
-
-
-@dataclass
 class DeletionInsertionResult:
     fractions: torch.Tensor  # (P,) the fraction of positions deleted or inserted at each point
     deletion: torch.Tensor  # (B, P) the score as the most important positions are deleted
@@ -107,7 +78,11 @@ class DeletionInsertionResult:
         """(B,) area under the insertion curve: higher is better."""
         return torch.trapezoid(self.insertion, self.fractions, dim=1)
 
+    def per_sample(self) -> dict[str, torch.Tensor]:
+        return {"deletion_auc": self.deletion_auc, "insertion_auc": self.insertion_auc}
 
+
+@register_metric("deletion", columns={"deletion_auc": "lower", "insertion_auc": "higher"})
 class DeletionInsertion(_Metric):
     """Deletion and insertion (Petsiuk, Das & Saenko, BMVC 2018, RISE): positions are ranked by the map,
     highest first (ties in order of position); deletion replaces the k best with the baseline, insertion
@@ -159,3 +134,37 @@ class DeletionInsertion(_Metric):
         except RuntimeError:
             raise OptionError(f"a baseline of shape {tuple(base.shape)} does not fit an input of "
                               f"{tuple(x.shape)}") from None
+
+
+@dataclass
+class ConfidenceResult:
+    drop: torch.Tensor  # (B,) max(0, y − y_masked) / y
+    increase: torch.Tensor  # (B,) bool: y < y_masked
+
+    @property
+    def average_drop(self) -> float:
+        return float(self.drop.mean())
+
+    @property
+    def increase_in_confidence(self) -> float:
+        return float(self.increase.float().mean())
+
+    def per_sample(self) -> dict[str, torch.Tensor]:
+        return {"average_drop": self.drop, "increase_in_confidence": self.increase.float()}
+
+
+@register_metric("confidence", columns={"average_drop": "lower", "increase_in_confidence": "higher"})
+class Confidence(_Metric):
+    """Average Drop and Increase in Confidence (Chattopadhay, Sarkar, Howlader & Balasubramanian, WACV
+    2018, the Grad-CAM++ paper): the input is multiplied by its map E (in [0, 1], as a method gives it),
+    and with y the class's score on x and y' on E ∘ x,
+
+    drop = max(0, y − y') / y (lower is better), increase = [y < y'] (higher is better).
+
+    torchcam's ``ClassificationMetric`` protocol (its 1e-7 in the denominator included)."""
+
+    def __call__(self, x: torch.Tensor, maps: torch.Tensor, targets: Any = None) -> ConfidenceResult:
+        with eval_mode(self.model), torch.inference_mode():
+            maps, classes, scores = self._prepare(x, maps, targets)
+            masked = self._scores(maps.unsqueeze(1) * x, classes)
+        return ConfidenceResult(torch.relu(scores - masked) / (scores + 1e-7), scores < masked)

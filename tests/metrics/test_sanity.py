@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import seeded_model
 from torch import nn
 
 import gradcam
-from gradcam.engine.sanity import ParameterRandomisation, spearman
-
-from conftest import seeded_model
+from gradcam.metrics.sanity import ParameterRandomisation, spearman
 
 
 def test_spearman_is_scipys_with_ties_and_constants():
@@ -33,11 +32,13 @@ def test_equal_to_quantus_mprt_and_the_model_untouched(order):
     assert torch.equal(torch.random.get_rng_state(), state)
 
     def explain(model, inputs, targets, **kwargs):
-        maps = gradcam.GradCAM(model, "layer4")(torch.as_tensor(inputs), torch.as_tensor(targets), normalize="none").maps
+        maps = gradcam.GradCAM(model, "layer4")(torch.as_tensor(inputs), torch.as_tensor(targets),
+                                                normalize="none").maps
         return maps.numpy()
 
     classes = gradcam.GradCAM(model, "layer4")(x).targets.numpy()
-    scores = quantus.MPRT(layer_order=order, disable_warnings=True)(model=model, x_batch=x.numpy(), y_batch=classes, a_batch=None,
+    scores = quantus.MPRT(layer_order=order, disable_warnings=True)(model=model, x_batch=x.numpy(), y_batch=classes,
+                                                 a_batch=None,
                                                  explain_func=explain, device="cpu")
     theirs = {k: v for k, v in scores.items() if k != "original"}
     assert list(theirs) == ours.layers and len(ours.layers) == 41  # every layer with parameters
