@@ -12,12 +12,13 @@ from tqdm.auto import tqdm
 
 from gradcam import __version__
 from gradcam.apps.audit import audit_folder
-from gradcam.apps.batch import PICTURES, explain_folder, find_images, input_roots
+from gradcam.apps.batch import explain_folder, find_images, input_roots
 from gradcam.apps.compare import compare
 from gradcam.apps.device import bundle_on_device
 from gradcam.apps.evaluate import evaluate
 from gradcam.apps.explainer import DEFAULT_MODEL
 from gradcam.apps.media import explain_clip, explain_signal, explain_volume, media_kind
+from gradcam.apps.step import PICTURES
 from gradcam.apps.sweep import sweep
 from gradcam.apps.tasks import TASKS, explain_task, parse_box
 from gradcam.engine.functional import NORMALIZATIONS

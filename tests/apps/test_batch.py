@@ -12,9 +12,12 @@ from conftest import TwoStageCNN, spread_init
 from PIL import Image
 
 import gradcam
-from gradcam.apps.batch import explain_folder, find_images
+from gradcam.apps.batch import explain_folder, find_images, input_roots
+from gradcam.apps.step import ExplainStep
 from gradcam.cli import main
 from gradcam.models.bundle import ModelBundle, Preprocess
+from gradcam.render.files import mirrored_names
+from gradcam.render.images import load_image
 
 FIELDS = {"path", "status", "error", "model", "method", "layer", "rank", "class_index", "label", "probability",
           "top5", "files", "settings"}
@@ -96,9 +99,9 @@ def test_workers_give_the_same_maps(tmp_path, folder, tiny_bundle):
 
 def test_resume_writes_nothing_twice_and_loses_nothing(tmp_path, folder, tiny_bundle, monkeypatch):
     out = tmp_path / "out"
-    from gradcam.apps import batch as folder_module
+    from gradcam.apps import step as step_module
 
-    real_save, calls = folder_module._save, []
+    real_save, calls = step_module._save, []
 
     def dying_save(result, *args):  # the job is killed while writing the 5th image
         if len(calls) == 4:
@@ -106,14 +109,14 @@ def test_resume_writes_nothing_twice_and_loses_nothing(tmp_path, folder, tiny_bu
         calls.append(result.name)
         return real_save(result, *args)
 
-    monkeypatch.setattr(folder_module, "_save", dying_save)
+    monkeypatch.setattr(step_module, "_save", dying_save)
     with pytest.raises(KeyboardInterrupt):
         explain_folder([folder], out, model=tiny_bundle, layer="features", batch_size=2)
     first = [r["path"] for r in rows(out) if r["status"] == "ok"]
     assert len(first) == 4
     assert not list(out.glob(".*.tmp"))  # no half-written file
 
-    monkeypatch.setattr(folder_module, "_save", lambda result, *args: (calls.append(result.name),
+    monkeypatch.setattr(step_module, "_save", lambda result, *args: (calls.append(result.name),
                                                                          real_save(result, *args))[1])
     summary = explain_folder([folder], out, model=tiny_bundle, layer="features", batch_size=2, resume=True)
     assert (summary.skipped, summary.done, summary.failed) == (4, 5, 1)
@@ -239,10 +242,12 @@ def test_maps_reach_full_size_one_image_at_a_time(tmp_path, tiny_bundle, monkeyp
     from gradcam.apps.explainer import Explainer
 
     events = []
-    real_explanation, real_save = Explainer.explanation, folder_module._save
+    from gradcam.apps import step as step_module
+
+    real_explanation, real_save = Explainer.explanation, step_module._save
     monkeypatch.setattr(Explainer, "explanation", lambda self, out, index, rank, picture, name: (
         events.append(("draw", name)), real_explanation(self, out, index, rank, picture, name))[1])
-    monkeypatch.setattr(folder_module, "_save", lambda result, *args: (
+    monkeypatch.setattr(step_module, "_save", lambda result, *args: (
         events.append(("save", result.name)), real_save(result, *args))[1])
     root = tmp_path / "in"
     for i in range(4):
@@ -269,3 +274,43 @@ def test_picture_formats(tmp_path, tiny_bundle, fmt, magic):
     assert (out / f"a.png.gradcam.overlay.{fmt}").read_bytes().startswith(magic)
     with pytest.raises(gradcam.OptionError, match="format"):
         explain_folder([root], out, model=tiny_bundle, format="gif")
+
+
+def test_the_per_batch_step_on_plain_columns_gives_the_folder_jobs_rows(tmp_path, folder, tiny_bundle):
+    """The public step (what a Ray Data actor calls) on a dict of numpy arrays: the folder job's rows."""
+    options = dict(model=tiny_bundle, method=["gradcam", "hirescam"], top_k=2, save=["overlay"])
+    explain_folder([folder], tmp_path / "job", progress_bar=False, **options)
+    files = find_images([folder])
+    step = ExplainStep(tmp_path / "step", names=mirrored_names(files, input_roots([folder])), **options)
+    images, errors = [], []
+    for path in files:
+        try:
+            images.append(np.asarray(load_image(path)))
+            errors.append("")
+        except gradcam.GradCAMError as exc:
+            images.append(np.zeros((1, 1, 3), np.uint8))
+            errors.append(str(exc))
+    batch = {"path": np.array(files), "image": np.array(images, dtype=object), "error": np.array(errors)}
+    columns = step(batch)
+    assert all(isinstance(values, list) for values in columns.values())
+    got = sorted((dict(zip(columns, values)) for values in zip(*columns.values())), key=_row_key)
+    want = sorted(rows(tmp_path / "job"), key=_row_key)
+    assert len(got) == len(want) == 9 * 2 * 2 + 1  # nine images × two methods × two ranks, one broken file
+    for mine, theirs in zip(got, want):
+        same = ("path", "status", "model", "method", "layer", "rank", "class_index", "label", "settings")
+        assert {k: mine.get(k) for k in same} == {k: theirs.get(k) for k in same}
+        assert mine.get("probability") == pytest.approx(theirs.get("probability"), abs=1e-5)
+        if mine["status"] == "ok":
+            ours, job = Image.open(mine["files"]["overlay"]), Image.open(theirs["files"]["overlay"])
+            assert ours.size == job.size == Image.open(mine["path"]).size
+    # the preprocessed inputs given as a column give the same rows
+    good = [j for j, error in enumerate(errors) if not error]
+    given = {"path": batch["path"][good], "image": batch["image"][good],
+             "x": np.stack([tiny_bundle.preprocess(Image.fromarray(images[j])).numpy() for j in good])}
+    again = ExplainStep(tmp_path / "again", names=step.names, **options)(given)
+    assert again["class_index"] == [r["class_index"] for r in sorted(
+        (dict(zip(columns, v)) for v in zip(*columns.values()) if v[1] == "ok"), key=lambda r: files.index(r["path"]))]
+
+
+def _row_key(row: dict) -> tuple:
+    return row["path"], row["method"], row.get("rank") or 0

@@ -14,19 +14,16 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
-from gradcam.apps.explainer import DEFAULT_MODEL, Explainer, Explanation, compare_methods, ranks
-from gradcam.apps.manifest import Manifest, done_paths, settings_key
+from gradcam.apps.explainer import DEFAULT_MODEL, Explanation
+from gradcam.apps.manifest import Manifest, done_paths
+from gradcam.apps.step import ExplainStep, Failed
 from gradcam.apps.writer import Writer
-from gradcam.engine.methods import method_options
-from gradcam.errors import GradCAMError, ModelError, OptionError
-from gradcam.models.weights import module_fingerprint
-from gradcam.render.files import PICTURE_FORMATS, mirrored_names, picture_name, save_array, save_picture
+from gradcam.errors import GradCAMError, OptionError
+from gradcam.render.files import mirrored_names
 from gradcam.render.images import IMAGE_SUFFIXES, load_image
 
-PICTURES = ("overlay", "heatmap", "grayscale", "figure")
 WRITERS = 2  # threads that draw and encode behind the model (Pillow's encoders release the GIL)
 
 
@@ -76,16 +73,8 @@ def input_roots(inputs: Sequence[str | os.PathLike]) -> list[str]:
     return roots
 
 
-@dataclass
-class _Failed:
-    """Why an image, or one method on it, failed."""
-
-    message: str
-    detail: str  # the traceback, shown with --debug
-
-
 class _Images(torch.utils.data.Dataset):
-    """(index, model input, original RGB array, None) per file, or (index, None, None, _Failed): errors
+    """(index, model input, original RGB array, None) per file, or (index, None, None, Failed): errors
     are returned, not raised."""
 
     def __init__(self, paths: Sequence[str], preprocess):
@@ -101,7 +90,7 @@ class _Images(torch.utils.data.Dataset):
             return index, self.preprocess(image), np.asarray(image), None
         except (GradCAMError, OSError) as exc:
             message = str(exc) if path in str(exc) else f"{path}: {exc}"
-            return index, None, None, _Failed(message, traceback.format_exc())
+            return index, None, None, Failed(message, traceback.format_exc())
 
 
 def _as_list(items):
@@ -145,54 +134,32 @@ def explain_folder(
     A bad image gets a manifest row with status "error" and the job goes on; with ``resume`` the
     images already done with the same settings are skipped. ``progress_bar=None`` shows one on a terminal.
     """
-    methods = [method] if isinstance(method, str) else list(method)
-    _check_options(save, batch_size, workers, methods, options)
-    if format not in PICTURE_FORMATS:
-        raise OptionError(f"format must be one of {', '.join(PICTURE_FORMATS)}, got {format!r}")
-    explainers = [Explainer(model, method=m, layer=layer, weights=weights, device=device, normalize=normalize,
-                            colormap=colormap, alpha=alpha,
-                            **{k: v for k, v in options.items() if k in method_options(m)})
-                  for m in methods]
+    if batch_size < 1 or workers < 0:
+        raise OptionError(f"batch_size must be >= 1 and workers >= 0, got {batch_size} and {workers}")
+    step = ExplainStep(out, model=model, method=method, layer=layer, target=target, top_k=top_k, weights=weights,
+                       device=device, normalize=normalize, colormap=colormap, alpha=alpha, save=save,
+                       save_maps=save_maps, format=format, **options)
     files = find_images(inputs)
     if not files:
         raise OptionError(f"no image files in {', '.join(map(str, inputs))} "
                           f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-    bundle = explainers[0].bundle
-    settings = settings_key(bundle.name, module_fingerprint(bundle.module), methods, layer, target, top_k,
-                            normalize, colormap, alpha, sorted(save), save_maps, format,
-                            {k: v for k, v in options.items() if k != "progress"})
+    step.names = mirrored_names(files, input_roots(inputs))
     out = Path(out)
-    done_before = done_paths(out / "manifest.jsonl", settings, methods) if resume else set()
+    done_before = done_paths(out / "manifest.jsonl", step.settings, step.methods) if resume else set()
     todo = [f for f in files if f not in done_before]
-    job = _FolderJob(explainers, out, mirrored_names(files, input_roots(inputs)), settings, target=target,
-                     top_k=top_k, save=save, save_maps=save_maps, format=format, on_result=on_result,
-                     on_error=on_error)
+    job = _FolderJob(step, on_result=on_result, on_error=on_error)
     job.summary = FolderSummary(total=len(files), skipped=len(files) - len(todo))
     book = Manifest(out, resume) if manifest else None
     job.summary.manifest = book.jsonl if book else None
     return job.run(todo, book, batch_size, workers, progress_bar)
 
 
-def _check_options(save: Sequence[str], batch_size: int, workers: int, methods: list[str], options: dict) -> None:
-    unknown = set(save) - set(PICTURES)
-    if unknown:
-        raise OptionError(f"save: unknown picture {sorted(unknown)[0]!r}; choose from {', '.join(PICTURES)}")
-    if batch_size < 1 or workers < 0:
-        raise OptionError(f"batch_size must be >= 1 and workers >= 0, got {batch_size} and {workers}")
-    unused = set(options) - set().union(*(method_options(m) for m in methods))
-    if unused:
-        raise OptionError(f"option {sorted(unused)[0]!r} is not taken by {', '.join(methods)}")
-
-
 class _FolderJob:
-    """One folder job's steps: the model on the main thread, each image's pictures and manifest rows
-    on the writer threads behind it."""
+    """One folder job: the step's model half on the main thread, each image's pictures and manifest rows
+    (the step's picture half) on the writer threads behind it."""
 
-    def __init__(self, explainers: list[Explainer], out: Path, names: dict[str, str], settings: str, *,
-                 target: Any, top_k: int | None, save: Sequence[str], save_maps: bool, format: str,
-                 on_result: Callable | None, on_error: Callable | None):
-        self.explainers, self.out, self.names, self.settings = explainers, out, names, settings
-        self.target, self.top_k, self.save, self.save_maps, self.format = target, top_k, save, save_maps, format
+    def __init__(self, step: ExplainStep, *, on_result: Callable | None, on_error: Callable | None):
+        self.step = step
         self._lock = threading.Lock()  # the writer threads share the summary, the bar and the callbacks
         self.on_result, self.on_error = on_result, on_error
         self.summary = FolderSummary()
@@ -206,21 +173,19 @@ class _FolderJob:
                         disable=None if progress_bar is None else not progress_bar)
         start = time.perf_counter()
         writer = Writer(maxsize=2 * batch_size, threads=WRITERS)  # two batches wait at most: memory stays flat
-        loader = torch.utils.data.DataLoader(_Images(todo, self.explainers[0].bundle.preprocess),
+        loader = torch.utils.data.DataLoader(_Images(todo, self.step.bundle.preprocess),
                                              batch_size=batch_size, num_workers=workers, collate_fn=_as_list)
         try:
             for batch in loader:
                 good = [(todo[i], x, a) for i, x, a, error in batch if error is None]
                 for i, _, _, error in batch:
                     if error is not None:
-                        writer.put(lambda p=todo[i], e=error: self.fail(p, [e], [self.error_row(p, None, e.message)]))
+                        row = self.step.error_row(todo[i], None, error.message)
+                        writer.put(lambda p=todo[i], e=error, r=row: self.fail(p, [e], [r]))
                 if good:
-                    x = torch.stack([x for _, x, _ in good])
-                    per_method = [_run(explainer, x, [p for p, _, _ in good], self.target, self.top_k)
-                                  for explainer in self.explainers]
-                    for j, (path, _, array) in enumerate(good):
-                        found = [items[j] for items in per_method]
-                        writer.put(lambda p=path, a=array, f=found: self.write(p, a, f))
+                    found = self.step.explain([p for p, _, _ in good], torch.stack([x for _, x, _ in good]))
+                    for (path, _, array), items in zip(good, found):
+                        writer.put(lambda p=path, a=array, f=items: self.write(p, a, f))
             writer.close()
         finally:
             writer.stop()
@@ -231,46 +196,22 @@ class _FolderJob:
         return self.summary
 
     def write(self, path: str, array: np.ndarray, found: list) -> None:
-        """One image: each method's pictures drawn at the photo's size, written, and let go before the
-        next (only the all-methods figure keeps small copies), then the image's manifest rows."""
-        picture, name = Image.fromarray(array), self.names[path]
-        rows, written, failures = [], [], []
-        good = []
-        for explainer, item in zip(self.explainers, found):
-            if isinstance(item, _Failed):  # this method failed on this image: a row, and the others go on
-                failures.append(item)
-                rows.append(self.error_row(path, explainer.method, item.message))
-            else:
-                good.append((explainer, item))
-        for rank in ranks(good[0][1][0]) if good else []:
-            results, thumbnails = [], []
-            for explainer, (output, index) in good:
-                result = explainer.explanation(output, index, rank, picture, name)
-                files_written = _save(result, self.out, self.save, self.save_maps, self.format)
-                written += files_written.values()
-                rows.append(_row(path, result, files_written, self.settings))
-                results.append(result)
-                if len(good) > 1:
-                    thumbnails.append(explainer.explanation(output, index, rank, _thumbnail(picture), name))
-            if thumbnails:
-                figure = save_picture(compare_methods(thumbnails),
-                                      self.out / picture_name(name, "methods", "figure", rank,
-                                                              suffix=f".{self.format}"))
-                written.append(figure)
-                rows[-1]["files"]["methods"] = str(figure)
-            if self.on_result:
+        """One image through the step's picture half; its rows to the manifest, once it is whole."""
+        done = self.step.write(path, array, found)
+        if self.on_result:
+            for results, written in done.ranks:
                 with self._lock:
                     self.on_result(path, results, written)
-        if failures:
-            self.fail(path, failures, rows)
+        if done.failures:
+            self.fail(path, done.failures, done.rows)
             return
         with self._lock:
             if self.book:
-                self.book.append(rows)
+                self.book.append(done.rows)
             self.summary.done += 1
             self.bar.update(1)
 
-    def fail(self, path: str, failures: list[_Failed], rows: list[dict]) -> None:
+    def fail(self, path: str, failures: list[Failed], rows: list[dict]) -> None:
         """An image that could not be read, or that a method failed on: its rows, one failed image."""
         with self._lock:
             if self.book:
@@ -281,48 +222,3 @@ class _FolderJob:
                 if self.on_error:
                     self.on_error(failure.message, failure.detail)
             self.bar.update(1)
-
-    def error_row(self, path: str, method: str | None, message: str) -> dict:
-        """``method`` None: every method of the job (the image could not be read)."""
-        return {"path": path, "status": "error", "error": message, "model": self.explainers[0].bundle.name,
-                "method": method or ",".join(e.method for e in self.explainers), "settings": self.settings}
-
-
-def _run(explainer: Explainer, x: torch.Tensor, paths: Sequence[str], target: Any, top_k: int | None) -> list:
-    """One method on a batch: per image ``(output, row)``, or a :class:`_Failed` where the method failed
-    on that image's numbers (a ModelError: NaN/inf activations or scores). A failing batch is run again
-    image by image, so one image's failure costs no other image. Other errors (an unknown class, a bad
-    layer) are the same for every image and end the job as usage errors."""
-    try:
-        out = explainer.run(x, target, top_k=top_k)
-        return [(out, j) for j in range(len(paths))]
-    except ModelError as exc:
-        if len(paths) == 1:
-            return [_Failed(f"{paths[0]}: {explainer.method}: {exc}", traceback.format_exc())]
-    return [item for j, path in enumerate(paths) for item in _run(explainer, x[j : j + 1], [path], target, top_k)]
-
-
-def _thumbnail(picture: Image.Image, side: int = 512) -> Image.Image:
-    """A copy at most ``side`` pixels on its long side, for the panels of the all-methods figure."""
-    small = picture.copy()
-    small.thumbnail((side, side), Image.Resampling.BILINEAR)
-    return small
-
-
-def _save(result: Explanation, out: Path, save: Sequence[str], save_maps: bool, format: str = "png") -> dict[str, str]:
-    written = {kind: str(path) for kind, path in result.save(out, kinds=save, format=format).items()}
-    if save_maps:
-        raws = result.raws
-        array = raws[0].numpy() if len(raws) == 1 else np.stack([r.numpy() for r in raws])
-        name = picture_name(result.name, result.method, "raw", result.rank, suffix=".npy")
-        written["maps"] = str(save_array(array.astype(np.float32), out / name))
-    return written
-
-
-def _row(path: str, result: Explanation, files: dict, settings: str) -> dict:
-    return {"path": path, "status": "ok", "error": "", "model": result.model, "method": result.method,
-            "layer": result.layer, "rank": result.rank or 1, "class_index": result.class_index,
-            "label": result.label, "probability": round(result.probability, 6), "top5": result.top5,
-            "files": files, "settings": settings}
-
-

@@ -1,0 +1,191 @@
+"""The per-batch step every engine calls: a decoded, preprocessed batch in, each image's pictures written and
+its manifest rows out. The local folder job runs its two halves on its own threads (the model on one,
+the pictures behind it, :mod:`.batch`); a synchronous caller, a web worker or a Ray Data ``map_batches``
+actor calls the step on plain columns and gets plain columns back, the same rows."""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from gradcam.apps.explainer import DEFAULT_MODEL, Explainer, Explanation, compare_methods, ranks
+from gradcam.apps.manifest import FIELDS, settings_key
+from gradcam.engine.methods import method_options
+from gradcam.errors import ModelError, OptionError
+from gradcam.models.weights import module_fingerprint
+from gradcam.render.files import PICTURE_FORMATS, picture_name, save_array, save_picture
+
+PICTURES = ("overlay", "heatmap", "grayscale", "figure")
+
+
+@dataclass
+class Failed:
+    """Why an image, or one method on it, failed."""
+
+    message: str
+    detail: str  # the traceback, shown with --debug
+
+
+@dataclass
+class Written:
+    """What one image's step wrote: its manifest rows, each rank's explanations and files, its failures."""
+
+    rows: list[dict] = field(default_factory=list)
+    ranks: list[tuple[list[Explanation], list[Path]]] = field(default_factory=list)
+    failures: list[Failed] = field(default_factory=list)
+
+
+class ExplainStep:
+    """One job's per-batch step: the explainers of its methods (the model loaded once), where and how its
+    pictures are written, and the settings key its manifest rows carry (what ``--resume`` compares).
+
+    ``step(batch)`` takes plain columns: "path" (N,) the images' paths, "image" (N,) the decoded RGB arrays
+    (H, W, 3) uint8 the pictures are drawn on, optionally "x" (N, C, H, W) the preprocessed inputs (else
+    the step preprocesses "image") and "error" (N,) a message for an image that could not be read ("" for
+    the others); it returns the manifest's columns, one entry per row (image, method, rank)."""
+
+    def __init__(self, out: str | Path, *, model: Any = DEFAULT_MODEL, method: str | Sequence[str] = "gradcam",
+                 layer: Any = None, target: Any = None, top_k: int | None = None, weights: Any = None,
+                 device: Any = None, normalize: str = "minmax", colormap: str = "jet", alpha: float = 0.5,
+                 save: Sequence[str] = ("overlay",), save_maps: bool = False, format: str = "png",
+                 names: Mapping[str, str] | None = None, **options: Any):
+        self.methods = [method] if isinstance(method, str) else list(method)
+        check_options(save, self.methods, options)
+        if format not in PICTURE_FORMATS:
+            raise OptionError(f"format must be one of {', '.join(PICTURE_FORMATS)}, got {format!r}")
+        self.explainers = [Explainer(model, method=m, layer=layer, weights=weights, device=device,
+                                     normalize=normalize, colormap=colormap, alpha=alpha,
+                                     **{k: v for k, v in options.items() if k in method_options(m)})
+                           for m in self.methods]
+        bundle = self.bundle
+        self.settings = settings_key(bundle.name, module_fingerprint(bundle.module), self.methods, layer, target,
+                                     top_k, normalize, colormap, alpha, sorted(save), save_maps, format,
+                                     {k: v for k, v in options.items() if k != "progress"})
+        self.out, self.names = Path(out), dict(names or {})
+        self.target, self.top_k, self.save, self.save_maps, self.format = target, top_k, save, save_maps, format
+
+    @property
+    def bundle(self):
+        return self.explainers[0].bundle
+
+    def name(self, path: str) -> str:
+        """What the image's pictures are named after (its path under the inputs' common folder)."""
+        return self.names.get(path) or Path(path).name
+
+    # ------------------------------------------------------------------ the model half
+
+    def explain(self, paths: Sequence[str], x: torch.Tensor) -> list[list]:
+        """Each method on the batch; per image, one ``(output, index)`` or :class:`Failed` per method."""
+        per_method = [_run(explainer, x, list(paths), self.target, self.top_k) for explainer in self.explainers]
+        return [[items[j] for items in per_method] for j in range(len(paths))]
+
+    # ------------------------------------------------------------------ the picture half
+
+    def write(self, path: str, array: np.ndarray, found: list) -> Written:
+        """One image: each method's pictures drawn at the photo's size, written, and let go before the
+        next (only the all-methods figure keeps small copies); its manifest rows."""
+        picture, name = Image.fromarray(array), self.name(path)
+        done = Written()
+        good = []
+        for explainer, item in zip(self.explainers, found):
+            if isinstance(item, Failed):  # this method failed on this image: a row, and the others go on
+                done.failures.append(item)
+                done.rows.append(self.error_row(path, explainer.method, item.message))
+            else:
+                good.append((explainer, item))
+        for rank in ranks(good[0][1][0]) if good else []:
+            results, written, thumbnails = [], [], []
+            for explainer, (output, index) in good:
+                result = explainer.explanation(output, index, rank, picture, name)
+                files = _save(result, self.out, self.save, self.save_maps, self.format)
+                written += [Path(f) for f in files.values()]
+                done.rows.append(_row(path, result, files, self.settings))
+                results.append(result)
+                if len(good) > 1:
+                    thumbnails.append(explainer.explanation(output, index, rank, _thumbnail(picture), name))
+            if thumbnails:
+                figure = save_picture(compare_methods(thumbnails), self.out / picture_name(
+                    name, "methods", "figure", rank, suffix=f".{self.format}"))
+                written.append(figure)
+                done.rows[-1]["files"]["methods"] = str(figure)
+            done.ranks.append((results, written))
+        return done
+
+    def error_row(self, path: str, method: str | None, message: str) -> dict:
+        """``method`` None: every method of the job (the image could not be read)."""
+        return {"path": path, "status": "error", "error": message, "model": self.bundle.name,
+                "method": method or ",".join(e.method for e in self.explainers), "settings": self.settings}
+
+    # ------------------------------------------------------------------ both, on plain columns
+
+    def __call__(self, batch: Mapping[str, Any]) -> dict[str, list]:
+        paths = [str(p) for p in batch["path"]]
+        errors = [str(e) if e is not None else "" for e in batch.get("error", [""] * len(paths))]
+        images = list(batch["image"])
+        good = [j for j, error in enumerate(errors) if not error]
+        found = {}
+        if good:
+            given = batch.get("x")
+            x = (torch.as_tensor(np.stack([np.asarray(given[j]) for j in good])) if given is not None
+                 else torch.stack([self.bundle.preprocess(Image.fromarray(np.asarray(images[j]))) for j in good]))
+            found = dict(zip(good, self.explain([paths[j] for j in good], x)))
+        rows = []
+        for j, path in enumerate(paths):
+            if errors[j]:
+                rows.append(self.error_row(path, None, errors[j]))
+            else:
+                rows += self.write(path, np.asarray(images[j], dtype=np.uint8), found[j]).rows
+        return {key: [row.get(key) for row in rows] for key in FIELDS}
+
+
+def check_options(save: Sequence[str], methods: list[str], options: dict) -> None:
+    unknown = set(save) - set(PICTURES)
+    if unknown:
+        raise OptionError(f"save: unknown picture {sorted(unknown)[0]!r}; choose from {', '.join(PICTURES)}")
+    unused = set(options) - set().union(*(method_options(m) for m in methods))
+    if unused:
+        raise OptionError(f"option {sorted(unused)[0]!r} is not taken by {', '.join(methods)}")
+
+
+def _run(explainer: Explainer, x: torch.Tensor, paths: Sequence[str], target: Any, top_k: int | None) -> list:
+    """One method on a batch: per image ``(output, row)``, or a :class:`Failed` where the method failed
+    on that image's numbers (a ModelError: NaN/inf activations or scores). A failing batch is run again
+    image by image, so one image's failure costs no other image. Other errors (an unknown class, a bad
+    layer) are the same for every image and end the job as usage errors."""
+    try:
+        out = explainer.run(x, target, top_k=top_k)
+        return [(out, j) for j in range(len(paths))]
+    except ModelError as exc:
+        if len(paths) == 1:
+            return [Failed(f"{paths[0]}: {explainer.method}: {exc}", traceback.format_exc())]
+    return [item for j, path in enumerate(paths) for item in _run(explainer, x[j : j + 1], [path], target, top_k)]
+
+
+def _thumbnail(picture: Image.Image, side: int = 512) -> Image.Image:
+    """A copy at most ``side`` pixels on its long side, for the panels of the all-methods figure."""
+    small = picture.copy()
+    small.thumbnail((side, side), Image.Resampling.BILINEAR)
+    return small
+
+
+def _save(result: Explanation, out: Path, save: Sequence[str], save_maps: bool, format: str = "png") -> dict:
+    written = {kind: str(path) for kind, path in result.save(out, kinds=save, format=format).items()}
+    if save_maps:
+        raws = result.raws
+        array = raws[0].numpy() if len(raws) == 1 else np.stack([r.numpy() for r in raws])
+        name = picture_name(result.name, result.method, "raw", result.rank, suffix=".npy")
+        written["maps"] = str(save_array(array.astype(np.float32), out / name))
+    return written
+
+
+def _row(path: str, result: Explanation, files: dict, settings: str) -> dict:
+    return {"path": path, "status": "ok", "error": "", "model": result.model, "method": result.method,
+            "layer": result.layer, "rank": result.rank or 1, "class_index": result.class_index,
+            "label": result.label, "probability": round(result.probability, 6), "top5": result.top5,
+            "files": files, "settings": settings}
