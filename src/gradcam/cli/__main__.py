@@ -1,0 +1,7 @@
+"""``python -m gradcam.cli``: the ``gradcam`` command."""
+
+import sys
+
+from gradcam.cli.commands import main
+
+sys.exit(main())
