@@ -12,7 +12,7 @@ import gradcam
 from gradcam.apps.compare import compare
 from gradcam.apps.sweep import sweep
 from gradcam.cli import main
-from gradcam.engine.stages import stage_layers
+from gradcam.engine.layers import stage_layers
 
 skdata = pytest.importorskip("skimage.data")
 

@@ -12,8 +12,8 @@ from PIL import Image
 
 from gradcam.apps.device import bundle_on_device
 from gradcam.apps.explainer import DEFAULT_MODEL
+from gradcam.engine.layers import stage_layers
 from gradcam.engine.methods import create_method
-from gradcam.engine.stages import stage_layers
 from gradcam.render import pictures as draw
 from gradcam.render.files import picture_name, save_png, source_name
 from gradcam.render.images import load_image

@@ -160,7 +160,7 @@ def train(
                 correct += int((logits.argmax(1) == y).sum())
                 total_loss += float(loss.detach()) * len(y)
                 bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.2f}")
-            val_acc = evaluate(model, val_loader, device) if val_set else float("nan")
+            val_acc = accuracy(model, val_loader, device) if val_set else float("nan")
             history.append({"epoch": epoch, "loss": total_loss / seen, "train_accuracy": correct / seen,
                             "val_accuracy": val_acc})
             log(f"epoch {epoch}/{epochs}: loss {total_loss / seen:.3f}, train accuracy {correct / seen:.3f}, "
@@ -173,7 +173,7 @@ def train(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, device) -> float:
+def accuracy(model: nn.Module, loader, device) -> float:
     model.eval()
     seen = correct = 0
     for x, y in loader:

@@ -1,6 +1,6 @@
 """The engine: torch only, tensors in and tensors out (no images, files, pictures or model names).
 
-capture (eval mode, hooks, activations) · layers (automatic / named / several) · stages · targets ·
+capture (eval mode, hooks, activations) · layers (automatic / named / several / one per stage) · targets ·
 functional (the maths shared by methods) · suffix (the traced tail of a network) · precision
 (memory format, autocast) · output ·
 methods/ (registry and one file per method)."""
