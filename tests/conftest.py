@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import functools
+
 import pytest
 import torch
 import torchvision
@@ -62,8 +65,18 @@ def spread_init(model: nn.Module, seed: int = 0) -> nn.Module:
 
 
 def seeded_model(name: str, seed: int = 0) -> nn.Module:
+    """torchvision's ``name``, seeded random weights with spread values, in eval mode: built once per test
+    session, each caller given its own copy (a test may move, randomise or hook it)."""
+    model, state = _seeded(name, seed)
+    torch.set_rng_state(state)  # the global generator left as building the model leaves it
+    return copy.deepcopy(model)
+
+
+@functools.lru_cache(maxsize=None)
+def _seeded(name: str, seed: int) -> tuple[nn.Module, torch.Tensor]:
     torch.manual_seed(seed)
-    return spread_init(torchvision.models.get_model(name, weights=None), seed)
+    model = spread_init(torchvision.models.get_model(name, weights=None), seed)
+    return model, torch.get_rng_state()
 
 
 @pytest.fixture

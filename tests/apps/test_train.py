@@ -17,6 +17,8 @@ from gradcam.cli import main
 from gradcam.errors import DataError
 from gradcam.models.checkpoint import SmallCNN, TrainConfig, load_checkpoint, save_checkpoint
 
+pytestmark = pytest.mark.slow  # trains a small model once per session
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):

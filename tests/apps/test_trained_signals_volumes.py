@@ -13,6 +13,8 @@ from gradcam.apps.shapes import make_clips, make_signals, make_volumes
 from gradcam.apps.small_nets import small_net
 from gradcam.apps.train import fit, flips
 
+pytestmark = pytest.mark.slow  # trains a small model once per session
+
 
 def peaks(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The index of each map's maximum, unravelled over the input's spatial axes: (N, axes)."""

@@ -15,6 +15,8 @@ from gradcam.apps.shapes import draw_shapes
 from gradcam.apps.small_nets import SmallDetector, fit_detector, small_segmenter
 from gradcam.apps.train import fit
 
+pytestmark = pytest.mark.slow  # trains a small model once per session
+
 HELD = 150
 
 

@@ -13,6 +13,8 @@ from gradcam.apps.shapes import draw_shapes
 from gradcam.apps.small_nets import small_vit
 from gradcam.apps.train import fit, flips
 
+pytestmark = pytest.mark.slow  # trains a small model once per session
+
 timm = pytest.importorskip("timm")
 
 HELD = 300
