@@ -114,7 +114,7 @@ def test_a_folder_audit_from_the_command_line(models, tmp_path, capsys):
     result = audit_folder(tmp_path / "shapes", tmp_path / "boxes.json", model=square, layer="7", batch_size=16)
     assert len(result.names) == 60 and [n for n, _ in result.failed] == ["circle/missing.png"]
     assert result.suspicious and len(result.flagged) >= 40
-    assert result.save(tmp_path / "out").read_text().count("\n") == 61
+    assert result.save(tmp_path / "out")["audit"].read_text().count("\n") == 61
     # the command: the same folder with its own boxes.json, a model it cannot read is one line
     assert main(["audit", str(tmp_path / "shapes"), "--out", str(tmp_path / "out")]) == 2
     assert "is not one of the model's classes" in capsys.readouterr().err  # ImageNet has no "circle"

@@ -76,14 +76,14 @@ class Audit:
         """The names of the images that are right for the wrong reasons."""
         return [name for name, flag in zip(self.names, self.wrong_reasons.tolist()) if flag]
 
-    def save(self, directory: str | os.PathLike) -> Path:
+    def save(self, directory: str | os.PathLike) -> dict[str, Path]:
         """``audit.csv``: per image its label, prediction, whether it is right, on the object, its energy
-        on the object and whether it is flagged; written atomically."""
+        on the object and whether it is flagged; written atomically. Returns {"audit": path}."""
         names = self.names or [str(i) for i in range(len(self.labels))]
         rows = ([name, int(self.labels[i]), int(self.predicted[i]), bool(self.correct[i]), bool(self.on_object[i]),
                  round(float(self.energy[i]), 6), bool(self.wrong_reasons[i])] for i, name in enumerate(names))
-        return save_csv(Path(directory) / "audit.csv",
-                        ["image", "label", "predicted", "correct", "on_object", "energy_on_object", "flagged"], rows)
+        return {"audit": save_csv(Path(directory) / "audit.csv", ["image", "label", "predicted", "correct", "on_object",
+                                                                   "energy_on_object", "flagged"], rows)}
 
 
 def audit(model, x: torch.Tensor, labels: Any, masks: torch.Tensor, *, method: str = "gradcam", layer: Any = None,

@@ -66,10 +66,11 @@ class Evaluation:
             lines.append(f"{s['method']:<16}{s['images']:>7}" + "".join(f"{s[c]:>{widths[c]}.4f}" for c in directions))
         return "\n".join(lines)
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        """``evaluation.csv``: every row, written atomically."""
+    def save(self, directory: str | os.PathLike) -> dict[str, Path]:
+        """``evaluation.csv``: every row, written atomically. Returns {"evaluation": path}."""
         columns = self.columns
-        return save_csv(Path(directory) / "evaluation.csv", columns, ([row[k] for k in columns] for row in self.rows))
+        rows = ([row[k] for k in columns] for row in self.rows)
+        return {"evaluation": save_csv(Path(directory) / "evaluation.csv", columns, rows)}
 
 
 def evaluate(

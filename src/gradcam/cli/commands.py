@@ -137,7 +137,7 @@ def cmd_evaluate(args) -> int:
         print(f"error: {why}", file=sys.stderr)
     print(f"{result.model}, {len(files) - len(result.failed)} image(s), {args.steps} steps, {args.score}")
     print(result.table())
-    print(f"rows: {result.save(args.out)}")
+    print(f"rows: {result.save(args.out)['evaluation']}")
     return FAILED if result.failed else OK
 
 
@@ -151,7 +151,7 @@ def cmd_audit(args) -> int:
     if flagged:
         print(f"right for the wrong reasons ({len(flagged)}): {', '.join(flagged[:10])}"
               + (", ..." if len(flagged) > 10 else ""))
-    print(f"rows: {result.save(args.out)}")
+    print(f"rows: {result.save(args.out)['audit']}")
     return FAILED if result.failed else OK
 
 

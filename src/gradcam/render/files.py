@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import os
@@ -21,6 +22,18 @@ def write_png(image: Image.Image, fp: IO[bytes]) -> None:
     and figures 10-35 % faster to encode than level 1 and 8-11 % smaller (after PNG's row filters, long
     matches are rare and runs are what is left); flat-coloured heatmaps come out about 13 % larger."""
     image.save(fp, format="PNG", compress_level=1, compress_type=zlib.Z_RLE)
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """``image`` as the bytes of a PNG file (:func:`write_png`), for an HTTP response."""
+    buffer = io.BytesIO()
+    write_png(image, buffer)
+    return buffer.getvalue()
+
+
+def png_data_url(image: Image.Image) -> str:
+    """``image`` as a ``data:image/png;base64,…`` URL, for a page to show without another request."""
+    return "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode()
 
 
 def save_png(image: Image.Image, path: str | os.PathLike) -> Path:

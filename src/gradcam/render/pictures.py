@@ -174,3 +174,12 @@ def _alpha(alpha: float) -> float:
     if not 0.0 <= value <= 1.0:
         raise VisualizeError(f"alpha must be in [0, 1], got {alpha!r}")
     return value
+
+
+def fit(picture: Image.Image, longest: int) -> Image.Image:
+    """The picture, scaled down so that its long side is at most ``longest`` pixels."""
+    scale = longest / max(picture.size)
+    if scale >= 1:
+        return picture
+    size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
+    return picture.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)

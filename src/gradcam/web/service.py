@@ -10,8 +10,6 @@ in memory (Starlette keeps an upload over 1 MB in an anonymous temporary file wh
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import math
 import secrets
 import threading
@@ -31,8 +29,9 @@ from gradcam.engine.methods import method_options
 from gradcam.errors import ModelError, OptionError
 from gradcam.models.bundle import ModelBundle
 from gradcam.models.sources import BUNDLED, load_model
-from gradcam.render.files import write_png
+from gradcam.render.files import png_bytes, png_data_url
 from gradcam.render.images import load_image
+from gradcam.render.pictures import fit
 
 MAX_PIXELS = 40_000_000
 MAX_QUEUE = 32  # explain jobs admitted at once (waiting or running), over all models
@@ -282,11 +281,11 @@ class Service:
         explained = time.perf_counter()
         shown.colormap, shown.alpha = request.colormap, request.alpha
         kind = "image" if shown.heatmap.ndim == 3 else "heatmap"  # guided methods give an image
-        pictures = {"original": data_url(shown.image)}
+        pictures = {"original": png_data_url(shown.image)}
         if kind == "image":
-            pictures["heatmap"] = data_url(shown.colored())  # the contrast-stretched image, shown as it is
+            pictures["heatmap"] = png_data_url(shown.colored())  # the contrast-stretched image, shown as it is
         else:
-            pictures["map"] = data_url(shown.grayscale())  # the page colours it with the chosen colormap
+            pictures["map"] = png_data_url(shown.grayscale())  # the page colours it with the chosen colormap
         result_id = secrets.token_urlsafe(16)
         self.results.put(result_id, Result(request, out))
         done = time.perf_counter()
@@ -328,8 +327,8 @@ class Service:
             "captions": result.captions, "boxes": result.boxes,
             "image": {"width": picture.width, "height": picture.height},
             "display": {"width": shown.width, "height": shown.height},
-            "pictures": {kind: data_url(p) for kind, p in result.pictures().items()},
-            "overlays": [data_url(o) for o in overlays],
+            "pictures": {kind: png_data_url(p) for kind, p in result.pictures().items()},
+            "overlays": [png_data_url(o) for o in overlays],
             "timings_ms": {"total": _ms(time.perf_counter() - submitted), "explain": _ms(time.perf_counter() - start)},
         }
 
@@ -342,26 +341,7 @@ class Service:
             full = explainer.explanations(result.out, [picture], ["upload"])[0]
         full.colormap = request.colormap if colormap is None else colormap
         full.alpha = request.alpha if alpha is None else alpha
-        return png(RENDER[kind](full))
-
-
-def fit(picture: Image.Image, longest: int) -> Image.Image:
-    """The picture, scaled down so that its long side is at most ``longest`` pixels."""
-    scale = longest / max(picture.size)
-    if scale >= 1:
-        return picture
-    size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
-    return picture.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
-
-
-def png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    write_png(image, buffer)
-    return buffer.getvalue()
-
-
-def data_url(image: Image.Image) -> str:
-    return "data:image/png;base64," + base64.b64encode(png(image)).decode()
+        return png_bytes(RENDER[kind](full))
 
 
 def _ms(seconds: float) -> float:
