@@ -33,7 +33,7 @@ from matplotlib import cbook
 from PIL import Image
 
 import gradcam
-from gradcam.apps.batch import find_images
+from gradcam.apps.pipeline.local import find_images
 from gradcam.render.images import load_image
 
 CHILD = """

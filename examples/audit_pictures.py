@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 
 import gradcam
-from gradcam.apps.shapes import CLASSES, draw_shapes, square_only
-from gradcam.apps.small_nets import small_net
-from gradcam.apps.train import fit
+from gradcam.apps.synthetic.shapes import CLASSES, draw_shapes, square_only
+from gradcam.apps.synthetic.small_nets import small_net
+from gradcam.apps.synthetic.train import fit
 from gradcam.engine.functional import upsample
 from gradcam.render.pictures import grid, overlay
 

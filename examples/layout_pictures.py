@@ -14,7 +14,7 @@ from PIL import Image
 
 import gradcam
 from gradcam.apps.media import explain_signal, explain_volume
-from gradcam.apps.shapes import (
+from gradcam.apps.synthetic.shapes import (
     CLASSES,
     SIGNAL_CLASSES,
     VOLUME_CLASSES,
@@ -23,8 +23,8 @@ from gradcam.apps.shapes import (
     make_signals,
     make_volumes,
 )
-from gradcam.apps.small_nets import small_net, small_vit
-from gradcam.apps.train import fit, flips
+from gradcam.apps.synthetic.small_nets import small_net, small_vit
+from gradcam.apps.synthetic.train import fit, flips
 from gradcam.render.objects import draw_boxes
 from gradcam.render.pictures import grid, overlay
 from gradcam.render.signals import signal_plot

@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gradcam.apps.shapes import CLASSES, draw_shapes
-from gradcam.apps.small_nets import SmallDetector, fit_detector, small_segmenter
+from gradcam.apps.synthetic.shapes import CLASSES, draw_shapes
+from gradcam.apps.synthetic.small_nets import SmallDetector, fit_detector, small_segmenter
+from gradcam.apps.synthetic.train import fit
 from gradcam.apps.tasks import explain_task
-from gradcam.apps.train import fit
 from gradcam.models.bundle import ModelBundle, Preprocess
 from gradcam.render.pictures import grid
 

@@ -37,7 +37,7 @@ _PUBLIC = {  # name -> the module that defines it
     "Confidence": "gradcam.metrics.faithfulness", "DeletionInsertion": "gradcam.metrics.faithfulness",
     "ParameterRandomisation": "gradcam.metrics.sanity",
     "pointing_game": "gradcam.metrics.localisation", "energy_inside": "gradcam.metrics.localisation",
-    "audit": "gradcam.apps.audit", "Audit": "gradcam.apps.audit",
+    "audit": "gradcam.apps.analyses.audit", "Audit": "gradcam.apps.analyses.audit",
     "explain_clip": "gradcam.apps.media", "explain_volume": "gradcam.apps.media",
     "explain_signal": "gradcam.apps.media",
     "load_model": "gradcam.models.sources", "list_models": "gradcam.models.sources",
@@ -46,9 +46,9 @@ _PUBLIC = {  # name -> the module that defines it
     "load_image": "gradcam.render.images",
     "explain": "gradcam.apps.explainer", "Explainer": "gradcam.apps.explainer",
     "Explanation": "gradcam.apps.explainer",
-    "explain_folder": "gradcam.apps.batch", "FolderSummary": "gradcam.apps.batch",
-    "compare": "gradcam.apps.compare", "Comparison": "gradcam.apps.compare",
-    "sweep": "gradcam.apps.sweep", "Sweep": "gradcam.apps.sweep",
+    "explain_folder": "gradcam.apps.pipeline.local", "FolderSummary": "gradcam.apps.pipeline.local",
+    "compare": "gradcam.apps.analyses.compare", "Comparison": "gradcam.apps.analyses.compare",
+    "sweep": "gradcam.apps.analyses.sweep", "Sweep": "gradcam.apps.analyses.sweep",
 }
 _ROOMS = {"engine", "metrics", "models", "render", "apps", "web", "cli", "errors"}
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import gradcam
-from gradcam.apps.audit import audit
-from gradcam.apps.shapes import draw_shapes, square_only
-from gradcam.apps.small_nets import small_net
-from gradcam.apps.train import fit
+from gradcam.apps.analyses.audit import audit
+from gradcam.apps.synthetic.shapes import draw_shapes, square_only
+from gradcam.apps.synthetic.small_nets import small_net
+from gradcam.apps.synthetic.train import fit
 from gradcam.metrics.localisation import energy_inside, pointing_game
 
 HELD = 200
@@ -99,8 +99,8 @@ def test_a_folder_audit_from_the_command_line(models, tmp_path, capsys):
     that folder flags it, and a listed image that cannot be read is reported while the rest go on."""
     import json
 
-    from gradcam.apps.audit import audit_folder
-    from gradcam.apps.shapes import CLASSES
+    from gradcam.apps.analyses.audit import audit_folder
+    from gradcam.apps.synthetic.shapes import CLASSES
     from gradcam.cli import main
     from gradcam.models.bundle import ModelBundle, Preprocess
 
@@ -144,7 +144,7 @@ def test_the_command_audits_the_bundled_model_on_real_photos(tmp_path, capsys):
 
 
 def test_a_model_with_no_right_answer_is_not_called_sound():
-    from gradcam.apps.audit import Audit
+    from gradcam.apps.analyses.audit import Audit
 
     wrong = Audit(torch.tensor([0, 1]), torch.tensor([1, 0]), torch.tensor([True, True]), torch.tensor([0.5, 0.5]))
     assert wrong.summary() == "accuracy 0.0%: no right answer to audit" and not wrong.flagged

@@ -12,8 +12,8 @@ from conftest import TwoStageCNN, spread_init
 from PIL import Image
 
 import gradcam
-from gradcam.apps.batch import explain_folder, find_images, input_roots
-from gradcam.apps.step import ExplainStep
+from gradcam.apps.pipeline.local import explain_folder, find_images, input_roots
+from gradcam.apps.pipeline.step import ExplainStep
 from gradcam.cli import main
 from gradcam.models.bundle import ModelBundle, Preprocess
 from gradcam.render.files import mirrored_names
@@ -99,7 +99,7 @@ def test_workers_give_the_same_maps(tmp_path, folder, tiny_bundle):
 
 def test_resume_writes_nothing_twice_and_loses_nothing(tmp_path, folder, tiny_bundle, monkeypatch):
     out = tmp_path / "out"
-    from gradcam.apps import step as step_module
+    from gradcam.apps.pipeline import step as step_module
 
     real_save, calls = step_module._save, []
 
@@ -238,11 +238,11 @@ def test_a_method_failing_on_one_image_costs_only_that_row(tmp_path, tiny_bundle
 def test_maps_reach_full_size_one_image_at_a_time(tmp_path, tiny_bundle, monkeypatch):
     """A batch's maps stay at the layer's resolution; an image is drawn and written whole by one of the
     writer threads, so at most WRITERS images are at full size at once (memory per image, not per batch)."""
-    from gradcam.apps import batch as folder_module
     from gradcam.apps.explainer import Explainer
+    from gradcam.apps.pipeline import local as folder_module
 
     events = []
-    from gradcam.apps import step as step_module
+    from gradcam.apps.pipeline import step as step_module
 
     real_explanation, real_save = Explainer.explanation, step_module._save
     monkeypatch.setattr(Explainer, "explanation", lambda self, out, index, rank, picture, name: (

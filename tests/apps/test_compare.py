@@ -9,8 +9,8 @@ from conftest import seeded_model
 from PIL import Image
 
 import gradcam
-from gradcam.apps.compare import compare
-from gradcam.apps.sweep import sweep
+from gradcam.apps.analyses.compare import compare
+from gradcam.apps.analyses.sweep import sweep
 from gradcam.cli import main
 from gradcam.engine.layers import stage_layers
 

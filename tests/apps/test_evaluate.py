@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import gradcam
-from gradcam.apps.evaluate import RANDOM, evaluate
+from gradcam.apps.analyses.evaluate import RANDOM, evaluate
 from gradcam.cli import main
 
 skdata = pytest.importorskip("skimage.data")

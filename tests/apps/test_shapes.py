@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradcam.apps.shapes import draw_shapes, make_clips
+from gradcam.apps.synthetic.shapes import draw_shapes, make_clips
 
 
 def test_two_object_shapes_have_one_circle_one_square_apart_with_masks_in_their_boxes():

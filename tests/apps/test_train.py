@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 import gradcam
-from gradcam.apps.shapes import make_shapes
-from gradcam.apps.train import train
+from gradcam.apps.synthetic.shapes import make_shapes
+from gradcam.apps.synthetic.train import train
 from gradcam.cli import main
 from gradcam.errors import DataError
 from gradcam.models.checkpoint import SmallCNN, TrainConfig, load_checkpoint, save_checkpoint
@@ -126,7 +126,7 @@ def test_library_calls_leave_the_global_random_state_alone(tmp_path):
     """Training and seeded ':random' models seed their own generators, never the process's."""
     import random
 
-    from gradcam.apps.compare import load_model_spec
+    from gradcam.apps.analyses.compare import load_model_spec
 
     make_shapes(tmp_path / "data", n=24, size=32, seed=1)
     torch.manual_seed(123)

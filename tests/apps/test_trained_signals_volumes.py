@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 import gradcam
-from gradcam.apps.shapes import make_clips, make_signals, make_volumes
-from gradcam.apps.small_nets import small_net
-from gradcam.apps.train import fit, flips
+from gradcam.apps.synthetic.shapes import make_clips, make_signals, make_volumes
+from gradcam.apps.synthetic.small_nets import small_net
+from gradcam.apps.synthetic.train import fit, flips
 
 pytestmark = pytest.mark.slow  # trains a small model once per session
 

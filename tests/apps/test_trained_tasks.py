@@ -11,9 +11,9 @@ import torch
 
 import gradcam
 from gradcam import ClassRegion
-from gradcam.apps.shapes import draw_shapes
-from gradcam.apps.small_nets import SmallDetector, fit_detector, small_segmenter
-from gradcam.apps.train import fit
+from gradcam.apps.synthetic.shapes import draw_shapes
+from gradcam.apps.synthetic.small_nets import SmallDetector, fit_detector, small_segmenter
+from gradcam.apps.synthetic.train import fit
 
 pytestmark = pytest.mark.slow  # trains a small model once per session
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import gradcam
-from gradcam.apps.shapes import draw_shapes
-from gradcam.apps.small_nets import small_vit
-from gradcam.apps.train import fit, flips
+from gradcam.apps.synthetic.shapes import draw_shapes
+from gradcam.apps.synthetic.small_nets import small_vit
+from gradcam.apps.synthetic.train import fit, flips
 
 pytestmark = pytest.mark.slow  # trains a small model once per session
 

@@ -412,7 +412,7 @@ def test_eigencam_with_nan_activations_is_a_clear_error(two_stage):
 
 
 def test_library_errors_are_the_familys():
-    from gradcam.apps.shapes import make_shapes
+    from gradcam.apps.synthetic.shapes import make_shapes
     from gradcam.models.bundle import Preprocess
 
     assert issubclass(gradcam.DataError, GradCAMError)

@@ -254,7 +254,7 @@ def test_multilabel_gives_one_map_per_present_label_or_per_named_label():
 
 
 @pytest.mark.parametrize("model, layer", [(task_nets.DETR, "features"),
-                                          (lambda: __import__("gradcam.apps.small_nets",
+                                          (lambda: __import__("gradcam.apps.synthetic.small_nets",
                                                               fromlist=["x"]).SmallDetector(),
                                            "features.7")])
 def test_ablation_cam_scores_each_ablated_copy_of_a_detector_as_that_copy(model, layer):

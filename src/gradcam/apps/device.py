@@ -1,10 +1,8 @@
-"""One device policy for every entry point (Explainer, sweep, compare, the web app, train), and the
-models loaded by name, cached per device and weights."""
+"""One device policy for every entry point (Explainer, sweep, compare, the web app, train): where a model
+runs, and moving a given module there."""
 
 from __future__ import annotations
 
-import functools
-import os
 from typing import Any
 
 import torch
@@ -12,8 +10,6 @@ from torch import nn
 
 from gradcam.engine.capture import module_device
 from gradcam.errors import OptionError
-from gradcam.models.bundle import ModelBundle, Preprocess
-from gradcam.models.sources import load_model, weights_stamp
 
 
 def choose_device(device: Any = None, module: nn.Module | None = None) -> torch.device:
@@ -57,28 +53,3 @@ def _same(a: torch.device, b: torch.device) -> bool:
         return True
     current = torch.cuda.current_device()
     return (a.index if a.index is not None else current) == (b.index if b.index is not None else current)
-
-
-def bundle_on_device(model: Any, weights: Any = None, device: Any = None) -> tuple[ModelBundle, torch.device]:
-    """A model name, bundle or module as a bundle on the device the policy chooses (:mod:`.device`):
-    a name is loaded there (cached); a given module is moved when ``device`` names another place."""
-    if isinstance(model, (ModelBundle, nn.Module)):
-        if weights is not None:
-            raise OptionError("weights= is for a model given by name; load them into your module with "
-                              "module.load_state_dict(...) first")
-        bundle = model if isinstance(model, ModelBundle) else ModelBundle(
-            module=model, preprocess=Preprocess(), labels=None, name=type(model).__name__)
-        _, chosen = place(bundle.module, device)
-        return bundle, chosen
-    if not isinstance(model, (str, os.PathLike)):
-        raise OptionError(f"model must be a name, a ModelBundle or a torch.nn.Module, got {type(model).__name__}")
-    chosen = choose_device(device)
-    name, weights = os.fspath(model), None if weights is None else os.fspath(weights)
-    return _cached_bundle(name, weights, str(chosen), weights_stamp(name, weights)), chosen
-
-
-@functools.lru_cache(maxsize=4)
-def _cached_bundle(name: str, weights: str | None, device: str, stamp: tuple) -> ModelBundle:
-    """Models loaded by name, kept per (name, weights, device) and the weights files' size and time,
-    so that weights rewritten in place (a retrained checkpoint) are loaded again."""
-    return load_model(name, weights, device=device)

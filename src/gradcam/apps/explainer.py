@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from gradcam.apps.device import bundle_on_device
+from gradcam.apps.model_cache import bundle_on_device
 from gradcam.engine import functional as Fn
 from gradcam.engine.methods import create_method
 from gradcam.errors import ImageError, OptionError

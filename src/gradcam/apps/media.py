@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gradcam.apps.device import bundle_on_device
+from gradcam.apps.model_cache import bundle_on_device
 from gradcam.engine.layers import first_convolution
 from gradcam.engine.methods import create_method
 from gradcam.errors import OptionError

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gradcam.apps.device import bundle_on_device
+from gradcam.apps.model_cache import bundle_on_device
 from gradcam.engine.capture import eval_mode
 from gradcam.engine.methods import create_method
 from gradcam.engine.targets import (

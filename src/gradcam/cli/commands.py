@@ -9,14 +9,14 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
-from gradcam.apps.audit import audit_folder
-from gradcam.apps.batch import find_images
-from gradcam.apps.compare import compare
-from gradcam.apps.evaluate import evaluate
+from gradcam.apps.analyses.audit import audit_folder
+from gradcam.apps.analyses.compare import compare
+from gradcam.apps.analyses.evaluate import evaluate
+from gradcam.apps.analyses.sweep import sweep
 from gradcam.apps.explainer import DEFAULT_MODEL
-from gradcam.apps.job import TASK_OPTIONS, plan_job
-from gradcam.apps.step import PICTURES
-from gradcam.apps.sweep import sweep
+from gradcam.apps.pipeline.job import TASK_OPTIONS, plan_job
+from gradcam.apps.pipeline.local import find_images
+from gradcam.apps.pipeline.step import PICTURES
 from gradcam.cli.parser import build_parser
 from gradcam.engine.layers import auto_layer, auto_layer_reason, candidate_layers, parse_layers
 from gradcam.engine.methods import describe_methods, list_methods, method_info
@@ -54,7 +54,7 @@ def fail(exc: BaseException | str, debug: bool, status: int, kind: str = "") -> 
 
 
 def cmd_explain(args) -> int:
-    """Parse, plan, run, print: the job (:mod:`gradcam.apps.job`) decides what the inputs are and loops."""
+    """Parse, plan, run, print: the job (:mod:`gradcam.apps.pipeline.job`) decides what the inputs are and loops."""
     task_options = [f"--{n.replace('_', '-')}" for n in TASK_OPTIONS if getattr(args, n) not in (None, False)]
     if args.task == "classification" and task_options:
         raise OptionError(f"{task_options[0].replace('classes', 'class')} needs --task (e.g. --task detection); "
@@ -182,7 +182,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from gradcam.apps.train import train
+    from gradcam.apps.synthetic.train import train
 
     metrics = train(args.data, args.out, arch=args.arch, epochs=args.epochs, image_size=args.image_size,
                     val_split=args.val_split, freeze_backbone=args.freeze, batch_size=args.batch_size,
@@ -193,7 +193,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_make_shapes(args) -> int:
-    from gradcam.apps.shapes import make_shapes
+    from gradcam.apps.synthetic.shapes import make_shapes
 
     root = make_shapes(args.out, n=args.n, size=args.size, seed=args.seed, shortcut=args.shortcut)
     print(f"{args.n} images in {root}/circle and {root}/square, boxes in {root}/boxes.json")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from gradcam import __version__
 from gradcam.apps.explainer import DEFAULT_MODEL
-from gradcam.apps.step import PICTURES
+from gradcam.apps.pipeline.step import PICTURES
 from gradcam.apps.tasks import TASKS, parse_box
 from gradcam.engine.functional import NORMALIZATIONS
 from gradcam.engine.layers import parse_layers

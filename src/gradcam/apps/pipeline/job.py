@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from gradcam.apps.batch import FolderSummary, explain_folder, find_images, input_roots
-from gradcam.apps.device import bundle_on_device
 from gradcam.apps.explainer import DEFAULT_MODEL
 from gradcam.apps.media import explain_clip, explain_signal, explain_volume, media_kind
+from gradcam.apps.model_cache import bundle_on_device
+from gradcam.apps.pipeline.local import FolderSummary, explain_folder, find_images, input_roots
 from gradcam.apps.tasks import TASKS, explain_task
 from gradcam.engine.methods import applicable_methods, list_methods, method_options
 from gradcam.errors import ImageError, OptionError, TargetError

@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from gradcam.apps.device import bundle_on_device
 from gradcam.apps.explainer import DEFAULT_MODEL
+from gradcam.apps.model_cache import bundle_on_device
 from gradcam.engine.methods import create_method
 from gradcam.engine.methods.base import CAMMethod
 from gradcam.engine.targets import class_index

@@ -10,8 +10,8 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from gradcam.apps.device import bundle_on_device
 from gradcam.apps.explainer import DEFAULT_MODEL
+from gradcam.apps.model_cache import bundle_on_device
 from gradcam.engine.layers import stage_layers
 from gradcam.engine.methods import create_method
 from gradcam.render import pictures as draw

@@ -17,9 +17,9 @@ import torch
 from tqdm.auto import tqdm
 
 from gradcam.apps.explainer import DEFAULT_MODEL, Explanation
-from gradcam.apps.manifest import Manifest, done_paths
-from gradcam.apps.step import ExplainStep, Failed
-from gradcam.apps.writer import Writer
+from gradcam.apps.pipeline.manifest import Manifest, done_paths
+from gradcam.apps.pipeline.step import ExplainStep, Failed
+from gradcam.apps.pipeline.writer import Writer
 from gradcam.errors import GradCAMError, OptionError
 from gradcam.render.files import mirrored_names
 from gradcam.render.images import IMAGE_SUFFIXES, load_image

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from gradcam.apps.explainer import DEFAULT_MODEL, Explainer, Explanation, compare_methods, ranks
-from gradcam.apps.manifest import FIELDS, settings_key
+from gradcam.apps.pipeline.manifest import FIELDS, settings_key
 from gradcam.engine.methods import method_options
 from gradcam.errors import ModelError, OptionError
 from gradcam.models.weights import module_fingerprint

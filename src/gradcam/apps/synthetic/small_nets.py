@@ -1,4 +1,4 @@
-"""Small seeded networks for the synthetic data sets with known answers (:mod:`gradcam.apps.shapes`): the
+"""Small seeded networks for the synthetic data sets with known answers (:mod:`gradcam.apps.synthetic.shapes`): the
 models the tests train and explain, and the README's pictures come from. Each is seeded without touching
 the caller's random state."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gradcam.apps.train import fit
+from gradcam.apps.synthetic.train import fit
 from gradcam.errors import DataError
 
 
@@ -99,7 +99,7 @@ def fit_detector(model: SmallDetector, images: torch.Tensor, labels: torch.Tenso
     """Train a :class:`SmallDetector` on images (N, 3, H, W) with ``labels`` (N, M) and ``boxes`` (N, M, 4)
     [x0, y0, x1, y1], M objects each: CenterNet's penalty-reduced focal loss on Gaussian centre heat maps
     (σ a sixth of the object's side, in cells) and an L1 loss on the centre cell's log size, trained by
-    :func:`~gradcam.apps.train.fit` (AdamW, weight decay 0.01). Returns the model in eval mode."""
+    :func:`~gradcam.apps.synthetic.train.fit` (AdamW, weight decay 0.01). Returns the model in eval mode."""
     if epochs < 1 or not len(images) == len(labels) == len(boxes) or labels.shape != boxes.shape[:2]:
         raise DataError(f"fit_detector needs epochs >= 1 and labels (N, M), boxes (N, M, 4) for N images, got "
                         f"{epochs}, {tuple(images.shape)}, {tuple(labels.shape)}, {tuple(boxes.shape)}")

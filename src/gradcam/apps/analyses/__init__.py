@@ -1,0 +1,1 @@
+"""Analyses over explanations: models compared, layers swept, methods evaluated, a data set audited."""

@@ -1,0 +1,1 @@
+"""Synthetic data with known answers (shapes), small networks, and training them."""
