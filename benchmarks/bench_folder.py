@@ -34,7 +34,7 @@ from PIL import Image
 
 import gradcam
 from gradcam.apps.pipeline.local import find_images
-from gradcam.render.images import load_image
+from gradcam.io.images import load_image
 
 CHILD = """
 import sys, time, torch

@@ -43,14 +43,14 @@ _PUBLIC = {  # name -> the module that defines it
     "load_model": "gradcam.models.sources", "list_models": "gradcam.models.sources",
     "register_source": "gradcam.models.sources", "register_metric": "gradcam.metrics",
     "ModelBundle": "gradcam.models.bundle", "Preprocess": "gradcam.models.bundle",
-    "load_image": "gradcam.render.images",
+    "load_image": "gradcam.io.images",
     "explain": "gradcam.apps.explainer", "Explainer": "gradcam.apps.explainer",
     "Explanation": "gradcam.apps.explainer",
     "explain_folder": "gradcam.apps.pipeline.local", "FolderSummary": "gradcam.apps.pipeline.local",
     "compare": "gradcam.apps.analyses.compare", "Comparison": "gradcam.apps.analyses.compare",
     "sweep": "gradcam.apps.analyses.sweep", "Sweep": "gradcam.apps.analyses.sweep",
 }
-_ROOMS = {"engine", "metrics", "models", "render", "apps", "web", "cli", "errors"}
+_ROOMS = {"engine", "io", "metrics", "models", "render", "apps", "web", "cli", "errors"}
 
 __all__ = sorted(_PUBLIC) + ["DataError", "GradCAMError", "ImageError", "LayerError", "ModelError", "OptionError",
                              "TargetError", "VisualizeError"]

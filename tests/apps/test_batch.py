@@ -15,9 +15,9 @@ import gradcam
 from gradcam.apps.pipeline.local import explain_folder, find_images, input_roots
 from gradcam.apps.pipeline.step import ExplainStep
 from gradcam.cli import main
+from gradcam.io.images import load_image
 from gradcam.models.bundle import ModelBundle, Preprocess
 from gradcam.render.files import mirrored_names
-from gradcam.render.images import load_image
 
 FIELDS = {"path", "status", "error", "model", "method", "layer", "rank", "class_index", "label", "probability",
           "top5", "files", "settings"}

@@ -81,7 +81,8 @@ def _moving_square(count: int = 9, height: int = 36, width: int = 50) -> np.ndar
 
 
 def test_an_mp4_round_trip_gives_an_overlay_video_with_every_frame(tmp_path, video_model, capsys):
-    from gradcam.render.video import read_video, write_video
+    from gradcam.io.clips import read_video
+    from gradcam.render.video import write_video
 
     clip = write_video(_moving_square(), tmp_path / "clip.mp4", fps=10)
     status = main(["explain", str(clip), "--model", "r3d_18", "--weights", str(video_model), "--out",

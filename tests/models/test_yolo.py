@@ -60,7 +60,7 @@ def test_a_missing_weights_file_is_an_error_not_a_download(yolo, tmp_path):
 
 def test_loading_leaves_pillow_as_it_was(yolo):
     from gradcam import ImageError
-    from gradcam.render.images import load_image
+    from gradcam.io.images import load_image
 
     with pytest.raises(ImageError, match="not a recognised image"):  # Pillow's own open, not Ultralytics' patch
         load_image(b"hello, not an image")

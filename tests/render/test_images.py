@@ -1,4 +1,4 @@
-"""gradcam.render.images and .files: safe loading of any image into RGB, atomic PNG writing."""
+"""gradcam.io.images and .files: safe loading of any image into RGB, atomic PNG writing."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from PIL import Image, ImageFile
 
 from gradcam.errors import GradCAMError, ImageError
+from gradcam.io.images import MAX_PIXELS, load_image
 from gradcam.render.files import mirrored_names, picture_name, save_png, source_name, source_names, write_png
-from gradcam.render.images import MAX_PIXELS, load_image
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 

@@ -7,6 +7,8 @@ import pytest
 from PIL import Image
 
 from gradcam.errors import ImageError, VisualizeError
+from gradcam.io.clips import read_frames, read_video
+from gradcam.io.volumes import load_volume
 from gradcam.render import signals, video, volumes
 
 pytest.importorskip("av")
@@ -22,7 +24,7 @@ def _square_clip(count=9, height=17, width=33):
 def test_a_video_round_trip_keeps_frames_size_and_content(tmp_path):
     frames = _square_clip()
     path = video.write_video(frames, tmp_path / "clip.mp4", fps=12)
-    back, fps = video.read_video(path)
+    back, fps = read_video(path)
     # H.264 in yuv420p needs even sizes: 17×33 is padded by its last row and column to 18×34
     assert back.shape == (9, 18, 34, 3) and fps == pytest.approx(12)
     assert np.abs(back[:, :17, :33].astype(int) - frames).mean() < 6  # lossy, but the same pictures
@@ -30,16 +32,16 @@ def test_a_video_round_trip_keeps_frames_size_and_content(tmp_path):
         column = back[t, 8, :33, 0].astype(int)
         assert abs(int(np.argmax(column > 128)) - (2 + 2 * t)) <= 1
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left
-    assert video.read_video(path, max_frames=4)[0].shape[0] == 4
+    assert read_video(path, max_frames=4)[0].shape[0] == 4
 
 
 def test_frames_from_a_folder_and_bad_videos(tmp_path):
     for t, frame in enumerate(_square_clip(count=3)):
         Image.fromarray(frame).save(tmp_path / f"{t}.png")
-    assert video.read_frames(tmp_path).shape == (3, 17, 33, 3)
+    assert read_frames(tmp_path).shape == (3, 17, 33, 3)
     (tmp_path / "bad.mp4").write_bytes(b"not a video")
     with pytest.raises(ImageError, match="bad.mp4"):
-        video.read_video(tmp_path / "bad.mp4")
+        read_video(tmp_path / "bad.mp4")
     with pytest.raises(VisualizeError, match=r"\(T, H, W, 3\)"):
         video.write_video(np.zeros((2, 4, 4)), tmp_path / "x.mp4")
 
@@ -63,15 +65,15 @@ def test_volumes_from_npy_and_nifti_keep_their_axes(tmp_path):
     volume = np.zeros((4, 5, 6), np.float32)  # (D, H, W)
     volume[3, 1, 2] = 7.0
     np.save(tmp_path / "v.npy", volume)
-    assert np.array_equal(volumes.load_volume(tmp_path / "v.npy"), volume)
+    assert np.array_equal(load_volume(tmp_path / "v.npy"), volume)
     # NIfTI stores (X, Y, Z): the same voxel at x=2, y=1, z=3 comes back at [d=3, h=1, w=2]
     xyz = np.zeros((6, 5, 4), np.float32)
     xyz[2, 1, 3] = 7.0
     nibabel.save(nibabel.Nifti1Image(xyz, np.eye(4)), tmp_path / "v.nii.gz")
-    assert np.array_equal(volumes.load_volume(tmp_path / "v.nii.gz"), volume)
+    assert np.array_equal(load_volume(tmp_path / "v.nii.gz"), volume)
     np.save(tmp_path / "flat.npy", np.zeros((3, 3)))
     with pytest.raises(ImageError, match=r"flat.npy has shape \(3, 3\)"):
-        volumes.load_volume(tmp_path / "flat.npy")
+        load_volume(tmp_path / "flat.npy")
 
 
 def test_slice_grids_show_every_slice_asked_and_the_hot_one_hot():

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from gradcam.errors import ImageError, VisualizeError
+from gradcam.io.clips import read_frames, read_video
 from gradcam.render import video
 from gradcam.render.pictures import colorize
 
@@ -26,19 +27,19 @@ def _bars(count=3, height=7, width=9):
 
 def test_odd_sizes_are_padded_by_repeating_the_last_row_and_column(tmp_path):
     frames = _bars()
-    back, _ = video.read_video(video.write_video(frames, tmp_path / "odd.mp4", fps=10))
+    back, _ = read_video(video.write_video(frames, tmp_path / "odd.mp4", fps=10))
     assert back.shape == (3, 8, 10, 3)
     copy = back.astype(int)
     assert np.abs(copy[:, 7, :9] - copy[:, 6, :9]).mean() < 12  # the padding row repeats the last row
     assert np.abs(copy[:, :7, 9] - copy[:, :7, 8]).mean() < 12  # ... and the column the last column
     assert copy[:, 7, :8].mean() > copy[:, 3, :8].mean() + 100  # bright, not black
     even = np.full((2, 6, 8, 3), 100, np.uint8)
-    assert video.read_video(video.write_video(even, tmp_path / "even.mp4"))[0].shape == (2, 6, 8, 3)
+    assert read_video(video.write_video(even, tmp_path / "even.mp4"))[0].shape == (2, 6, 8, 3)
 
 
 @pytest.mark.parametrize("fps", [7.5, 29.97])
 def test_the_frame_rate_comes_back(tmp_path, fps):
-    back, rate = video.read_video(video.write_video(_bars(count=4), tmp_path / "r.mp4", fps=fps))
+    back, rate = read_video(video.write_video(_bars(count=4), tmp_path / "r.mp4", fps=fps))
     assert len(back) == 4 and rate == pytest.approx(fps, abs=0.01)
 
 
@@ -46,7 +47,7 @@ def test_a_video_is_replaced_whole_and_a_failed_write_leaves_nothing(tmp_path, m
     path = tmp_path / "clip.mp4"
     video.write_video(_bars(count=2), path)
     video.write_video(_bars(count=5), path)
-    assert len(video.read_video(path)[0]) == 5 and list(tmp_path.iterdir()) == [path]
+    assert len(read_video(path)[0]) == 5 and list(tmp_path.iterdir()) == [path]
 
     made = []
     from_ndarray = av.VideoFrame.from_ndarray
@@ -60,7 +61,7 @@ def test_a_video_is_replaced_whole_and_a_failed_write_leaves_nothing(tmp_path, m
     monkeypatch.setattr(av.VideoFrame, "from_ndarray", dies_at_frame_55)
     with pytest.raises(RuntimeError, match="encoder died"):
         video.write_video(_bars(count=60), path)
-    assert list(tmp_path.iterdir()) == [path] and len(video.read_video(path)[0]) == 5  # the old one stays
+    assert list(tmp_path.iterdir()) == [path] and len(read_video(path)[0]) == 5  # the old one stays
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -82,17 +83,17 @@ def test_a_bad_frame_rate_is_named(tmp_path, fps):
 
 def test_reading_limits_and_errors_name_the_file_or_argument(tmp_path):
     with pytest.raises(VisualizeError, match="max_frames must be"):
-        video.read_video(tmp_path / "x.mp4", max_frames=0)
+        read_video(tmp_path / "x.mp4", max_frames=0)
     with pytest.raises(ImageError, match="missing.mp4"):
-        video.read_video(tmp_path / "missing.mp4")
+        read_video(tmp_path / "missing.mp4")
     (tmp_path / "empty.mp4").write_bytes(b"")
     with pytest.raises(ImageError, match="empty.mp4"):
-        video.read_video(tmp_path / "empty.mp4")
+        read_video(tmp_path / "empty.mp4")
 
 
 def test_without_pyav_the_error_says_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "av", None)
-    for call in (lambda: video.read_video(tmp_path / "a.mp4"), lambda: video.write_video(_bars(), tmp_path / "a.mp4")):
+    for call in (lambda: read_video(tmp_path / "a.mp4"), lambda: video.write_video(_bars(), tmp_path / "a.mp4")):
         with pytest.raises(VisualizeError, match=r'pip install "gradcam\[video\]"'):
             call()
 
@@ -101,17 +102,17 @@ def test_a_folder_of_frames_is_read_in_name_order(tmp_path):
     for name, level in (("b.png", 200), ("a.png", 10), ("c.jpg", 120)):
         Image.new("RGB", (5, 3), (level,) * 3).save(tmp_path / name)
     (tmp_path / "notes.txt").write_text("not a frame")
-    frames = video.read_frames(tmp_path)
+    frames = read_frames(tmp_path)
     assert frames.shape == (3, 3, 5, 3) and frames.dtype == np.uint8
     assert np.argsort(frames[:, 1, 2, 0]).tolist() == [0, 2, 1]  # a (10), c (120), b (200)
     Image.new("RGB", (6, 3)).save(tmp_path / "d.png")
     with pytest.raises(ImageError, match="differ in size"):
-        video.read_frames(tmp_path)
+        read_frames(tmp_path)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ImageError, match="no image files in .*empty"):
-        video.read_frames(tmp_path / "empty")
+        read_frames(tmp_path / "empty")
     with pytest.raises(ImageError, match="nowhere is not a folder"):
-        video.read_frames(tmp_path / "nowhere")
+        read_frames(tmp_path / "nowhere")
 
 
 def test_overlay_frames_blend_each_frame_with_its_own_map():

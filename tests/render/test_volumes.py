@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from gradcam.errors import ImageError, VisualizeError
+from gradcam.io.volumes import load_volume
 from gradcam.render import volumes
 
 nibabel = pytest.importorskip("nibabel")
@@ -23,37 +24,37 @@ def test_nifti_with_channels_comes_back_channels_first_and_axes_reversed(tmp_pat
     cdhw = _labelled((2, 3, 4, 5))  # (C, D, H, W)
     xyzc = cdhw.transpose(3, 2, 1, 0)  # what a scanner stores: (X, Y, Z, C)
     nibabel.save(nibabel.Nifti1Image(xyzc, np.eye(4)), tmp_path / "v.nii")
-    back = volumes.load_volume(tmp_path / "v.nii")
+    back = load_volume(tmp_path / "v.nii")
     assert back.dtype == np.float32 and np.array_equal(back, cdhw)
 
 
 def test_npy_of_any_number_type_becomes_float32_with_its_shape(tmp_path):
     np.save(tmp_path / "v.npy", _labelled((2, 3, 4, 5)).astype(np.int16))
-    back = volumes.load_volume(tmp_path / "v.npy")
+    back = load_volume(tmp_path / "v.npy")
     assert back.dtype == np.float32 and np.array_equal(back, _labelled((2, 3, 4, 5)))
 
 
 def test_bad_volume_files_name_the_file(tmp_path):
     (tmp_path / "scan.png").write_bytes(b"png")
     with pytest.raises(ImageError, match=r"scan.png: expected one of \.npy, \.nii, \.nii\.gz"):
-        volumes.load_volume(tmp_path / "scan.png")
+        load_volume(tmp_path / "scan.png")
     (tmp_path / "broken.nii.gz").write_bytes(b"not gzip")
     with pytest.raises(ImageError, match="cannot read volume .*broken.nii.gz"):
-        volumes.load_volume(tmp_path / "broken.nii.gz")
+        load_volume(tmp_path / "broken.nii.gz")
     np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object))
     with pytest.raises(ImageError, match="objects.npy"):
-        volumes.load_volume(tmp_path / "objects.npy")
+        load_volume(tmp_path / "objects.npy")
     np.save(tmp_path / "five.npy", np.zeros((1, 2, 2, 2, 2)))
     with pytest.raises(ImageError, match=r"five.npy has shape \(1, 2, 2, 2, 2\)"):
-        volumes.load_volume(tmp_path / "five.npy")
+        load_volume(tmp_path / "five.npy")
     with pytest.raises(ImageError, match="missing.npy"):
-        volumes.load_volume(tmp_path / "missing.npy")
+        load_volume(tmp_path / "missing.npy")
 
 
 def test_nifti_without_nibabel_says_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "nibabel", None)  # import nibabel now fails
     with pytest.raises(VisualizeError, match=r'pip install "gradcam\[medical\]"'):
-        volumes.load_volume(tmp_path / "v.nii.gz")
+        load_volume(tmp_path / "v.nii.gz")
 
 
 def test_grid_shows_all_slices_up_to_sixteen_and_lays_them_out_by_columns():

@@ -16,10 +16,10 @@ from gradcam.apps.model_cache import bundle_on_device
 from gradcam.engine import functional as Fn
 from gradcam.engine.methods import create_method
 from gradcam.errors import ImageError, OptionError
+from gradcam.io.images import load_image
 from gradcam.models.bundle import ModelBundle
 from gradcam.render import pictures as draw
 from gradcam.render.files import PICTURE_FORMATS, picture_name, save_picture, source_names
-from gradcam.render.images import load_image
 
 DEFAULT_MODEL = "efficientnet_lite0"
 

@@ -22,6 +22,8 @@ from gradcam.apps.model_cache import bundle_on_device
 from gradcam.engine.layers import first_convolution
 from gradcam.engine.methods import create_method
 from gradcam.errors import OptionError
+from gradcam.io.clips import read_frames, read_video
+from gradcam.io.volumes import load_volume
 from gradcam.models.bundle import ModelBundle
 from gradcam.render import signals as signal_pictures
 from gradcam.render import video as video_pictures
@@ -120,9 +122,9 @@ def explain_clip(clip: Any, *, model: str | ModelBundle = "r3d_18", **options: A
         path = Path(clip)
         name = name or path.name
         if path.is_dir():
-            frames = video_pictures.read_frames(path)
+            frames = read_frames(path)
         else:
-            frames, fps = video_pictures.read_video(path)
+            frames, fps = read_video(path)
     else:
         frames = np.asarray(clip)
     bundle, device = bundle_on_device(model, options.pop("weights", None), options.pop("device", None))
@@ -138,7 +140,7 @@ def explain_volume(volume: Any, *, model: nn.Module | ModelBundle, **options: An
     """Explain a volume: ``.npy`` or NIfTI (``.nii``/``.nii.gz`` via nibabel, the ``medical`` extra) or
     an array (D, H, W) / (C, D, H, W), with a model whose first convolution is a Conv3d. The values go
     to the model as they are (normalise them as the model was trained). ``options``: :func:`explain_array`."""
-    data, name = _array(volume, volume_pictures.load_volume, options)
+    data, name = _array(volume, load_volume, options)
     x = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
     x = x[None, None] if x.dim() == 3 else x[None]
     return explain_array(x, model=model, size=x.shape[2:], kind="volume", name=name, data=data, **options)

@@ -33,9 +33,9 @@ from gradcam.engine.targets import (
     segmentation_scores,
 )
 from gradcam.errors import OptionError, TargetError
+from gradcam.io.images import load_image
 from gradcam.render import objects as object_pictures
 from gradcam.render.files import picture_name, save_array, save_picture, source_name
-from gradcam.render.images import load_image
 from gradcam.render.pictures import overlay, wrapped_grid
 
 TASKS = ("segmentation", "detection", "embedding", "binary", "multilabel", "regression")

@@ -1,5 +1,5 @@
-"""Video clips: read a video file or a folder of frames, overlay a map on every frame, write an MP4, and
-draw a strip of key frames. Decoding and encoding go through PyAV (the ``video`` extra)."""
+"""Video clips drawn: a map overlaid on every frame, an MP4 written, a strip of key frames. Encoding goes
+through PyAV (the ``video`` extra); reading clips is :mod:`gradcam.io.clips`."""
 
 from __future__ import annotations
 
@@ -10,62 +10,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from gradcam.errors import ImageError, VisualizeError
+from gradcam.errors import VisualizeError
+from gradcam.io.clips import pyav
 from gradcam.render.files import atomic_write
-from gradcam.render.images import IMAGE_SUFFIXES, load_image
 from gradcam.render.pictures import overlay
-
-_MISSING = 'reading and writing video needs PyAV: pip install "gradcam[video]"'
-
-
-def _av():
-    try:
-        import av
-    except ImportError:
-        raise VisualizeError(_MISSING) from None
-    return av
-
-
-def read_video(path: str | os.PathLike, *, max_frames: int | None = None) -> tuple[np.ndarray, float]:
-    """(frames (T, H, W, 3) uint8 RGB, frames per second) of a video file's first video stream; at most
-    ``max_frames`` frames, from the start."""
-    av = _av()
-    limit = None if max_frames is None else _positive(max_frames, "max_frames")
-    frames = []
-    try:
-        with av.open(os.fspath(path)) as container:
-            stream = container.streams.video[0]
-            fps = float(stream.average_rate or stream.guessed_rate or 25)
-            for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="rgb24"))
-                if limit is not None and len(frames) >= limit:
-                    break
-    except (av.error.FFmpegError, IndexError, OSError) as exc:
-        raise ImageError(f"cannot read video {os.fspath(path)}: {exc}") from None
-    if not frames:
-        raise ImageError(f"video {os.fspath(path)} has no frames")
-    return np.stack(frames), fps
-
-
-def read_frames(folder: str | os.PathLike) -> np.ndarray:
-    """The images of a folder, sorted by name, as (T, H, W, 3) uint8 frames (all of one size)."""
-    if not Path(folder).is_dir():
-        raise ImageError(f"{os.fspath(folder)} is not a folder of frames")
-    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ImageError(f"no image files in {os.fspath(folder)} to read as frames")
-    frames = [np.asarray(load_image(p)) for p in files]
-    sizes = {f.shape for f in frames}
-    if len(sizes) > 1:
-        raise ImageError(f"the frames in {os.fspath(folder)} differ in size: {sorted(sizes)[:2]}")
-    return np.stack(frames)
 
 
 def write_video(frames: np.ndarray, path: str | os.PathLike, fps: float = 25.0) -> Path:
     """Write (T, H, W, 3) uint8 RGB frames as an H.264 MP4 (libx264, yuv420p), atomically (see
     :func:`~gradcam.render.files.atomic_write`). yuv420p needs an even width and height: an odd one is
     padded by repeating the last row or column, so a 17×33 clip is stored, and read back, as 18×34."""
-    av = _av()
+    av = pyav()
     frames = _frames(frames)
     try:
         rate = Fraction(float(fps)).limit_denominator(1001)  # 29.97 -> 30000/1001

@@ -1,60 +1,18 @@
-"""Volumes (CT, MRI, any 3-D array): read ``.npy`` and NIfTI files, and draw a map slice by slice."""
+"""Volumes (CT, MRI, any 3-D array) drawn: a map slice by slice, and a grid of slices; reading them is
+:mod:`gradcam.io.volumes`."""
 
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from gradcam.errors import ImageError, VisualizeError
+from gradcam.errors import VisualizeError
 from gradcam.render.pictures import overlay
-
-VOLUME_SUFFIXES = (".npy", ".nii", ".nii.gz")
-"""The volume files :func:`load_volume` reads."""
 
 GRID_SLICES = 16
 """How many slices :func:`slice_grid` shows at most when not told: all of a volume up to this depth."""
-
-
-def load_volume(path: str | os.PathLike) -> np.ndarray:
-    """A volume as float32 (D, H, W), or (C, D, H, W) with channels: ``.npy``, or NIfTI ``.nii`` /
-    ``.nii.gz`` (nibabel, the ``medical`` extra). NIfTI stores (X, Y, Z[, C]); it is returned as (Z, Y, X)
-    = (D, H, W) (or (C, Z, Y, X)), so that ``volume[d]`` is the axial slice d, rows along Y, columns
-    along X. The affine (voxel spacing, orientation) is not applied: the voxels come as stored."""
-    name = os.fspath(path)
-    if not name.lower().endswith(VOLUME_SUFFIXES):
-        raise ImageError(f"cannot read volume {name}: expected one of {', '.join(VOLUME_SUFFIXES)}")
-    if name.lower().endswith(".npy"):
-        try:
-            data = np.load(name, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as exc:
-            raise ImageError(f"cannot read volume {name}: {exc}") from None
-    else:
-        data = _read_nifti(name)
-    if data.ndim not in (3, 4) or not np.issubdtype(data.dtype, np.number):
-        raise ImageError(f"volume {name} has shape {data.shape} ({data.dtype}); "
-                         "expected (D, H, W) or (C, D, H, W) numbers")
-    return np.ascontiguousarray(data, dtype=np.float32)
-
-
-def _read_nifti(name: str) -> np.ndarray:
-    """A NIfTI file's voxels, its axes reversed: (X, Y, Z) -> (Z, Y, X), (X, Y, Z, C) -> (C, Z, Y, X)."""
-    nibabel = _nibabel()
-    try:
-        data = nibabel.load(name).get_fdata(dtype=np.float32)
-    except (OSError, ValueError, EOFError, nibabel.filebasedimages.ImageFileError) as exc:
-        raise ImageError(f"cannot read volume {name}: {exc}") from None
-    return data.transpose(2, 1, 0) if data.ndim == 3 else data.transpose(3, 2, 1, 0) if data.ndim == 4 else data
-
-
-def _nibabel():
-    try:
-        import nibabel
-    except ImportError:
-        raise VisualizeError('reading NIfTI files needs nibabel: pip install "gradcam[medical]"') from None
-    return nibabel
 
 
 def slice_pictures(volume: np.ndarray, heatmap: np.ndarray, *, slices: int | None = None, colormap: str = "jet",

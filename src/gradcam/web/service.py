@@ -27,10 +27,10 @@ from gradcam.apps.tasks import explain_task
 from gradcam.engine.layers import auto_layer, candidate_layers, resolve_layers
 from gradcam.engine.methods import method_options
 from gradcam.errors import ModelError, OptionError
+from gradcam.io.images import load_image
 from gradcam.models.bundle import ModelBundle
 from gradcam.models.sources import BUNDLED, load_model
 from gradcam.render.files import png_bytes, png_data_url
-from gradcam.render.images import load_image
 from gradcam.render.pictures import fit
 
 MAX_PIXELS = 40_000_000

@@ -19,9 +19,9 @@ from gradcam.engine.methods import create_method
 from gradcam.engine.methods.base import CAMMethod
 from gradcam.engine.targets import class_index
 from gradcam.errors import DataError, ImageError, OptionError, TargetError
+from gradcam.io.images import load_image
 from gradcam.metrics.localisation import energy_inside, pointing_game
 from gradcam.render.files import save_csv
-from gradcam.render.images import load_image
 
 
 @dataclass

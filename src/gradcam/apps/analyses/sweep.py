@@ -14,9 +14,9 @@ from gradcam.apps.explainer import DEFAULT_MODEL
 from gradcam.apps.model_cache import bundle_on_device
 from gradcam.engine.layers import stage_layers
 from gradcam.engine.methods import create_method
+from gradcam.io.images import load_image
 from gradcam.render import pictures as draw
 from gradcam.render.files import picture_name, save_png, source_name
-from gradcam.render.images import load_image
 
 
 @dataclass

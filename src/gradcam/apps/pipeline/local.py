@@ -21,8 +21,8 @@ from gradcam.apps.pipeline.manifest import Manifest, done_paths
 from gradcam.apps.pipeline.step import ExplainStep, Failed
 from gradcam.apps.pipeline.writer import Writer
 from gradcam.errors import GradCAMError, OptionError
+from gradcam.io.images import IMAGE_SUFFIXES, load_image
 from gradcam.render.files import mirrored_names
-from gradcam.render.images import IMAGE_SUFFIXES, load_image
 
 WRITERS = 2  # threads that draw and encode behind the model (Pillow's encoders release the GIL)
 

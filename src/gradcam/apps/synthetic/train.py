@@ -20,10 +20,10 @@ from tqdm.auto import tqdm
 
 from gradcam.apps.device import choose_device
 from gradcam.errors import DataError, ImageError
+from gradcam.io.images import IMAGE_SUFFIXES, load_image
 from gradcam.models.bundle import Preprocess
 from gradcam.models.checkpoint import ARCHITECTURES, SmallCNN, TrainConfig, save_checkpoint
 from gradcam.models.sources import load_model
-from gradcam.render.images import IMAGE_SUFFIXES, load_image
 
 
 def build(config: TrainConfig) -> nn.Module:
