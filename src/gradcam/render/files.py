@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import json
 import os
 import secrets
 import zlib
@@ -66,6 +67,11 @@ def save_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequ
     writer.writerow(header)
     writer.writerows(rows)
     return atomic_write(path, lambda fp: fp.write(text.getvalue().encode()))
+
+
+def save_json(data: Any, path: str | os.PathLike) -> Path:
+    """``data`` as indented JSON (UTF-8), written atomically."""
+    return atomic_write(path, lambda fp: fp.write(json.dumps(data, indent=1, ensure_ascii=False).encode()))
 
 
 def save_array(array: np.ndarray, path: str | os.PathLike) -> Path:

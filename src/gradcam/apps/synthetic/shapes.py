@@ -3,7 +3,6 @@ with each object's bounding box, so that a map's peak can be checked against the
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from gradcam.errors import OptionError
+from gradcam.render.files import save_json, save_png
 
 CLASSES = ("circle", "square")
 
@@ -28,10 +28,9 @@ def make_shapes(directory: str | os.PathLike, n: int = 400, size: int = 96, seed
     for i, (image, label, box) in enumerate(zip(images, labels, boxes)):
         kind = CLASSES[label[0]]
         name = f"{kind}/{i:04d}.png"
-        (root / kind).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).save(root / name)
+        save_png(Image.fromarray(image), root / name)
         found[name] = {"class": kind, "box": box[0].tolist()}
-    (root / "boxes.json").write_text(json.dumps(found, indent=1))
+    save_json(found, root / "boxes.json")
     return root
 
 
