@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 import gradcam
+from gradcam.apps.analyses.evaluate import evaluate
 from gradcam.errors import ModelError
 from gradcam.metrics import registry as metrics_registry
 from gradcam.models.sources import registry as sources_registry
@@ -109,7 +110,7 @@ def test_an_unknown_prefix_names_the_sources_there_are():
 def test_an_outside_metric_is_a_column_of_evaluate(imported, tmp_path):
     picture = tmp_path / "a.png"
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(picture)
-    result = gradcam.apps.analyses.evaluate.evaluate([picture], model="toy/2", metrics=["peak-share", "confidence"])
+    result = evaluate([picture], model="toy/2", metrics=["peak-share", "confidence"])
     assert result.columns[-3:] == ("peak_share", "average_drop", "increase_in_confidence")
     row = next(r for r in result.rows if r["method"] == "gradcam")
     maps = gradcam.Explainer("toy/2").cam(gradcam.load_model("toy/2").preprocess.batch([Image.open(picture)])).maps

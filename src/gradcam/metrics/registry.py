@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
 from gradcam.errors import OptionError, suggest
+from gradcam.plugins import load_plugins
 
 ENTRY_POINTS = "gradcam.metrics"
 DIRECTIONS = ("lower", "higher")
@@ -43,7 +43,6 @@ class MetricInfo:
 
 
 _METRICS: dict[str, MetricInfo] = {}
-_PLUGINS = {"loaded": False}
 
 
 def register_metric(name: str, *, columns: Mapping[str, str], kind: str = "faithfulness"):
@@ -93,12 +92,4 @@ def per_sample(name: str, result: Any) -> dict[str, torch.Tensor]:
 
 
 def _load_plugins() -> None:
-    if _PLUGINS["loaded"]:
-        return
-    _PLUGINS["loaded"] = True
-    for point in entry_points(group=ENTRY_POINTS):
-        try:
-            point.load()
-        except Exception as exc:  # noqa: BLE001 - another package's code: one line that names it
-            raise OptionError(f"the metric plugin {point.name!r} ({point.value}) failed to load: "
-                              f"{type(exc).__name__}: {exc}") from None
+    load_plugins(ENTRY_POINTS, OptionError)

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Callable, Sequence
 
 from gradcam.errors import ModelError, suggest
 from gradcam.models.bundle import ModelBundle
+from gradcam.plugins import load_plugins
 
 ENTRY_POINTS = "gradcam.sources"
 
@@ -45,7 +45,6 @@ class Source:
 
 
 _SOURCES: dict[str, Source] = {}
-_PLUGINS = {"loaded": False}
 
 
 def register_source(prefix: str | None = None, *, name: str | None = None, suffixes: Sequence[str] = (),
@@ -168,14 +167,4 @@ def weights_stamp(name: str, weights: str | os.PathLike | None = None) -> tuple:
 
 
 def _load_plugins() -> None:
-    """Import each module of the entry-point group ``gradcam.sources`` once (they register on import); a
-    plugin that fails to import is a ModelError naming it, not a traceback."""
-    if _PLUGINS["loaded"]:
-        return
-    _PLUGINS["loaded"] = True
-    for point in entry_points(group=ENTRY_POINTS):
-        try:
-            point.load()
-        except Exception as exc:  # noqa: BLE001 - another package's code: one line that names it
-            raise ModelError(f"the model source plugin {point.name!r} ({point.value}) failed to load: "
-                             f"{type(exc).__name__}: {exc}") from None
+    load_plugins(ENTRY_POINTS, ModelError)
