@@ -13,6 +13,7 @@ from PIL import Image
 from torch import nn
 
 from gradcam.apps.model_cache import bundle_on_device
+from gradcam.apps.result import Explained
 from gradcam.engine import functional as Fn
 from gradcam.engine.methods import create_method
 from gradcam.errors import ImageError, OptionError
@@ -25,7 +26,7 @@ DEFAULT_MODEL = "efficientnet_lite0"
 
 
 @dataclass
-class Explanation:
+class Explanation(Explained):
     """One image's explanation. ``heatmap`` is float32 (H, W) at the original image's resolution
     ((H, W, 3) for the guided methods).
 
@@ -38,20 +39,9 @@ class Explanation:
     class_index: int
     label: str
     probability: float
-    layer: str
-    method: str = "gradcam"
-    model: str = ""
-    colormap: str = "jet"
-    alpha: float = 0.5
-    name: str = "image"  # the image's file name (or path under the output folder): pictures start with it
     rank: int | None = None  # 1..k when explaining the top-k classes
     raws: list = field(default_factory=list)  # un-normalised maps at each layer's resolution (CPU tensors)
     top5: list = field(default_factory=list)  # [(class index, label, probability)] of the same pass
-
-    @property
-    def title(self) -> str:
-        layer = f" · layer {self.layer}" if self.layer else ""
-        return f"{self.label} ({self.probability:.1%}) · {self.method} · {self.model}{layer}"
 
     def grayscale(self) -> Image.Image:
         return draw.grayscale(self.heatmap)

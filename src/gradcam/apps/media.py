@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from gradcam.apps.model_cache import bundle_on_device
+from gradcam.apps.result import Explained
 from gradcam.engine.layers import first_convolution
 from gradcam.engine.methods import create_method
 from gradcam.errors import OptionError
@@ -60,7 +61,7 @@ def media_kind(items: Sequence[Any], bundle: ModelBundle) -> str | None:
 
 
 @dataclass
-class MediaExplanation:
+class MediaExplanation(Explained):
     """One clip's, volume's or signal's explanation, at the input's resolution.
 
     clip:   ``data`` (T, H, W, 3) uint8 frames, ``heatmap`` (T, H, W), ``fps``;
@@ -74,18 +75,7 @@ class MediaExplanation:
     class_index: int
     label: str
     probability: float
-    layer: str
-    method: str = "gradcam"
-    model: str = ""
-    name: str = "input"
-    colormap: str = "jet"
-    alpha: float = 0.5
     fps: float = 25.0
-
-    @property
-    def title(self) -> str:
-        layer = f" · layer {self.layer}" if self.layer else ""
-        return f"{self.label} ({self.probability:.1%}) · {self.method} · {self.model}{layer}"
 
     def save(self, out: str | os.PathLike, format: str = "png") -> dict[str, Path]:
         """Write the pictures and the map under ``out``: clip → ``overlay.mp4`` and ``frames`` (key

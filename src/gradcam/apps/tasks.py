@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from gradcam.apps.model_cache import bundle_on_device
+from gradcam.apps.result import Explained
 from gradcam.engine.capture import eval_mode
 from gradcam.engine.methods import create_method
 from gradcam.engine.targets import (
@@ -43,7 +44,7 @@ _BACKGROUND = ("__background__", "background")
 
 
 @dataclass
-class TaskExplanation:
+class TaskExplanation(Explained):
     """One photo's explanation for a task: ``heatmaps`` (k, H, W) at the photo's size, one per explained
     thing (an object, a label, the class region), each with its caption; ``boxes`` (detection) in the
     photo's pixels; ``masks`` (segmentation) (k, H, W) bool."""
@@ -54,12 +55,6 @@ class TaskExplanation:
     captions: list[str]
     boxes: list[list[float]] | None = None
     masks: np.ndarray | None = None
-    layer: str = ""
-    method: str = "gradcam"
-    model: str = ""
-    name: str = "image"
-    colormap: str = "jet"
-    alpha: float = 0.5
 
     def pictures(self) -> dict[str, Image.Image]:
         """The pictures, by kind: detection "objects" (every map inside its box) and "panels" (one per
