@@ -35,11 +35,15 @@ class MetricInfo:
         return (self.cls.__doc__ or "").strip().splitlines()[0] if self.cls.__doc__ else ""
 
     def options(self) -> set[str]:
-        """The keyword options its constructor takes (beyond the model)."""
-        params = inspect.signature(self.cls.__init__).parameters.values()
-        if any(p.kind is p.VAR_KEYWORD for p in params) and self.cls.__mro__[1] is not object:
-            params = [*params, *inspect.signature(self.cls.__mro__[1].__init__).parameters.values()]
-        return {p.name for p in params if p.kind is p.KEYWORD_ONLY}
+        """The keyword options its constructor takes (beyond the model), its bases' too while it passes
+        ``**options`` on."""
+        names: set[str] = set()
+        for cls in self.cls.__mro__[:-1]:  # not object
+            params = inspect.signature(cls.__init__).parameters.values()
+            names |= {p.name for p in params if p.kind is p.KEYWORD_ONLY}
+            if not any(p.kind is p.VAR_KEYWORD for p in params):
+                break
+        return names
 
 
 _METRICS: dict[str, MetricInfo] = {}

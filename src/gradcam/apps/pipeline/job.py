@@ -48,8 +48,9 @@ class Job:
         progress_bar)."""
         if self.kind == "images":
             accepted = set().union(*(method_options(m) for m in self.methods))
+            any_method = set().union(*(method_options(m) for m in list_methods()))
             options = {k: v for k, v in self.options.items()
-                       if v is not None and (k in accepted or k not in _METHOD_OPTION_NAMES)}
+                       if v is not None and (k in accepted or k not in any_method)}
             return explain_folder(self.inputs, out, model=self.model, weights=self.weights, device=self.device,
                                   method=self.methods, on_result=on_result, on_error=on_error, **options,
                                   **run_options)
@@ -83,7 +84,6 @@ class Job:
         return summary
 
 
-_METHOD_OPTION_NAMES = {"smooth", "noise", "augment", "max_channels", "progress", "precision", "memory_format"}
 _ITEM_OPTIONS = {True: ("layer", "target", "colormap", "alpha"),  # clips, volumes, signals
                  False: ("layer", "classes", "box", "min_score", "reference", "negative", "colormap", "alpha")}
 
