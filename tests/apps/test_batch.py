@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from gradcam.apps.pipeline.step import ExplainStep
 from gradcam.cli import main
 from gradcam.io.images import load_image
 from gradcam.models.bundle import ModelBundle, Preprocess
-from gradcam.render.files import mirrored_names
+from gradcam.render.files import MemorySink, mirrored_names
 
 FIELDS = {"path", "status", "error", "model", "method", "layer", "rank", "class_index", "label", "probability",
           "top5", "files", "settings"}
@@ -311,6 +312,27 @@ def test_the_per_batch_step_on_plain_columns_gives_the_folder_jobs_rows(tmp_path
     assert again["class_index"] == [r["class_index"] for r in sorted(
         (dict(zip(columns, v)) for v in zip(*columns.values()) if v[1] == "ok"), key=lambda r: files.index(r["path"]))]
 
+
+
+def test_the_step_into_a_memory_sink_writes_nothing_and_gives_the_same_pictures(tmp_path, folder, tiny_bundle):
+    """The web app's way: the step's pictures kept in memory by their file names, the same pixels as the files."""
+    options = dict(model=tiny_bundle, method=["gradcam", "hirescam"], save=["overlay", "grayscale"], save_maps=True)
+    files = [f for f in find_images([folder]) if not f.endswith("broken.jpg")][:3]
+    on_disk = ExplainStep(tmp_path / "disk", **options)
+    in_memory = ExplainStep(MemorySink(), **options)
+    batch = {"path": np.array(files), "image": np.array([np.asarray(load_image(f)) for f in files], dtype=object)}
+    rows, kept = on_disk(batch), in_memory(batch)
+    assert kept["class_index"] == rows["class_index"] and kept["label"] == rows["label"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["disk", "in"]  # the memory sink wrote no file
+    assert len(in_memory.sink.items) == 3 * 2 * 3 + 3  # 3 images x 2 methods x (2 pictures + map), 3 figures
+    for mine, theirs in zip(kept["files"], rows["files"]):
+        assert set(mine) == set(theirs) == {"overlay", "grayscale", "maps"} | ({"methods"} if "methods" in mine
+                                                                             else set())
+        for kind in ("overlay", "grayscale"):
+            assert Path(theirs[kind]).name == mine[kind]
+            with Image.open(theirs[kind]) as image:
+                assert np.array_equal(np.asarray(image), np.asarray(in_memory.sink.items[mine[kind]]))
+        assert np.array_equal(np.load(theirs["maps"]), in_memory.sink.items[mine["maps"]])
 
 def _row_key(row: dict) -> tuple:
     return row["path"], row["method"], row.get("rank") or 0

@@ -100,6 +100,22 @@ def test_explain_returns_predictions_and_pictures(client, cat):
     assert by_index["target"]["label"] == "tabby" and by_index["method"] == "scorecam"
 
 
+
+def test_an_upload_gets_the_folder_jobs_row_and_map(client, cat, tmp_path):
+    """The web app explains through the folder job's per-batch step: the same class, top 5, layer and map."""
+    from gradcam.apps.pipeline.local import explain_folder
+
+    (tmp_path / "cat.jpg").write_bytes(cat)
+    explain_folder([tmp_path / "cat.jpg"], tmp_path / "out", method="hirescam", save=("grayscale",),
+                   progress_bar=False)
+    [row] = [json.loads(line) for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
+    body = explain(client, cat, method="hirescam").json()
+    assert body["layer"] == row["layer"] and body["target"]["index"] == row["class_index"]
+    assert [t["index"] for t in body["top5"]] == [i for i, _, _ in row["top5"]]
+    assert body["target"]["probability"] == pytest.approx(row["probability"], abs=1e-5)
+    with Image.open(row["files"]["grayscale"]) as written:
+        assert np.abs(np.asarray(written, np.int16) - np.asarray(picture(body["pictures"]["map"]), np.int16)).max() <= 1
+
 def test_large_upload_gets_display_size_pictures_and_a_full_resolution_download(client):
     from gradcam.apps.explainer import Explainer
 
@@ -137,13 +153,13 @@ def test_multi_layer_requests_and_a_bounded_explainer_cache(tiny):
     for bad in ("nope", "blocks.5,nope"):  # a failed layer leaves nothing cached
         response = explain(client, tiny, layer=bad)
         assert response.status_code == 422 and "nope" in response.json()["detail"]
-    assert not [key for key in service.explainers.keys() if "nope" in str(key)]
+    assert not [key for key in service.steps.keys() if "nope" in str(key)]
     layers = [f"blocks.{i}" for i in range(7)] + ["blocks", "conv_head", "bn2"]
     for method, layer in [("gradcam", layer) for layer in layers] + [("layercam", "bn2"), ("xgradcam", "bn2")]:
         assert explain(client, tiny, method=method, layer=layer).status_code == 200
-        assert len(service.explainers) <= 8
-    assert (len(service.explainers) == 8
-            and ("efficientnet_lite0", "xgradcam", "bn2", "fp32") in service.explainers.keys())
+        assert len(service.steps) <= 8
+    assert (len(service.steps) == 8
+            and ("efficientnet_lite0", "xgradcam", "bn2", "fp32") in service.steps.keys())
 
 
 @pytest.mark.parametrize(
@@ -449,7 +465,7 @@ def test_uploads_need_a_length_and_targets_are_ascii_integers(client, cat):
     assert response.status_code == 422 and "unknown class name" in response.json()["detail"]
     response = explain(client, cat, layer="nope")
     assert response.status_code == 422
-    assert not [k for k in client.app.state.service.explainers.keys() if k[2] == "nope"]  # nothing cached
+    assert not [k for k in client.app.state.service.steps.keys() if k[2] == "nope"]  # nothing cached
 
 
 def test_precision_over_http(client, cat):

@@ -20,7 +20,7 @@ from gradcam.errors import ImageError, OptionError
 from gradcam.io.images import load_image
 from gradcam.models.bundle import ModelBundle
 from gradcam.render import pictures as draw
-from gradcam.render.files import PICTURE_FORMATS, picture_name, save_picture, source_names
+from gradcam.render.files import PICTURE_FORMATS, Sink, as_sink, picture_name, source_names
 
 DEFAULT_MODEL = "efficientnet_lite0"
 
@@ -55,20 +55,21 @@ class Explanation(Explained):
     def figure(self) -> Image.Image:
         return draw.figure(self.image, self.heatmap, title=self.title, colormap=self.colormap, alpha=self.alpha)
 
-    def save(self, directory: str | os.PathLike, name: str | None = None,
+    def save(self, directory: str | os.PathLike | Sink, name: str | None = None,
              kinds: Sequence[str] = ("grayscale", "heatmap", "overlay", "figure"),
              format: str = "png") -> dict[str, Path]:
         """Write the pictures ``kinds`` (grayscale, heatmap, overlay, figure: original | heatmap |
         overlay, titled), each atomically, as ``<name>.<method>[.top<R>].<kind>.<format>`` (png, jpg or
         webp; :func:`gradcam.render.files.picture_name`; ``name`` defaults to the image's); returns kind -> path.
-        ``name`` may hold folders (``class_a/0001.jpg``): they are created."""
+        ``name`` may hold folders (``class_a/0001.jpg``): they are created. ``directory`` may be a sink
+        (:class:`~gradcam.render.files.MemorySink` keeps the pictures in memory, by those names)."""
         name = self.name if name is None else name
         pictures = {"grayscale": self.grayscale, "heatmap": self.colored, "overlay": self.overlay,
                     "figure": self.figure}
         if format not in PICTURE_FORMATS:
             raise OptionError(f"format must be one of {', '.join(PICTURE_FORMATS)}, got {format!r}")
-        return {kind: save_picture(render(), Path(directory) / picture_name(name, self.method, kind, self.rank,
-                                                                           suffix=f".{format}"))
+        sink = as_sink(directory)
+        return {kind: sink.put(picture_name(name, self.method, kind, self.rank, suffix=f".{format}"), render())
                 for kind, render in pictures.items() if kind in kinds}
 
 

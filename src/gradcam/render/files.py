@@ -60,6 +60,38 @@ def save_picture(image: Image.Image, path: str | os.PathLike) -> Path:
     raise OptionError(f"{path}: no picture format for {suffix!r}; use one of {', '.join(PICTURE_FORMATS)}")
 
 
+class FolderSink:
+    """Where a job's pictures go: files under ``directory``, each written atomically in the format its name's
+    suffix says (:func:`save_picture`; an array as .npy). ``put(name, item)`` returns the file's path."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+
+    def put(self, name: str, item: Image.Image | np.ndarray) -> Path:
+        path = self.directory / name
+        return save_array(item, path) if isinstance(item, np.ndarray) else save_picture(item, path)
+
+
+class MemorySink:
+    """Where a job's pictures go when nothing may touch the disk (the web app): kept in ``items`` by their
+    file names. ``put(name, item)`` returns the name."""
+
+    def __init__(self):
+        self.items: dict[str, Image.Image | np.ndarray] = {}
+
+    def put(self, name: str, item: Image.Image | np.ndarray) -> str:
+        self.items[name] = item
+        return name
+
+
+Sink = FolderSink | MemorySink
+
+
+def as_sink(out: str | os.PathLike | Sink) -> Sink:
+    """A sink as it is; a folder's path as a :class:`FolderSink`."""
+    return out if isinstance(out, (FolderSink, MemorySink)) else FolderSink(out)
+
+
 def save_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
     """Write a CSV table atomically: ``header``, then one line per row."""
     text = io.StringIO()

@@ -1,5 +1,6 @@
 """The work behind the web app: models loaded once, each model's jobs on its own worker thread,
-a bounded queue in front of them, and small bounded caches of explainers and recent results.
+a bounded queue in front of them, and small bounded caches of per-batch steps (the folder job's own step,
+its pictures kept in memory) and of recent results.
 
 The HTTP routes only validate and await: no request holds one of the server's shared threads while
 it waits for a model, so the read-only routes answer however many explain requests are queued.
@@ -19,24 +20,26 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
 from PIL import Image
 
 from gradcam.apps.device import choose_device
-from gradcam.apps.explainer import Explainer, Explanation
+from gradcam.apps.explainer import Explanation
+from gradcam.apps.pipeline.step import ExplainStep, Failed
 from gradcam.apps.tasks import explain_task
 from gradcam.engine.layers import auto_layer, candidate_layers, resolve_layers
-from gradcam.engine.methods import method_options
+from gradcam.engine.methods import method_info, method_options
 from gradcam.errors import ModelError, OptionError
 from gradcam.io.images import load_image
 from gradcam.models.bundle import ModelBundle
 from gradcam.models.sources import BUNDLED, load_model
-from gradcam.render.files import png_bytes, png_data_url
+from gradcam.render.files import MemorySink, png_bytes, png_data_url
 from gradcam.render.pictures import fit
 
 MAX_PIXELS = 40_000_000
 MAX_QUEUE = 32  # explain jobs admitted at once (waiting or running), over all models
 DISPLAY = 1024  # the long side of the pictures sent to the page, in pixels
-MAX_EXPLAINERS = 8
+MAX_STEPS = 8
 RESULTS, RESULT_BYTES, RESULT_SECONDS = 16, 64 * 1024 * 1024, 600  # kept for full-resolution downloads
 RENDER: dict[str, Callable[[Explanation], Image.Image]] = {
     "grayscale": Explanation.grayscale, "heatmap": Explanation.colored, "overlay": Explanation.overlay}
@@ -116,7 +119,7 @@ class ExplainRequest:
 
     @property
     def key(self) -> tuple:
-        """The explainer that serves it: (model, method, layer or tuple of layers, precision)."""
+        """The per-batch step that serves it: (model, method, layer or tuple of layers, precision)."""
         return (self.model, self.method, tuple(self.layer) if isinstance(self.layer, list) else self.layer,
                 self.precision)
 
@@ -160,7 +163,7 @@ class Service:
         self.weights = weights
         self.device = choose_device(device)
         self.max_queue = max_queue
-        self.explainers = LRU(MAX_EXPLAINERS)
+        self.steps = LRU(MAX_STEPS)
         self.results = LRU(RESULTS, budget=RESULT_BYTES, ttl=RESULT_SECONDS,
                            weight=lambda result: len(result.request.data))
         self._locks = {name: threading.Lock() for name in self.names}
@@ -199,17 +202,22 @@ class Service:
         layers = [{"name": i.name, "shape": list(i.shape[1:])} for i in candidate_layers(bundle.module, x) if i.usable]
         return Loaded(bundle, auto_layer(bundle.module, x), layers)
 
-    def _explainer(self, bundle: ModelBundle, request: ExplainRequest) -> Explainer:
-        """The cached explainer for the request, else a new one (cached by the caller once it worked)."""
-        explainer = self.explainers.get(request.key)
-        if explainer is None:
+    def _step(self, bundle: ModelBundle, request: ExplainRequest) -> ExplainStep:
+        """The cached per-batch step for the request, else a new one (cached by the caller once it worked),
+        with the request's map and picture options. Its pictures stay in memory: the page is sent the
+        grayscale map (which it colours itself), or a guided method's image."""
+        step = self.steps.get(request.key)
+        if step is None:
             if request.layer is not None:
                 resolve_layers(bundle.module, request.layer)  # a clear error before anything is built
             options = {"max_channels": 256} if "max_channels" in method_options(request.method) else {}
-            explainer = Explainer(bundle, method=request.method, layer=request.layer, device=self.device,
-                                  precision=request.precision, **options)
-        explainer.normalize = request.normalize
-        return explainer
+            guided = method_info(request.method)["output_kind"] == "image"
+            step = ExplainStep(MemorySink(), model=bundle, method=request.method, layer=request.layer,
+                               device=self.device, precision=request.precision,
+                               save=("heatmap",) if guided else ("grayscale",), **options)
+        explainer = step.explainers[0]
+        explainer.normalize, explainer.colormap, explainer.alpha = request.normalize, request.colormap, request.alpha
+        return step
 
     # ------------------------------------------------------------------ the queue
 
@@ -273,29 +281,29 @@ class Service:
         bundle = load.result().bundle
         picture = load_image(request.data, max_pixels=MAX_PIXELS)
         decoded = time.perf_counter()
+        shown, sink = fit(picture, DISPLAY), MemorySink()
         with self.lock(request.model):
-            explainer = self._explainer(bundle, request)
-            out = explainer.run(bundle.preprocess.batch([picture]), request.target)
-            self.explainers.put(request.key, explainer)  # only an explainer that worked is kept
-            shown = explainer.explanations(out, [fit(picture, DISPLAY)], ["upload"])[0]
+            step = self._step(bundle, request)
+            [found] = step.explain(["upload"], bundle.preprocess.batch([picture]), request.target)
+            if isinstance(found[0], Failed):
+                raise ModelError(found[0].message)
+            self.steps.put(request.key, step)  # only a step that worked is kept
+            [row] = step.write("upload", np.asarray(shown), found, sink).rows
         explained = time.perf_counter()
-        shown.colormap, shown.alpha = request.colormap, request.alpha
-        kind = "image" if shown.heatmap.ndim == 3 else "heatmap"  # guided methods give an image
-        pictures = {"original": png_data_url(shown.image)}
-        if kind == "image":
-            pictures["heatmap"] = png_data_url(shown.colored())  # the contrast-stretched image, shown as it is
-        else:
-            pictures["map"] = png_data_url(shown.grayscale())  # the page colours it with the chosen colormap
+        kind = "image" if "heatmap" in row["files"] else "heatmap"  # guided methods give an image
+        pictures = {"original": png_data_url(shown)}
+        for file_kind, name in row["files"].items():  # the grayscale map: the page colours it itself
+            pictures["map" if file_kind == "grayscale" else file_kind] = png_data_url(sink.items[name])
         result_id = secrets.token_urlsafe(16)
-        self.results.put(result_id, Result(request, out))
+        self.results.put(result_id, Result(request, found[0][0]))
         done = time.perf_counter()
         return {
             "model": bundle.name, "method": request.method, "precision": request.precision,
-            "layer": shown.layer, "map_kind": kind,
-            "target": {"index": shown.class_index, "label": shown.label, "probability": shown.probability},
-            "top5": [{"index": i, "label": label, "probability": p} for i, label, p in shown.top5],
+            "layer": row["layer"], "map_kind": kind,
+            "target": {"index": row["class_index"], "label": row["label"], "probability": row["probability"]},
+            "top5": [{"index": i, "label": label, "probability": p} for i, label, p in row["top5"]],
             "image": {"width": picture.width, "height": picture.height},
-            "display": {"width": shown.image.width, "height": shown.image.height},
+            "display": {"width": shown.width, "height": shown.height},
             "timings_ms": {"queue": _ms(start - submitted), "decode": _ms(decoded - start),
                            "explain": _ms(explained - decoded), "render": _ms(done - explained),
                            "total": _ms(done - submitted)},
@@ -337,7 +345,7 @@ class Service:
         request = result.request
         picture = load_image(request.data, max_pixels=MAX_PIXELS)
         with self.lock(request.model):
-            explainer = self._explainer(load.result().bundle, request)
+            explainer = self._step(load.result().bundle, request).explainers[0]
             full = explainer.explanations(result.out, [picture], ["upload"])[0]
         full.colormap = request.colormap if colormap is None else colormap
         full.alpha = request.alpha if alpha is None else alpha

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import traceback
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -19,7 +20,7 @@ from gradcam.apps.pipeline.manifest import FIELDS, settings_key
 from gradcam.engine.methods import method_options
 from gradcam.errors import ModelError, OptionError
 from gradcam.models.weights import module_fingerprint
-from gradcam.render.files import PICTURE_FORMATS, picture_name, save_array, save_picture
+from gradcam.render.files import PICTURE_FORMATS, Sink, as_sink, picture_name
 
 PICTURES = ("overlay", "heatmap", "grayscale", "figure")
 
@@ -45,12 +46,14 @@ class ExplainStep:
     """One job's per-batch step: the explainers of its methods (the model loaded once), where and how its
     pictures are written, and the settings key its manifest rows carry (what ``--resume`` compares).
 
+    ``out`` is a folder (the pictures are written there, atomically) or a sink
+    (:class:`~gradcam.render.files.MemorySink`: kept in memory, as the web app does).
     ``step(batch)`` takes plain columns: "path" (N,) the images' paths, "image" (N,) the decoded RGB arrays
     (H, W, 3) uint8 the pictures are drawn on, optionally "x" (N, C, H, W) the preprocessed inputs (else
     the step preprocesses "image") and "error" (N,) a message for an image that could not be read ("" for
     the others); it returns the manifest's columns, one entry per row (image, method, rank)."""
 
-    def __init__(self, out: str | Path, *, model: Any = DEFAULT_MODEL, method: str | Sequence[str] = "gradcam",
+    def __init__(self, out: str | Path | Sink, *, model: Any = DEFAULT_MODEL, method: str | Sequence[str] = "gradcam",
                  layer: Any = None, target: Any = None, top_k: int | None = None, weights: Any = None,
                  device: Any = None, normalize: str = "minmax", colormap: str = "jet", alpha: float = 0.5,
                  save: Sequence[str] = ("overlay",), save_maps: bool = False, format: str = "png",
@@ -63,12 +66,15 @@ class ExplainStep:
                                      normalize=normalize, colormap=colormap, alpha=alpha,
                                      **{k: v for k, v in options.items() if k in method_options(m)})
                            for m in self.methods]
-        bundle = self.bundle
-        self.settings = settings_key(bundle.name, module_fingerprint(bundle.module), self.methods, layer, target,
-                                     top_k, normalize, colormap, alpha, sorted(save), save_maps, format,
-                                     {k: v for k, v in options.items() if k != "progress"})
-        self.out, self.names = Path(out), dict(names or {})
+        self._settings = (self.methods, layer, target, top_k, normalize, colormap, alpha, sorted(save), save_maps,
+                          format, {k: v for k, v in options.items() if k != "progress"})
+        self.sink, self.names = as_sink(out), dict(names or {})
         self.target, self.top_k, self.save, self.save_maps, self.format = target, top_k, save, save_maps, format
+
+    @cached_property
+    def settings(self) -> str:
+        """The key each manifest row carries: the model's weights and every setting that changes a picture."""
+        return settings_key(self.bundle.name, module_fingerprint(self.bundle.module), *self._settings)
 
     @property
     def bundle(self):
@@ -80,17 +86,19 @@ class ExplainStep:
 
     # ------------------------------------------------------------------ the model half
 
-    def explain(self, paths: Sequence[str], x: torch.Tensor) -> list[list]:
-        """Each method on the batch; per image, one ``(output, index)`` or :class:`Failed` per method."""
-        per_method = [_run(explainer, x, list(paths), self.target, self.top_k) for explainer in self.explainers]
+    def explain(self, paths: Sequence[str], x: torch.Tensor, target: Any = None) -> list[list]:
+        """Each method on the batch (for ``target``, else the job's); per image, one ``(output, index)`` or
+        :class:`Failed` per method."""
+        target = self.target if target is None else target
+        per_method = [_run(explainer, x, list(paths), target, self.top_k) for explainer in self.explainers]
         return [[items[j] for items in per_method] for j in range(len(paths))]
 
     # ------------------------------------------------------------------ the picture half
 
-    def write(self, path: str, array: np.ndarray, found: list) -> Written:
-        """One image: each method's pictures drawn at the photo's size, written, and let go before the
-        next (only the all-methods figure keeps small copies); its manifest rows."""
-        picture, name = Image.fromarray(array), self.name(path)
+    def write(self, path: str, array: np.ndarray, found: list, sink: Sink | None = None) -> Written:
+        """One image: each method's pictures drawn at the photo's size, put in ``sink`` (default: the job's),
+        and let go before the next (only the all-methods figure keeps small copies); its manifest rows."""
+        picture, name, sink = Image.fromarray(array), self.name(path), sink or self.sink
         done = Written()
         good = []
         for explainer, item in zip(self.explainers, found):
@@ -103,15 +111,15 @@ class ExplainStep:
             results, written, thumbnails = [], [], []
             for explainer, (output, index) in good:
                 result = explainer.explanation(output, index, rank, picture, name)
-                files = _save(result, self.out, self.save, self.save_maps, self.format)
+                files = _save(result, sink, self.save, self.save_maps, self.format)
                 written += [Path(f) for f in files.values()]
                 done.rows.append(_row(path, result, files, self.settings))
                 results.append(result)
                 if len(good) > 1:
                     thumbnails.append(explainer.explanation(output, index, rank, _thumbnail(picture), name))
             if thumbnails:
-                figure = save_picture(compare_methods(thumbnails), self.out / picture_name(
-                    name, "methods", "figure", rank, suffix=f".{self.format}"))
+                figure = sink.put(picture_name(name, "methods", "figure", rank, suffix=f".{self.format}"),
+                                  compare_methods(thumbnails))
                 written.append(figure)
                 done.rows[-1]["files"]["methods"] = str(figure)
             done.ranks.append((results, written))
@@ -174,13 +182,13 @@ def _thumbnail(picture: Image.Image, side: int = 512) -> Image.Image:
     return small
 
 
-def _save(result: Explanation, out: Path, save: Sequence[str], save_maps: bool, format: str = "png") -> dict:
-    written = {kind: str(path) for kind, path in result.save(out, kinds=save, format=format).items()}
+def _save(result: Explanation, sink: Sink, save: Sequence[str], save_maps: bool, format: str = "png") -> dict:
+    written = {kind: str(path) for kind, path in result.save(sink, kinds=save, format=format).items()}
     if save_maps:
         raws = result.raws
         array = raws[0].numpy() if len(raws) == 1 else np.stack([r.numpy() for r in raws])
         name = picture_name(result.name, result.method, "raw", result.rank, suffix=".npy")
-        written["maps"] = str(save_array(array.astype(np.float32), out / name))
+        written["maps"] = str(sink.put(name, array.astype(np.float32)))
     return written
 
 
