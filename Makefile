@@ -47,11 +47,13 @@ serve: $(VENV)/.installed-demo
 	$(BIN)/gradcam serve
 
 # The browser test drives Debian's Chromium (headless); install it when it is missing.
+# Chromium for the browser test, only when it is missing; nothing else is upgraded (--no-upgrade).
 chromium:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
-	  { echo "installing chromium for the browser test"; \
-	    if [ "$$(id -u)" = 0 ]; then apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; \
-	    else sudo apt-get install -y -q chromium || { sudo apt-get update -q && sudo apt-get install -y -q chromium; }; fi; }
+	  { echo "chromium is missing: installing Debian's chromium package for the browser test (apt-get install --no-upgrade chromium)"; \
+	    SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	    $$SUDO apt-get install -y -q --no-upgrade chromium || \
+	      { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-upgrade chromium; }; }
 
 clean:
 	rm -rf $(VENV) $(LATEST) $(OUT) .pytest_cache

@@ -3,7 +3,9 @@ what pytorch-grad-cam's `cam.py` example does (import, build ResNet-50, load its
 with OpenCV, Grad-CAM of the predicted class at layer4, write the overlay), on the same photo and weights.
 
 Each round starts both as new processes, in an order that alternates; the table gives medians. The
-weights are a seeded ResNet-50 saved to a temporary file (no download), read by both.
+weights are a seeded ResNet-50 saved to a temporary file (no download), read by both. `gradcam --help` and
+`gradcam --version` are timed beside them (they parse before anything heavy loads), and one more run of
+`gradcam explain` under `python -X importtime` gives the share of the cold start each package's import takes.
 
 Run:
     python benchmarks/bench_startup.py [--rounds 5]
@@ -65,6 +67,8 @@ def main() -> None:
             "pytorch-grad-cam (cam.py)": [sys.executable, str(root / "pgc.py"), str(photo),
                                           str(root / "resnet50.pth"), str(root)],
             "python -c 'import torch, torchvision'": [sys.executable, "-c", "import torch, torchvision"],
+            "gradcam --help": [gradcam_bin, "--help"],
+            "gradcam --version": [gradcam_bin, "--version"],
         }
         times = {name: [] for name in contenders}
         for round_ in range(args.rounds):
@@ -76,6 +80,28 @@ def main() -> None:
         for name, values in times.items():
             median = statistics.median(values)
             print(f"  {name:40s} {median:6.2f}   ÷ gradcam {median / ours:5.2f}")
+        explain = [sys.executable, "-X", "importtime", "-m", "gradcam.cli", *contenders["gradcam explain"][1:]]
+        start = time.perf_counter()
+        done = subprocess.run(explain, check=True, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        print(f"imports of one `gradcam explain` ({wall:.2f} s in all under -X importtime), by top-level package:")
+        for package, seconds in import_shares(done.stderr)[:8]:
+            print(f"  {package:40s} {seconds:6.2f} s  {seconds / wall:6.1%}")
+
+
+def import_shares(report: str) -> list[tuple[str, float]]:
+    """(top-level package, seconds) from ``-X importtime``'s lines, the first import of each package
+    counted with everything it imported, largest first."""
+    shares: dict[str, float] = {}
+    for line in report.splitlines():
+        parts = line.split("|")
+        if not line.startswith("import time:") or len(parts) != 3 or not parts[1].strip().isdigit():
+            continue
+        name = parts[2].rstrip()
+        if name.startswith(" ") and not name.startswith("  "):  # one space: imported at the top level
+            package = name.strip().split(".")[0]
+            shares[package] = shares.get(package, 0.0) + int(parts[1]) / 1e6
+    return sorted(shares.items(), key=lambda item: -item[1])
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ _PUBLIC = {  # name -> the module that defines it
     "compare": "gradcam.apps.analyses.compare", "Comparison": "gradcam.apps.analyses.compare",
     "sweep": "gradcam.apps.analyses.sweep", "Sweep": "gradcam.apps.analyses.sweep",
 }
-_ROOMS = {"engine", "io", "metrics", "models", "render", "apps", "web", "cli", "errors"}
+_ROOMS = {"engine", "io", "metrics", "models", "render", "apps", "web", "cli", "errors", "choices", "plugins"}
 
 __all__ = sorted(_PUBLIC) + ["DataError", "GradCAMError", "ImageError", "LayerError", "ModelError", "OptionError",
                              "TargetError", "VisualizeError"]

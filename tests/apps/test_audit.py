@@ -119,6 +119,9 @@ def test_a_folder_audit_from_the_command_line(models, tmp_path, capsys):
     assert main(["audit", str(tmp_path / "shapes"), "--out", str(tmp_path / "out")]) == 2
     assert "is not one of the model's classes" in capsys.readouterr().err  # ImageNet has no "circle"
     assert main(["audit", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere: no such file or folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["audit", str(tmp_path / "empty")]) == 2
     assert "cannot read the annotations" in capsys.readouterr().err
 
 
@@ -138,9 +141,9 @@ def test_the_command_audits_the_bundled_model_on_real_photos(tmp_path, capsys):
         "coffee.png": {"class": 967, "box": [0, 0, 599, 399]}}))
     assert main(["audit", str(tmp_path), "--out", str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out
-    assert "2 image(s): accuracy 100.0%" in printed and "mostly lie on the objects" in printed
+    assert "2 image(s) (all): accuracy 100.0%" in printed and "mostly lie on the objects" in printed
     rows = (tmp_path / "out" / "audit.csv").read_text().splitlines()
-    assert rows[0].startswith("image,label,predicted") and rows[1].startswith("cat.png,285,285,True,True")
+    assert rows[0].startswith("image,label,predicted") and rows[1].startswith("cat.png,Egyptian cat,Egyptian cat,True,True")
 
 
 def test_a_model_with_no_right_answer_is_not_called_sound():

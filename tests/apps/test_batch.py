@@ -161,7 +161,7 @@ def test_cli_folder_defaults_to_overlays_and_a_manifest(tmp_path, capsys):
     assert captured.out == ""  # --quiet
     assert "bad.png" in captured.err and "3 images: 2 explained, 1 failed" in captured.err
     assert sorted(p.name for p in out.iterdir()) == ["cat.jpg.gradcam.overlay.png", "cup.jpg.gradcam.overlay.png",
-                                                     "manifest.csv", "manifest.jsonl"]
+                                                     "manifest.csv", "manifest.jsonl", "manifest.settings.json"]
     status = main(["explain", str(folder), "--out", str(out), "--resume", "--quiet"])
     assert status == 1 and "2 already done" in capsys.readouterr().err
 

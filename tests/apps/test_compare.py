@@ -48,7 +48,7 @@ def test_compare_with_one_target_for_every_model(photos):
 
 
 def test_compare_cli(tmp_path, capsys, photos):
-    status = main(["compare", *map(str, photos), "--models", "efficientnet_lite0,resnet18=missing.pth",
+    status = main(["compare", *map(str, photos), "--models", "efficientnet_lite0,resnet18=missing.pth,resnet18:random",
                    "--out", str(tmp_path)])
     out, err = capsys.readouterr()
     assert status == 0
@@ -94,7 +94,8 @@ def test_a_bad_image_in_compare_and_sweep_is_a_failed_image_exit_1(tmp_path, cap
     """As the README says: exit 1 when an image failed (the others still done), 2 only for usage errors."""
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not an image")
-    status = main(["compare", str(photos[0]), str(bad), "--models", "efficientnet_lite0", "--out", str(tmp_path)])
+    status = main(["compare", str(photos[0]), str(bad), "--models", "efficientnet_lite0,resnet18:random",
+                   "--out", str(tmp_path)])
     out, err = capsys.readouterr()
     assert status == 1 and "broken.jpg" in err and "chelsea.jpg: efficientnet_lite0: Egyptian cat" in out
     assert main(["sweep", str(bad), "--layers", "bn2", "--out", str(tmp_path)]) == 1

@@ -14,6 +14,7 @@ from torch import nn
 
 from gradcam.apps.model_cache import bundle_on_device
 from gradcam.apps.result import Explained
+from gradcam.choices import DEFAULT_MODEL
 from gradcam.engine import functional as Fn
 from gradcam.engine.methods import create_method
 from gradcam.errors import ImageError, OptionError
@@ -21,8 +22,6 @@ from gradcam.io.images import load_image
 from gradcam.models.bundle import ModelBundle
 from gradcam.render import pictures as draw
 from gradcam.render.files import PICTURE_FORMATS, Sink, as_sink, picture_name, source_names
-
-DEFAULT_MODEL = "efficientnet_lite0"
 
 
 @dataclass

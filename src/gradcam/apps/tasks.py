@@ -18,6 +18,7 @@ from PIL import Image
 
 from gradcam.apps.model_cache import bundle_on_device
 from gradcam.apps.result import Explained
+from gradcam.choices import TASKS
 from gradcam.engine.capture import eval_mode
 from gradcam.engine.methods import create_method
 from gradcam.engine.targets import (
@@ -39,7 +40,6 @@ from gradcam.render import objects as object_pictures
 from gradcam.render.files import picture_name, save_array, save_picture, source_name
 from gradcam.render.pictures import overlay, wrapped_grid
 
-TASKS = ("segmentation", "detection", "embedding", "binary", "multilabel", "regression")
 _BACKGROUND = ("__background__", "background")
 
 

@@ -1,28 +1,22 @@
-"""The ``gradcam`` command: parse, plan, run, print. No maths and no loop over inputs here."""
+"""The ``gradcam`` command: parse, plan, run, print. No maths and no loop over inputs here.
+
+The arguments are parsed before anything heavy loads (``gradcam --help`` does not import torch); each
+command imports what it needs."""
 
 from __future__ import annotations
 
+import glob
+import os
 import sys
 import traceback
 from pathlib import Path
 from typing import Sequence
 
-from tqdm.auto import tqdm
-
-from gradcam.apps.analyses.audit import audit_folder
-from gradcam.apps.analyses.compare import compare
-from gradcam.apps.analyses.evaluate import evaluate
-from gradcam.apps.analyses.sweep import sweep
-from gradcam.apps.explainer import DEFAULT_MODEL
-from gradcam.apps.pipeline.job import TASK_OPTIONS, plan_job
-from gradcam.apps.pipeline.local import find_images
-from gradcam.apps.pipeline.step import PICTURES
+from gradcam.choices import DEFAULT_MODEL, PICTURES
 from gradcam.cli.parser import build_parser
-from gradcam.engine.layers import auto_layer, auto_layer_reason, candidate_layers, parse_layers
-from gradcam.engine.methods import describe_methods, list_methods, method_info
-from gradcam.engine.targets import class_spec
-from gradcam.errors import GradCAMError, ImageError, LayerError, OptionError
-from gradcam.models.sources import list_sources, load_model
+from gradcam.errors import GradCAMError, ImageError, OptionError, suggest
+
+OK, FAILED, USAGE = 0, 1, 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,9 +36,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(exc, args.debug, status=FAILED, kind=type(exc).__name__)
 
 
-OK, FAILED, USAGE = 0, 1, 2
-
-
 def fail(exc: BaseException | str, debug: bool, status: int, kind: str = "") -> int:
     """One line on stderr (the traceback too with --debug); returns the exit status."""
     if debug and isinstance(exc, BaseException):
@@ -53,24 +44,65 @@ def fail(exc: BaseException | str, debug: bool, status: int, kind: str = "") -> 
     return status
 
 
+def check_inputs(items: Sequence[str | os.PathLike]) -> None:
+    """Every input names a file, a folder or a glob pattern that matches something; else the usage error
+    names it (before a model loads or a file is written)."""
+    for item in map(str, items):
+        if not os.path.exists(item) and not (glob.has_magic(item) and glob.glob(item, recursive=True)):
+            raise OptionError(f"{item}: no such file or folder" if not glob.has_magic(item)
+                              else f"{item}: the pattern matches no file")
+
+
+def check_methods(names: Sequence[str], *, allow_all: bool = False) -> list[str]:
+    """The registered methods named (``all``: every one, where allowed); one line with the closest names else."""
+    from gradcam.engine.methods import list_methods
+
+    known = list_methods()
+    if allow_all and list(names) == ["all"]:
+        return known
+    folded = {m.casefold(): m for m in known}
+    for name in names:
+        if name.casefold() not in folded:
+            also = " or all" if allow_all else ""
+            raise OptionError(f"unknown method {name!r}; choose from {', '.join(known)}{also}.{suggest(name, known)}")
+    return [folded[n.casefold()] for n in names]
+
+
+def progress(args) -> bool | None:
+    """A progress bar on a terminal (None), none with --quiet."""
+    return False if getattr(args, "quiet", False) else None
+
+
 def cmd_explain(args) -> int:
     """Parse, plan, run, print: the job (:mod:`gradcam.apps.pipeline.job`) decides what the inputs are and loops."""
+    from tqdm.auto import tqdm
+
+    from gradcam.apps.pipeline.job import TASK_OPTIONS, plan_job
+    from gradcam.apps.tasks import parse_box
+    from gradcam.engine.layers import auto_layer_reason, parse_layers
+    from gradcam.engine.targets import class_spec
+
     task_options = [f"--{n.replace('_', '-')}" for n in TASK_OPTIONS if getattr(args, n) not in (None, False)]
     if args.task == "classification" and task_options:
         raise OptionError(f"{task_options[0].replace('classes', 'class')} needs --task (e.g. --task detection); "
                           "for a classifier, --target picks the class")
+    if args.method != "all":
+        check_methods([args.method])
+    check_inputs(args.images)
     classes = None if args.classes is None else [class_spec(c) for c in args.classes.split(",") if c.strip()]
     layer = parse_layers(args.layer)
     job = plan_job(args.images, model=args.model, weights=args.weights, device=args.device, task=args.task,
                    method=args.method, layer=layer, target=class_spec(args.target), top_k=args.top_k,
                    normalize=args.normalize, colormap=args.colormap, alpha=args.alpha, classes=classes,
-                   box=args.box, min_score=args.min_score, reference=args.reference, negative=args.negative,
-                   smooth=args.smooth, noise=args.noise, augment=args.augment, max_channels=args.max_channels,
-                   progress=not args.quiet, precision=args.precision, memory_format=args.memory_format)
+                   box=None if args.box is None else parse_box(args.box), min_score=args.min_score,
+                   reference=args.reference, negative=args.negative, smooth=args.smooth, noise=args.noise,
+                   augment=args.augment, max_channels=args.max_channels, progress=not args.quiet,
+                   precision=args.precision, memory_format=args.memory_format)
     for name, why in job.skipped:
         print(f"skipped {name}: {why}", file=sys.stderr)
     few = all(Path(item).is_file() for item in args.images)  # a few files: every picture, no manifest
     said = []  # the automatic layer, said once: which and why
+    limit = 10**9 if job.kind == "images" else 3  # an image's few pictures all; a clip's many frames not
 
     def on_result(path, results, written):
         if args.quiet:
@@ -82,18 +114,17 @@ def cmd_explain(args) -> int:
         tqdm.write(f"{path}{describe(job.kind, first)} -> " + ", ".join(str(p) for p in written[:limit])
                    + (" …" if len(written) > limit else ""))
 
-    limit = 10**9 if job.kind == "images" else 3  # an image's few pictures all; a clip's many frames not
     def on_error(message, detail):
         tqdm.write((detail if args.debug else "") + f"error: {message}", file=sys.stderr)
 
     summary = job.run(args.out, on_result=on_result, on_error=on_error, batch_size=args.batch_size,
                       workers=args.workers, save=args.save or (list(PICTURES) if few else ["overlay"]),
                       save_maps=args.save_maps, format=args.format, manifest=args.manifest or args.resume or not few,
-                      resume=args.resume, progress_bar=not args.quiet and None)  # None: a bar on a terminal only
+                      resume=args.resume, progress_bar=progress(args))
     if job.kind == "images" and (summary.failed or summary.skipped or not few):
         skipped = f", {summary.skipped} already done" if summary.skipped else ""
-        print(f"{summary.total} images: {summary.done} explained, {summary.failed} failed{skipped} "
-              f"({summary.images_per_second:.1f} images/s)"
+        rate = f" ({summary.images_per_second:.1f} images/s)" if summary.done else ""
+        print(f"{summary.total} images: {summary.done} explained, {summary.failed} failed{skipped}{rate}"
               + (f"; manifest {summary.manifest}" if summary.manifest else ""), file=sys.stderr)
     return FAILED if summary.failed else OK
 
@@ -109,9 +140,21 @@ def describe(kind: str, result) -> str:
 
 
 def cmd_compare(args) -> int:
-    result = compare(args.images, args.models, method=args.method, target=class_spec(args.target), device=args.device)
+    from gradcam.apps.analyses.compare import compare
+    from gradcam.engine.targets import class_spec
+
+    if len(args.models) < 2:
+        raise OptionError(f"--models: compare needs two or more models, got {len(args.models)} "
+                          "(one model: gradcam explain)")
+    check_inputs(args.images)
+    [method] = check_methods([args.method])
+    result = compare(args.images, args.models, method=method, target=class_spec(args.target), device=args.device)
     for spec, why in result.skipped:
         print(f"skipped {spec}: {why}", file=sys.stderr)
+    if len(result.models) < 2:
+        print(f"error: only {len(result.models)} of the {len(args.models)} models could be loaded "
+              f"({', '.join(result.models)}): nothing to compare", file=sys.stderr)
+        return FAILED
     for _, why in result.failed:
         print(f"error: {why}", file=sys.stderr)
     written = result.save(args.out)
@@ -123,14 +166,17 @@ def cmd_compare(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    methods = list_methods() if args.methods == ["all"] else args.methods
-    unknown = [m for m in methods if m not in list_methods()]
-    if unknown:
-        raise OptionError(f"unknown method {unknown[0]!r}; choose from {', '.join(list_methods())} or all")
+    from gradcam.apps.analyses.evaluate import evaluate
+    from gradcam.apps.pipeline.local import find_images
+    from gradcam.engine.layers import parse_layers
+    from gradcam.engine.targets import class_spec
+
+    methods = check_methods(args.methods, allow_all=True)
+    check_inputs(args.images)
     files = find_images(args.images)
     result = evaluate(files, model=args.model, weights=args.weights, device=args.device, methods=methods,
-                      layer=args.layer, target=class_spec(args.target), steps=args.steps, score=args.score,
-                      batch_size=args.batch_size, metrics=args.metrics)
+                      layer=parse_layers(args.layer), target=class_spec(args.target), steps=args.steps,
+                      score=args.score, batch_size=args.batch_size, metrics=args.metrics, progress=progress(args))
     for method, why in result.skipped:
         print(f"skipped {method}: {why}", file=sys.stderr)
     for _, why in result.failed:
@@ -142,11 +188,23 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_audit(args) -> int:
+    from gradcam.apps.analyses.audit import audit_folder
+    from gradcam.engine.layers import parse_layers
+
+    [method] = check_methods([args.method])
+    check_inputs([args.folder])
+    files = None
+    if args.files is not None:
+        try:
+            files = [line.strip() for line in args.files.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except OSError as exc:
+            raise OptionError(f"--files {args.files}: cannot read it ({exc.strerror})") from None
     result = audit_folder(args.folder, args.annotations, model=args.model, weights=args.weights, device=args.device,
-                          method=args.method, layer=args.layer, batch_size=args.batch_size, threshold=args.threshold)
+                          method=method, layer=parse_layers(args.layer), batch_size=args.batch_size,
+                          threshold=args.threshold, split=None if files is not None else args.split, files=files)
     for _, why in result.failed:
         print(f"error: {why}", file=sys.stderr)
-    print(f"{len(result.names)} image(s): {result.summary()}")
+    print(f"{len(result.names)} image(s) ({result.split}): {result.summary()}")
     flagged = result.flagged
     if flagged:
         print(f"right for the wrong reasons ({len(flagged)}): {', '.join(flagged[:10])}"
@@ -156,15 +214,23 @@ def cmd_audit(args) -> int:
 
 
 def cmd_sweep(args) -> int:
+    from gradcam.apps.analyses.sweep import sweeps
+    from gradcam.engine.targets import class_spec
+
     if args.layers and args.every_stage:
         raise OptionError("give --layers or --every-stage, not both")
-    result = sweep(args.image, model=args.model, weights=args.weights, device=args.device, layers=args.layers,
-                   method=args.method, target=class_spec(args.target))
-    written = result.save(args.out)
-    print(f"{args.image}: {result.label} ({result.probability:.1%})")
-    for m in result.layers:
-        print(f"  {m.name:<32} {m.size[0]}×{m.size[1]:<6} -> {written[m.name]}")
-    print(f"figure: {written['figure']}")
+    check_inputs(args.images)
+    [method] = check_methods([args.method])
+    for image, result in zip(args.images, sweeps(args.images, model=args.model, weights=args.weights,
+                                                 device=args.device, layers=args.layers, method=method,
+                                                 target=class_spec(args.target))):
+        written = result.save(args.out)
+        print(f"{image}: {result.label} ({result.probability:.1%})")
+        width = max(len(m.name) for m in result.layers)
+        for m in result.layers:
+            size = f"{m.size[0]}×{m.size[1]}"
+            print(f"  {m.name:<{width}}  {size:>9}  -> {written[m.name]}")
+        print(f"  figure: {written['figure']}")
     return OK
 
 
@@ -182,11 +248,14 @@ def cmd_serve(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from tqdm.auto import tqdm
+
     from gradcam.apps.synthetic.train import train
 
     metrics = train(args.data, args.out, arch=args.arch, epochs=args.epochs, image_size=args.image_size,
                     val_split=args.val_split, freeze_backbone=args.freeze, batch_size=args.batch_size,
-                    seed=args.seed, device=args.device, log=lambda m: tqdm.write(m))
+                    seed=args.seed, device=args.device, progress=progress(args),
+                    log=(lambda m: None) if args.quiet else (lambda m: tqdm.write(m)))
     print(f"saved {args.out} (train accuracy {metrics['train_accuracy']:.3f}, "
           f"val accuracy {metrics['val_accuracy']:.3f}); explain with: gradcam explain IMAGE --checkpoint {args.out}")
     return OK
@@ -201,35 +270,62 @@ def cmd_make_shapes(args) -> int:
 
 
 def cmd_layers(args) -> int:
-    bundle = load_model(args.model, args.weights, device=args.device)
+    """The architecture's layers: built without pretrained weights (nothing is downloaded), or with --weights."""
+    from gradcam.engine.layers import auto_layer, auto_layer_reason, candidate_layers, stage_layers
+    from gradcam.errors import LayerError
+    from gradcam.models.sources import load_model
+
+    bundle = load_model(args.model, args.weights, pretrained=False, device=args.device)
     x = bundle.probe()
     try:
         chosen, why = auto_layer(bundle.module, x), auto_layer_reason(bundle.module, x)
     except LayerError as exc:
         chosen, why = None, str(exc)
-    print(f"{'layer':<40} {'output shape':<24} {'layout':<15} note")
-    for info in candidate_layers(bundle.module, x):
+    stages = set(stage_layers(bundle.module, x)) if args.stages else None
+    shown = [info for info in candidate_layers(bundle.module, x)
+             if (args.grep is None or args.grep.casefold() in info.name.casefold())
+             and (stages is None or info.name in stages)]
+    if not shown:
+        raise OptionError(f"no layer of {args.model} matches" + (f" --grep {args.grep!r}" if args.grep else "")
+                          + (" --stages" if args.stages else ""))
+    width = max(40, *(len(info.name) + 1 for info in shown))
+    print(f"{'layer':<{width}} {'output shape':<24} {'layout':<15} note")
+    for info in shown:
         notes = ["<- automatic"] if info.name == chosen else []
         notes += ["pooling"] if info.pooling else []
         notes += ["not a map of the input"] if info.layout is None else []
         notes += [f"runs {info.calls}x"] if info.calls > 1 else []
         layout = info.layout.kind if info.layout is not None else "-"
-        print(f"{info.name:<40} {str(info.shape[1:]):<24} {layout:<15} {' '.join(notes)}")
+        print(f"{info.name:<{width}} {str(info.shape[1:]):<24} {layout:<15} {' '.join(notes)}")
     print(f"automatic layer: {chosen} ({why})" if chosen else f"automatic layer: none: {why}")
     return OK
 
 
 def cmd_models(args) -> int:
-    for source in list_sources():
-        for name in source.names() if source.names else []:
-            print(name)
-    for source in list_sources():  # what a source takes beyond the names it lists
-        if not source.names:
-            print(f"{source.description or source.name}")
+    """Each source with what it takes, its names by task, and which of them run offline on this machine."""
+    import textwrap
+
+    from gradcam.models.sources import list_sources
+
+    sources = list_sources()
+    for source in [s for s in sources if s.names] + [s for s in sources if not s.names]:  # names first
+        print(f"{source.name}: {source.description}" if source.description else source.name)
+        groups = source.groups() if source.groups else {"": list(source.names())} if source.names else {}
+        for task, names in groups.items():
+            here = [n for n in names if source.offline is not None and source.offline(n)]
+            head = f"  {task} ({len(names)})" if task else f"  ({len(names)})"
+            print(textwrap.fill(", ".join(names), width=110, initial_indent=head + ": ", subsequent_indent="    "))
+            if source.offline is not None:
+                others = "" if len(here) == len(names) else "the others " if here else "all "
+                print(f"    offline here: {', '.join(here) if here else 'none'}"
+                      + (f"; {others}with --weights PATH or NAME:random" if others else ""))
+    print("NAME:random (any name above): seeded random weights, offline (to try a pipeline, not to trust its maps)")
     return OK
 
 
 def cmd_methods(args) -> int:
+    from gradcam.engine.methods import describe_methods, method_info
+
     for name, description in describe_methods().items():
         info = method_info(name)
         needs = [label for key, label in (("single_layer", "one layer"), ("needs_linear_head", "GAP+linear head"),

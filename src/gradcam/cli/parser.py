@@ -1,70 +1,131 @@
-"""The ``gradcam`` command's arguments: every subcommand, its options, its help and its examples."""
+"""The ``gradcam`` command's arguments: every subcommand, its options, its help and its examples.
+
+Nothing here imports torch: the arguments are parsed (and ``--help`` answered) first, and each command
+imports what it needs after. The registries' names (methods, metrics, models) are checked by the command,
+with the same one-line answer as a bad choice here."""
 
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from gradcam import __version__
-from gradcam.apps.explainer import DEFAULT_MODEL
-from gradcam.apps.pipeline.step import PICTURES
-from gradcam.apps.tasks import TASKS, parse_box
-from gradcam.engine.functional import NORMALIZATIONS
-from gradcam.engine.layers import parse_layers
-from gradcam.engine.methods import list_methods
-from gradcam.engine.precision import MEMORY_FORMATS, PRECISIONS
-from gradcam.errors import OptionError
-from gradcam.metrics import list_metrics
-from gradcam.render.files import PICTURE_FORMATS
+from gradcam.choices import (
+    DEFAULT_MODEL,
+    DEVICES,
+    MEMORY_FORMATS,
+    NORMALIZATIONS,
+    PICTURE_FORMATS,
+    PICTURES,
+    PRECISIONS,
+    TASKS,
+)
+from gradcam.errors import suggest
 
-EXAMPLES = """examples:
+EXAMPLES = {
+    "": """examples (each command has its own: gradcam COMMAND --help):
+  gradcam explain cat.jpg                         # the bundled EfficientNet-Lite0, the predicted class
+  gradcam explain val/ --out maps --resume         # a folder: overlays, a manifest, progress
+  gradcam compare cat.jpg --models resnet50,vgg19:random
+  gradcam evaluate photos/ --methods gradcam,hirescam   # which maps are faithful to the model
+  gradcam serve                                   # the web app on http://127.0.0.1:8000/
+""",
+    "explain": """examples:
   gradcam explain cat.jpg                         # bundled EfficientNet-Lite0, predicted class
   gradcam explain photos/*.jpg --out maps --top-k 3
   gradcam explain val/ --out maps --workers 2 --resume    # a folder: overlays, manifest, progress
   gradcam explain cat.jpg --target "tiger cat" --normalize max --colormap inferno
   gradcam explain cat.jpg --method all --max-channels 64   # every method, one comparison figure
   gradcam explain xray.png --model resnet50 --weights my_resnet50.pth --layer layer4
+  gradcam explain cat.jpg --model resnet18:random  # seeded random weights: try the pipeline offline
   gradcam explain street.jpg --model fasterrcnn_resnet50_fpn_v2 --task detection --min-score 0.7
   gradcam explain street.jpg --model deeplabv3_resnet50 --task segmentation --class car
   gradcam explain a.jpg --model my_net.py:Embedder --weights e.pth --task embedding --reference b.jpg
-  gradcam layers --model resnet50                 # candidate layers, the automatic one marked
-  gradcam compare cat.jpg --models resnet50,vgg19,timm/xception41
-  gradcam sweep cat.jpg --every-stage
-  gradcam evaluate photos/ --methods gradcam,hirescam,layercam   # which maps are faithful to the model
-  gradcam audit shapes/ --checkpoint shapes-model  # right for the right reasons? (boxes.json)
-  gradcam serve                                   # the web app on http://127.0.0.1:8000/
-  gradcam make-shapes shapes/ && gradcam train shapes/ --arch small-cnn --epochs 10 --out shapes-model
   gradcam explain shapes/circle/0000.png --checkpoint shapes-model
-  gradcam models
-"""
-
-
-COMPARE_EXAMPLES = """examples:
+""",
+    "compare": """examples:
   gradcam compare cat.jpg dog.jpg --models resnet50,vgg19,timm/xception41
   gradcam compare cat.jpg --models efficientnet_lite0,resnet50=my_resnet50.pth --target "tiger cat"
-  gradcam sweep cat.jpg --model resnet50 --every-stage
-"""
+  gradcam compare cat.jpg --models efficientnet_lite0,resnet18:random   # a trained model against noise
+""",
+    "evaluate": """examples:
+  gradcam evaluate photos/ --methods gradcam,hirescam,layercam
+  gradcam evaluate photos/ --methods all --steps 10 --score logit
+  gradcam evaluate shapes/ --checkpoint shapes-model --metrics deletion
+""",
+    "audit": """examples:
+  gradcam make-shapes shapes/ --shortcut && gradcam train shapes/ --arch small-cnn --out shapes-model
+  gradcam audit shapes/ --checkpoint shapes-model            # the held-out images the checkpoint names
+  gradcam audit shapes/ --checkpoint shapes-model --files held_out.txt --method hirescam
+""",
+    "sweep": """examples:
+  gradcam sweep cat.jpg                           # one layer per resolution stage, shallow to deep
+  gradcam sweep cat.jpg dog.jpg --model resnet50 --layers layer2,layer3,layer4
+""",
+    "serve": """examples:
+  gradcam serve                                   # http://127.0.0.1:8000/, the bundled model
+  gradcam serve --model efficientnet_lite0 --model resnet50 --host 0.0.0.0 --port 8080
+""",
+    "train": """examples:
+  gradcam make-shapes shapes/ && gradcam train shapes/ --arch small-cnn --epochs 10 --out shapes-model
+  gradcam train my_photos/ --out my-model --fine-tune --epochs 3
+""",
+    "make-shapes": """examples:
+  gradcam make-shapes shapes/ --n 400 --size 96
+  gradcam make-shapes shortcut/ --shortcut        # a corner mark tells the class: a model to audit
+""",
+    "layers": """examples:
+  gradcam layers --model resnet50                 # candidate layers, the automatic one marked
+  gradcam layers --model timm/vit_small_patch16_224 --grep norm1
+  gradcam layers --model resnet50 --stages        # one layer per resolution stage
+""",
+    "models": "examples:\n  gradcam models\n",
+    "methods": "examples:\n  gradcam methods\n",
+}
+
+
+class Help(argparse.RawDescriptionHelpFormatter):
+    """The examples as written, and each option's default after its help (unless the help says it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" not in text and action.default not in (None, False, argparse.SUPPRESS)
+                and action.option_strings):
+            text += " (default: %(default)s)"
+        return text
+
+
+class Parser(argparse.ArgumentParser):
+    """A usage error is one line that names the argument, with the closest names for a bad choice; exit 2."""
+
+    def error(self, message: str):
+        found = re.search(r"invalid choice: '?([^'\s]*)'? \(choose from (.*)\)", message)
+        if found:
+            word, names = found.group(1), [n.strip(" '") for n in found.group(2).split(",")]
+            message = (message[: found.start()] + f"unknown {word!r}; choose from {', '.join(names)}."
+                       + suggest(word, names))
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="gradcam",
-        description="Grad-CAM heatmaps: which part of the image made the model decide.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = Parser(prog="gradcam", description="Grad-CAM heatmaps: which part of the image made the model decide.",
+                    epilog=EXAMPLES[""], formatter_class=Help)
     parser.add_argument("--version", action="version", version=f"gradcam {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks")
 
-    ex = commands.add_parser("explain", help="explain images and write pictures", epilog=EXAMPLES,
-                             formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common])
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
+                                   epilog=EXAMPLES[name], formatter_class=Help, parents=[common])
+
+    ex = command("explain", "explain images (or clips, volumes, signals) and write pictures")
     ex.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders or glob patterns")
     add_model_options(ex)
-    ex.add_argument("--method", default="gradcam", choices=[*list_methods(), "all"], metavar="METHOD",
-                    help="gradcam (default), one of: " + ", ".join(list_methods()[1:])
-                    + "; or all (one comparison figure per image)")
+    ex.add_argument("--method", default="gradcam", metavar="METHOD",
+                    help="a method (gradcam methods lists them), or all: every method that applies, one "
+                    "comparison figure per image (default: gradcam)")
     ex.add_argument("--layer", help="target layer name (default: automatic); several separated by commas")
     ex.add_argument("--target", help="class to explain: an index or a name (default: the prediction)")
     ex.add_argument("--top-k", type=positive_int, metavar="K", help="explain the K best classes of each image")
@@ -75,136 +136,144 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--class", dest="classes", metavar="CLASS",
                     help="for --task: the class (segmentation, a detection's label, binary 1/0, the regression "
                     "output's index) or the labels (multilabel), names or indices separated by commas")
-    ex.add_argument("--box", type=box_arg, metavar="X0,Y0,X1,Y1",
+    ex.add_argument("--box", metavar="X0,Y0,X1,Y1",
                     help="detection: the object overlapping this box (in the image's pixels), not every object")
     ex.add_argument("--min-score", type=unit_float, metavar="S",
                     help="detection: objects scoring at least S (default 0.5); multilabel: labels with p >= S")
     ex.add_argument("--reference", metavar="IMAGE", help="embedding: the image whose embedding to match")
     ex.add_argument("--negative", action="store_true", help="regression: explain what drives the output down")
-    ex.add_argument("--normalize", default="minmax", choices=NORMALIZATIONS, help="map scaling (default: minmax)")
-    ex.add_argument("--colormap", default="jet", help="any matplotlib colormap name (default: jet)")
-    ex.add_argument("--alpha", type=unit_float, default=0.5, help="overlay opacity in [0, 1] (default: 0.5)")
+    ex.add_argument("--normalize", default="minmax", choices=NORMALIZATIONS, help="how the map is scaled")
+    ex.add_argument("--colormap", default="jet", help="any matplotlib colormap name")
+    ex.add_argument("--alpha", type=unit_float, default=0.5, help="overlay opacity in [0, 1]")
     ex.add_argument("--smooth", type=int, default=0, metavar="N", help="average over N noisy copies (SmoothGrad)")
     ex.add_argument("--noise", type=float, default=0.15, metavar="S",
-                    help="noise σ for --smooth, a fraction of the input range (default: 0.15)")
+                    help="noise σ for --smooth, a fraction of the input range")
     ex.add_argument("--augment", action="store_true", help="also average over the flipped image")
     ex.add_argument("--max-channels", type=positive_int, metavar="N",
                     help="scorecam: only the N channels of largest mean activation (Faster Score-CAM)")
     ex.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                    help="the forward pass in fp32 (default), bf16 or fp16 (autocast), or auto: bf16 where the "
+                    help="the forward pass in fp32, bf16 or fp16 (autocast), or auto: bf16 where the "
                     "device runs it natively (a CPU with AVX-512 BF16/AMX, a CUDA GPU), else fp32")
     ex.add_argument("--memory-format", default="auto", choices=MEMORY_FORMATS,
                     help="the input's layout: auto (channels-last for convolution networks), channels_last, contiguous")
-    ex.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default: 16)")
+    ex.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass")
     ex.add_argument("--workers", type=int, default=0, metavar="W",
-                    help="background processes decoding images (default: 0, in the main process)")
+                    help="background processes decoding images (0: in the main process)")
     ex.add_argument("--save", type=picture_list, metavar="KINDS",
                     help="pictures to write: overlay,heatmap,grayscale,figure or all "
                     "(default: all for image files, overlay for folders and globs)")
     ex.add_argument("--save-maps", action="store_true", help="also write the raw maps as .npy")
     ex.add_argument("--format", default="png", choices=PICTURE_FORMATS,
-                    help="picture files: png (default, lossless), jpg or webp (several times cheaper to encode)")
+                    help="picture files: png (lossless), jpg or webp (several times cheaper to encode)")
     ex.add_argument("--manifest", action="store_true",
                     help="write manifest.jsonl/.csv (always for folders and globs)")
     ex.add_argument("--resume", action="store_true", help="skip images already done with the same settings")
     ex.add_argument("--quiet", action="store_true", help="no progress bar, no line per image")
-    ex.add_argument("--out", default="gradcam-out", type=Path, help="output folder (default: gradcam-out)")
+    ex.add_argument("--out", default="gradcam-out", type=Path, help="output folder")
 
-    cmp = commands.add_parser("compare", help="several models on the same images, one grid figure",
-                              parents=[common], epilog=COMPARE_EXAMPLES,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    cmp.add_argument("images", nargs="+", metavar="IMAGE")
-    cmp.add_argument("--models", required=True, type=comma_list,
-                     help="comma-separated: NAME, timm/NAME, NAME=WEIGHTS_PATH or NAME:random")
-    cmp.add_argument("--method", default="gradcam", choices=list_methods(), metavar="METHOD")
+    cmp = command("compare", "several models on the same images, one grid figure")
+    cmp.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders or glob patterns")
+    cmp.add_argument("--models", required=True, type=comma_list, metavar="M1,M2,...",
+                     help="two or more, comma-separated: NAME, timm/NAME, NAME=WEIGHTS_PATH or NAME:random")
+    cmp.add_argument("--method", default="gradcam", metavar="METHOD", help="the method every model is explained by")
     cmp.add_argument("--target", help="one class for every model (default: each model's own prediction)")
-    cmp.add_argument("--device", choices=["cpu", "cuda"])
-    cmp.add_argument("--out", default="gradcam-out", type=Path)
+    cmp.add_argument("--device", choices=DEVICES, help="default: cuda when available, else cpu")
+    cmp.add_argument("--out", default="gradcam-out", type=Path, help="where the figure and pictures go")
 
-    ev = commands.add_parser("evaluate", help="how faithful each method's maps are: deletion, insertion, "
-                             "Average Drop, against random maps", parents=[common])
+    ev = command("evaluate", "how faithful each method's maps are: deletion, insertion, Average Drop, "
+                 "against random maps")
     ev.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders or glob patterns")
     add_model_options(ev)
     ev.add_argument("--methods", default=["gradcam"], type=comma_list, metavar="M1,M2",
                     help="comma-separated methods, or all (default: gradcam)")
-    ev.add_argument("--layer", type=parse_layers, help="target layer(s) (default: automatic)")
+    ev.add_argument("--layer", help="target layer(s), separated by commas (default: automatic)")
     ev.add_argument("--target", help="class to explain (default: the prediction)")
-    ev.add_argument("--steps", type=positive_int, default=20, help="deletion/insertion steps (default: 20)")
+    ev.add_argument("--steps", type=positive_int, default=20, help="deletion/insertion steps")
     ev.add_argument("--score", default="probability", choices=["probability", "logit"],
-                    help="the class score the metrics follow (default: probability)")
+                    help="the class score the metrics follow")
     ev.add_argument("--metrics", type=comma_list, metavar="M1,M2",
-                    help="comma-separated metrics (default: every faithfulness metric: "
-                    + ", ".join(list_metrics("faithfulness")) + "; plugins add theirs)")
-    ev.add_argument("--batch-size", type=positive_int, default=8, help="images per batch (default: 8)")
-    ev.add_argument("--out", default="gradcam-out", type=Path, help="where evaluation.csv goes (default: gradcam-out)")
+                    help="comma-separated metric names (default: every registered faithfulness metric: "
+                    "deletion, confidence and those plugins add)")
+    ev.add_argument("--batch-size", type=positive_int, default=8, help="images per batch")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.add_argument("--out", default="gradcam-out", type=Path, help="where evaluation.csv goes")
 
-    au = commands.add_parser("audit", help="is the model right for the right reasons? maps of the true class "
-                             "against the objects' boxes", parents=[common])
+    au = command("audit", "is the model right for the right reasons? maps of the true class against the "
+                 "objects' boxes")
     au.add_argument("folder", metavar="DIR", help="the images, and boxes.json as make-shapes writes it")
     au.add_argument("--annotations", type=Path, metavar="JSON",
                     help='{"path": {"class": NAME, "box": [x0, y0, x1, y1]}, ...} (default: DIR/boxes.json)')
     add_model_options(au)
-    au.add_argument("--method", default="gradcam", choices=list_methods(), metavar="METHOD")
-    au.add_argument("--layer", type=parse_layers, help="target layer(s) (default: automatic)")
+    au.add_argument("--split", default="auto", choices=("auto", "val", "all"),
+                    help="which images: val, the held-out images a checkpoint of gradcam train names; all, every "
+                    "annotated image; auto: val for such a checkpoint, else all")
+    au.add_argument("--files", type=Path, metavar="LIST",
+                    help="a text file of the images to audit, one path (relative to DIR) per line")
+    au.add_argument("--method", default="gradcam", metavar="METHOD", help="the method whose maps are audited")
+    au.add_argument("--layer", help="target layer(s), separated by commas (default: automatic)")
     au.add_argument("--threshold", type=unit_float, default=0.5,
                     help="flag the model when more than this share of its right answers point off the object")
-    au.add_argument("--batch-size", type=positive_int, default=32, help="images per batch (default: 32)")
-    au.add_argument("--out", default="gradcam-out", type=Path, help="where audit.csv goes (default: gradcam-out)")
+    au.add_argument("--batch-size", type=positive_int, default=32, help="images per batch")
+    au.add_argument("--out", default="gradcam-out", type=Path, help="where audit.csv goes")
 
-    sw = commands.add_parser("sweep", help="one model's maps at many layers, shallow to deep", parents=[common])
-    sw.add_argument("image", metavar="IMAGE")
+    sw = command("sweep", "one model's maps at many layers, shallow to deep")
+    sw.add_argument("images", nargs="+", metavar="IMAGE", help="image files (one figure each)")
     add_model_options(sw)
     sw.add_argument("--layers", type=comma_list, help="comma-separated layer names (default: --every-stage)")
     sw.add_argument("--every-stage", action="store_true", help="one layer per resolution stage (the default)")
-    sw.add_argument("--method", default="gradcam", choices=list_methods(), metavar="METHOD")
+    sw.add_argument("--method", default="gradcam", metavar="METHOD", help="the method of every layer's map")
     sw.add_argument("--target", help="class to explain (default: the prediction)")
-    sw.add_argument("--out", default="gradcam-out", type=Path)
+    sw.add_argument("--out", default="gradcam-out", type=Path, help="where the maps and figures go")
 
-    serve = commands.add_parser("serve", help="the web app and HTTP API (needs gradcam[web])", parents=[common])
-    serve.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
-    serve.add_argument("--port", type=int, default=8000)
+    serve = command("serve", "the web app and HTTP API (needs gradcam[web])")
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="the port to listen on")
     serve.add_argument("--model", action="append", dest="models", metavar="NAME",
                        help=f"a model to offer (repeatable; default: {DEFAULT_MODEL})")
     serve.add_argument("--weights", type=Path, help="local weights for the first --model")
-    serve.add_argument("--device", choices=["cpu", "cuda"])
+    serve.add_argument("--device", choices=DEVICES, help="default: cuda when available, else cpu")
 
-    tr = commands.add_parser("train", help="train a classifier on a folder of classes", parents=[common])
+    tr = command("train", "train a classifier on a folder of classes")
     tr.add_argument("data", metavar="DATA_DIR", help="one sub-folder of images per class")
     tr.add_argument("--out", required=True, type=Path, help="checkpoint folder to write")
-    tr.add_argument("--arch", default="efficientnet_lite0", choices=["efficientnet_lite0", "small-cnn"])
-    tr.add_argument("--epochs", type=positive_int, default=5)
+    tr.add_argument("--arch", default="efficientnet_lite0", choices=["efficientnet_lite0", "small-cnn"],
+                    help="the network: the bundled ImageNet Lite0 with a new head, or a small CNN from scratch")
+    tr.add_argument("--epochs", type=positive_int, default=5, help="passes over the training images")
     tr.add_argument("--image-size", type=positive_int, help="default: 224 (efficientnet_lite0), 96 (small-cnn)")
-    tr.add_argument("--val-split", type=float, default=0.2)
-    tr.add_argument("--batch-size", type=positive_int, default=32)
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--device", choices=["cpu", "cuda"])
+    tr.add_argument("--val-split", type=float, default=0.2, help="the share of each class held out for validation")
+    tr.add_argument("--batch-size", type=positive_int, default=32, help="images per step")
+    tr.add_argument("--seed", type=int, default=0, help="the split's, the shuffling's and the initial weights' seed")
+    tr.add_argument("--device", choices=DEVICES, help="default: cuda when available, else cpu")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar, no line per epoch")
     frozen = tr.add_mutually_exclusive_group()
     frozen.add_argument("--freeze-backbone", dest="freeze", action="store_true", default=True,
                         help="train the new head only (the default)")
     frozen.add_argument("--fine-tune", dest="freeze", action="store_false", help="train every layer")
 
-    shapes = commands.add_parser("make-shapes", help="a synthetic circles-vs-squares dataset with boxes",
-                                 parents=[common])
-    shapes.add_argument("out", metavar="DIR")
-    shapes.add_argument("--n", type=positive_int, default=400)
-    shapes.add_argument("--size", type=positive_int, default=96)
-    shapes.add_argument("--seed", type=int, default=0)
+    shapes = command("make-shapes", "a synthetic circles-vs-squares dataset with boxes")
+    shapes.add_argument("out", metavar="DIR", help="the folder to write (DIR/circle, DIR/square, DIR/boxes.json)")
+    shapes.add_argument("--n", type=positive_int, default=400, help="images in all, half of each class")
+    shapes.add_argument("--size", type=positive_int, default=96, help="each image's side in pixels")
+    shapes.add_argument("--seed", type=int, default=0, help="the same seed draws the same images")
     shapes.add_argument("--shortcut", action="store_true",
                         help="a white square in a corner that tells the class (to try `gradcam audit`)")
 
-    layers = commands.add_parser("layers", help="list the candidate target layers of a model", parents=[common])
+    layers = command("layers", "list the candidate target layers of a model (its architecture only: no download)")
     add_model_options(layers)
-    commands.add_parser("models", help="list the model names", parents=[common])
-    commands.add_parser("methods", help="list the methods", parents=[common])
+    layers.add_argument("--grep", metavar="TEXT", help="only the layers whose name contains TEXT")
+    layers.add_argument("--stages", action="store_true", help="only one layer per resolution stage (what sweep uses)")
+    command("models", "list the models by source and task, and which run offline here")
+    command("methods", "list the methods")
     return parser
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help=f"model name (default: {DEFAULT_MODEL}); timm/<name> for timm")
+                        help="model name: NAME, timm/NAME, NAME:random (seeded random weights), file.py:Class, a "
+                        "checkpoint folder (gradcam models lists them)")
     parser.add_argument("--checkpoint", dest="model", metavar="DIR", help="a model folder written by `gradcam train`")
     parser.add_argument("--weights", type=Path, help="local weights file (.pth or .safetensors)")
-    parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
+    parser.add_argument("--device", choices=DEVICES, help="default: cuda when available, else cpu")
 
 
 def comma_list(text: str) -> list[str]:
@@ -215,7 +284,10 @@ def comma_list(text: str) -> list[str]:
 
 
 def positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
     return value
@@ -225,20 +297,17 @@ def picture_list(text: str) -> list[str]:
     kinds = list(PICTURES) if text == "all" else [k.strip() for k in text.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in PICTURES]
     if unknown or not kinds:
-        raise argparse.ArgumentTypeError(f"unknown picture {unknown[0] if unknown else text!r}; "
-                                         f"choose from {', '.join(PICTURES)} or all")
+        word = unknown[0] if unknown else text
+        raise argparse.ArgumentTypeError(f"unknown picture {word!r}; choose from {', '.join(PICTURES)} or all."
+                                         + suggest(word, PICTURES))
     return kinds
 
 
-def box_arg(text: str) -> list[float]:
-    try:
-        return parse_box(text)
-    except OptionError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def unit_float(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
     return value

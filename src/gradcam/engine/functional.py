@@ -8,10 +8,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from gradcam.choices import NORMALIZATIONS
 from gradcam.errors import OptionError
-
-NORMALIZATIONS = ("minmax", "max", "none")
-
 
 _MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 

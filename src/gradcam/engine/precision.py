@@ -19,10 +19,9 @@ import math
 import torch
 from torch import nn
 
+from gradcam.choices import MEMORY_FORMATS, PRECISIONS
 from gradcam.errors import OptionError
 
-PRECISIONS = ("fp32", "bf16", "fp16", "auto")
-MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 _MIN_CONVOLUTIONS = 4  # "a convolution network": a ViT's one patch-embedding convolution is not one
 

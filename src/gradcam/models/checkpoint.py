@@ -47,14 +47,16 @@ class TrainConfig:
     metrics: dict | None = None
 
 
-def save_checkpoint(model: nn.Module, config: TrainConfig, out: str | os.PathLike, val_files=()) -> Path:
+def save_checkpoint(model: nn.Module, config: TrainConfig, out: str | os.PathLike, val_files=(),
+                    data_dir: str | os.PathLike | None = None) -> Path:
     from safetensors.torch import save_file
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out / "model.safetensors"))
-    data = asdict(config) | {"format": CHECKPOINT_FORMAT, "val_files": list(val_files)}
+    data = asdict(config) | {"format": CHECKPOINT_FORMAT, "val_files": [str(f) for f in val_files],
+                             "data_dir": None if data_dir is None else str(data_dir)}
     (out / "config.json").write_text(json.dumps(data, indent=1))
     return out
 
@@ -73,6 +75,17 @@ def is_checkpoint(path: Any) -> bool:
     except (TypeError, OSError, ValueError):
         return False
     return isinstance(data, dict) and str(data.get("format", "")).startswith("gradcam-checkpoint/")
+
+
+def held_out_files(path: Any) -> list[str] | None:
+    """The images a `gradcam train` checkpoint held out for validation, each relative to the folder it was
+    trained on ("circle/0003.png"); None for anything that is not such a checkpoint."""
+    if not is_checkpoint(path):
+        return None
+    data = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    root = data.get("data_dir")
+    return [os.path.relpath(f, root).replace(os.sep, "/") if root else "/".join(Path(f).parts[-2:])
+            for f in data.get("val_files", [])]
 
 
 def load_checkpoint(path: str | os.PathLike, device: Any = None) -> ModelBundle:

@@ -15,6 +15,7 @@ from typing import IO, Any, Callable, Iterable, Sequence
 import numpy as np
 from PIL import Image
 
+from gradcam.choices import PICTURE_FORMATS
 from gradcam.errors import OptionError
 
 
@@ -41,9 +42,6 @@ def save_png(image: Image.Image, path: str | os.PathLike) -> Path:
     """Write `image` as PNG atomically (temp file in the same directory, then os.replace)."""
     return atomic_write(path, lambda fp: write_png(image, fp))
 
-
-PICTURE_FORMATS = ("png", "jpg", "webp")
-"""Picture file formats: PNG is lossless; JPEG and WebP are several times cheaper to encode."""
 
 
 def save_picture(image: Image.Image, path: str | os.PathLike) -> Path:

@@ -9,7 +9,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -21,6 +21,7 @@ from gradcam.engine.targets import class_index
 from gradcam.errors import DataError, ImageError, OptionError, TargetError
 from gradcam.io.images import load_image
 from gradcam.metrics.localisation import energy_inside, pointing_game
+from gradcam.models.checkpoint import held_out_files
 from gradcam.render.files import save_csv
 
 
@@ -36,6 +37,8 @@ class Audit:
     threshold: float = 0.5
     names: list[str] = field(default_factory=list)  # the images' names (a folder audit)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (image, reason) not audited
+    classes: list[str] | None = None  # the model's class names, for the table
+    split: str = "all"  # which images: "all", "held out" (a checkpoint's validation images), "listed"
 
     @property
     def correct(self) -> torch.Tensor:
@@ -76,14 +79,21 @@ class Audit:
         """The names of the images that are right for the wrong reasons."""
         return [name for name, flag in zip(self.names, self.wrong_reasons.tolist()) if flag]
 
+    def name(self, index: int) -> str:
+        """Class ``index``'s name (its number when the model has no names)."""
+        return self.classes[index] if self.classes and 0 <= index < len(self.classes) else str(index)
+
     def save(self, directory: str | os.PathLike) -> dict[str, Path]:
-        """``audit.csv``: per image its label, prediction, whether it is right, on the object, its energy
-        on the object and whether it is flagged; written atomically. Returns {"audit": path}."""
+        """``audit.csv``: per image its label and prediction (class names, and their indices), whether it is
+        right, on the object, its energy on the object and whether it is flagged; written atomically.
+        Returns {"audit": path}."""
         names = self.names or [str(i) for i in range(len(self.labels))]
-        rows = ([name, int(self.labels[i]), int(self.predicted[i]), bool(self.correct[i]), bool(self.on_object[i]),
-                 round(float(self.energy[i]), 6), bool(self.wrong_reasons[i])] for i, name in enumerate(names))
-        return {"audit": save_csv(Path(directory) / "audit.csv", ["image", "label", "predicted", "correct", "on_object",
-                                                                   "energy_on_object", "flagged"], rows)}
+        header = ["image", "label", "predicted", "correct", "on_object", "energy_on_object", "flagged",
+                  "label_index", "predicted_index"]
+        rows = ([name, self.name(int(self.labels[i])), self.name(int(self.predicted[i])), bool(self.correct[i]),
+                 bool(self.on_object[i]), round(float(self.energy[i]), 6), bool(self.wrong_reasons[i]),
+                 int(self.labels[i]), int(self.predicted[i])] for i, name in enumerate(names))
+        return {"audit": save_csv(Path(directory) / "audit.csv", header, rows)}
 
 
 def audit(model, x: torch.Tensor, labels: Any, masks: torch.Tensor, *, method: str = "gradcam", layer: Any = None,
@@ -112,11 +122,16 @@ def audit(model, x: torch.Tensor, labels: Any, masks: torch.Tensor, *, method: s
 
 def audit_folder(folder: str | os.PathLike, annotations: str | os.PathLike | None = None, *, model: Any = DEFAULT_MODEL,
                  weights: Any = None, device: Any = None, method: str = "gradcam", layer: Any = None,
-                 batch_size: int = 32, threshold: float = 0.5) -> Audit:
+                 batch_size: int = 32, threshold: float = 0.5, split: str | None = "all",
+                 files: Sequence[str] | None = None) -> Audit:
     """Audit ``model`` on the images that ``annotations`` (default ``folder/boxes.json``, as ``gradcam
     make-shapes`` writes) lists: ``{"relative/path.png": {"class": NAME or INDEX, "box": [x0, y0, x1, y1]}}``,
     the box in the image's pixels, inclusive. The model sees each whole image resized, so each box is
-    scaled the same way into a mask. An image that cannot be read is reported in ``failed``."""
+    scaled the same way into a mask. An image that cannot be read is reported in ``failed``.
+
+    Which images: ``files`` (paths relative to ``folder``), else ``split``: "all" the annotated images,
+    "val" those a `gradcam train` checkpoint held out for validation (an audit of the training images
+    says little), "auto" val for such a checkpoint and all otherwise."""
     folder = Path(folder)
     path = Path(annotations) if annotations is not None else folder / "boxes.json"
     try:
@@ -125,10 +140,10 @@ def audit_folder(folder: str | os.PathLike, annotations: str | os.PathLike | Non
         raise DataError(f"{path}: cannot read the annotations ({exc})") from None
     if not isinstance(entries, dict) or not entries:
         raise DataError(f"{path}: expected {{\"image\": {{\"class\": name, \"box\": [x0, y0, x1, y1]}}, ...}}")
+    items, chosen = _chosen(entries, model, split, files, path)
     bundle, device = bundle_on_device(model, weights, device)
     cam = create_method(method, bundle.module, layer)
     parts, names, failed = [], [], []
-    items = list(entries.items())
     for start in range(0, len(items), batch_size):  # a batch of images in memory at a time
         pictures, labels, masks = [], [], []
         for name, entry in items[start : start + batch_size]:
@@ -148,7 +163,30 @@ def audit_folder(folder: str | os.PathLike, annotations: str | os.PathLike | Non
     if not parts:
         raise ImageError("no listed image could be read: " + "; ".join(why for _, why in failed))
     return Audit(*(torch.cat([getattr(p, k) for p in parts]) for k in ("labels", "predicted", "on_object", "energy")),
-                 threshold=threshold, names=names, failed=failed)
+                 threshold=threshold, names=names, failed=failed, classes=bundle.labels, split=chosen)
+
+
+def _chosen(entries: dict, model: Any, split: str | None, files: Sequence[str] | None, path: Path):
+    """The annotated (name, entry) pairs to audit, and what they are ("all", "held out", "listed")."""
+    if files is not None:
+        listed = [str(f).replace(os.sep, "/") for f in files]
+        missing = [f for f in listed if f not in entries]
+        if missing or not listed:
+            raise DataError(f"{path} has no annotation for {missing[0]!r}" if missing else "files: the list is empty")
+        return [(f, entries[f]) for f in listed], "listed"
+    if split not in ("all", "val", "auto", None):
+        raise OptionError(f"split must be all, val or auto, got {split!r}")
+    held = held_out_files(model) if isinstance(model, (str, os.PathLike)) else None
+    if split == "val" and held is None:
+        raise OptionError(f"split val needs a `gradcam train` checkpoint, which names its held-out images; "
+                          f"{model!r} is not one (use split all, or a list of files)")
+    if split in ("val", "auto") and held is not None:
+        chosen = [(f, entries[f]) for f in held if f in entries]
+        if not chosen:
+            raise DataError(f"{path} annotates none of the {len(held)} images {model} held out "
+                            "(is this the folder it was trained on?)")
+        return chosen, "held out"
+    return list(entries.items()), "all"
 
 
 def _box_mask(box: Any, picture, size: int, where: str) -> torch.Tensor:

@@ -13,6 +13,7 @@ from gradcam.apps.device import choose_device
 from gradcam.apps.explainer import Explainer, Explanation, readable_pictures
 from gradcam.errors import ModelError
 from gradcam.models.sources import load_model
+from gradcam.models.weights import OFFLINE_HINT
 from gradcam.render import pictures as draw
 from gradcam.render.files import save_png
 
@@ -76,8 +77,10 @@ def compare(
     for spec in models:
         try:
             bundle = load_model_spec(spec, device=device)
-        except ModelError as exc:
-            skipped.append((spec, str(exc)))
+        except ModelError as exc:  # compare's spelling of a local weights file is NAME=PATH
+            name = spec.split("=", 1)[0]
+            skipped.append((spec, str(exc).replace(
+                OFFLINE_HINT, f"pass a local file as {name}=PATH (or {name}:random for seeded random weights)")))
             continue
         explainer = Explainer(bundle, method=method, normalize=normalize, colormap=colormap, alpha=alpha,
                               device=device)
@@ -94,14 +97,6 @@ def load_model_spec(spec: str, device: Any = None):
     if "=" in spec:
         name, weights = spec.split("=", 1)
         return load_model(name, weights, device=device)
-    if spec.endswith(":random"):
-        import torch
-
-        with torch.random.fork_rng(devices=[]):  # seeded weights, the caller's random state untouched
-            torch.manual_seed(0)
-            bundle = load_model(spec[: -len(":random")], pretrained=False, device=device)
-        bundle.name = spec
-        return bundle
     return load_model(spec, device=device)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from gradcam.apps.explainer import DEFAULT_MODEL, Explainer, readable_pictures
 from gradcam.engine.methods import method_info
@@ -87,12 +88,13 @@ def evaluate(
     batch_size: int = 8,
     seed: int = 0,
     metrics: Sequence[str] | None = None,
+    progress: bool | None = False,
 ) -> Evaluation:
     """Score every method's maps of every image with each of ``metrics`` (default: every registered
     faithfulness metric: deletion and insertion, Average Drop and Increase in Confidence), and seeded
     random maps the same way. The maps are the methods' min-max normalised maps at the model's input
     size, of the class ``target`` (default: the prediction); ``steps`` and ``score`` go to the metrics that
-    take them."""
+    take them. ``progress``: a bar over the maps scored (images × (methods + random)); None: on a terminal."""
     if int(batch_size) < 1:
         raise OptionError(f"batch_size must be >= 1, got {batch_size}")
     metrics = list_metrics("faithfulness") if metrics is None else list(metrics)
@@ -124,18 +126,24 @@ def evaluate(
             result.methods.append(explainer.method)
     if not usable:
         raise OptionError("no method applies to this model: " + "; ".join(f"{m}: {why}" for m, why in result.skipped))
-    for start in range(0, len(pictures), batch_size):
-        x = bundle.preprocess.batch(pictures[start : start + batch_size]).to(device)
-        batch_names = names[start : start + batch_size]
-        grid, classes = None, None
-        for explainer in usable:
-            out = explainer.cam(x, targets=target)
-            grid, classes = grid or tuple(out.raws[0].shape[1:]), out.targets
-            _score(result, batch_names, explainer.method, out.maps, classes, x, scorers, bundle)
-        # random maps as smooth as the methods': on the first method's grid, upsampled as its maps are
-        # (pixel-wise noise would scatter deletions everywhere and break the image faster than any map)
-        noise = torch.rand((len(x), *grid), generator=generator).to(device)
-        _score(result, batch_names, RANDOM, noise, classes, x, scorers, bundle)
+    bar = tqdm(total=len(pictures) * (len(usable) + 1), desc="evaluate", unit="map", dynamic_ncols=True,
+               disable=None if progress is None else not progress)
+    with bar:
+        for start in range(0, len(pictures), batch_size):
+            x = bundle.preprocess.batch(pictures[start : start + batch_size]).to(device)
+            batch_names = names[start : start + batch_size]
+            grid, classes = None, None
+            for explainer in usable:
+                bar.set_postfix_str(explainer.method)
+                out = explainer.cam(x, targets=target)
+                grid, classes = grid or tuple(out.raws[0].shape[1:]), out.targets
+                _score(result, batch_names, explainer.method, out.maps, classes, x, scorers, bundle)
+                bar.update(len(x))
+            # random maps as smooth as the methods': on the first method's grid, upsampled as its maps are
+            # (pixel-wise noise would scatter deletions everywhere and break the image faster than any map)
+            noise = torch.rand((len(x), *grid), generator=generator).to(device)
+            _score(result, batch_names, RANDOM, noise, classes, x, scorers, bundle)
+            bar.update(len(x))
     return result
 
 

@@ -16,7 +16,7 @@ from gradcam.engine.layers import stage_layers
 from gradcam.engine.methods import create_method
 from gradcam.io.images import load_image
 from gradcam.render import pictures as draw
-from gradcam.render.files import picture_name, save_png, source_name
+from gradcam.render.files import picture_name, save_png, source_name, source_names
 
 
 @dataclass
@@ -87,3 +87,13 @@ def sweep(
     index = int(out.targets[0])
     label = bundle.label(index)
     return Sweep(picture, index, label, float(out.probabilities[0]), method, maps, colormap, alpha, source_name(image))
+
+
+def sweeps(images: Sequence[Any], **options: Any) -> list[Sweep]:
+    """:func:`sweep` of each image (the model loaded once), each named apart (:func:`source_names`)."""
+    results = []
+    for image, name in zip(images, source_names(images)):
+        result = sweep(image, **options)
+        result.stem = name
+        results.append(result)
+    return results

@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from gradcam.apps.explainer import DEFAULT_MODEL, Explanation
-from gradcam.apps.pipeline.manifest import Manifest, done_paths
+from gradcam.apps.pipeline.manifest import Manifest, done_paths, plain_settings
 from gradcam.apps.pipeline.step import ExplainStep, Failed
 from gradcam.apps.pipeline.writer import Writer
 from gradcam.errors import GradCAMError, OptionError
@@ -145,11 +145,12 @@ def explain_folder(
                           f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     step.names = mirrored_names(files, input_roots(inputs))
     out = Path(out)
-    done_before = done_paths(out / "manifest.jsonl", step.settings, step.methods) if resume else set()
+    done_before = (done_paths(out / "manifest.jsonl", step.settings, step.methods, step.setting_values)
+                   if resume else set())
     todo = [f for f in files if f not in done_before]
     job = _FolderJob(step, on_result=on_result, on_error=on_error)
     job.summary = FolderSummary(total=len(files), skipped=len(files) - len(todo))
-    book = Manifest(out, resume) if manifest else None
+    book = Manifest(out, resume, plain_settings(step.setting_values)) if manifest else None
     job.summary.manifest = book.jsonl if book else None
     return job.run(todo, book, batch_size, workers, progress_bar)
 
@@ -169,8 +170,9 @@ class _FolderJob:
     def run(self, todo: list[str], book: Manifest | None, batch_size: int, workers: int,
             progress_bar: bool | None) -> FolderSummary:
         self.book = book
-        self.bar = tqdm(total=len(todo), unit="img", desc="explain", dynamic_ncols=True,
-                        disable=None if progress_bar is None else not progress_bar)
+        methods = len(self.step.methods)  # the bar counts maps (image × method): --method all moves as it goes
+        self.bar = tqdm(total=len(todo) * methods, unit="img" if methods == 1 else "map", desc="explain",
+                        dynamic_ncols=True, disable=None if progress_bar is None else not progress_bar)
         start = time.perf_counter()
         writer = Writer(maxsize=2 * batch_size, threads=WRITERS)  # two batches wait at most: memory stays flat
         loader = torch.utils.data.DataLoader(_Images(todo, self.step.bundle.preprocess),
@@ -182,8 +184,10 @@ class _FolderJob:
                     if error is not None:
                         row = self.step.error_row(todo[i], None, error.message)
                         writer.put(lambda p=todo[i], e=error, r=row: self.fail(p, [e], [r]))
+                        self.bar.update(methods)
                 if good:
-                    found = self.step.explain([p for p, _, _ in good], torch.stack([x for _, x, _ in good]))
+                    found = self.step.explain([p for p, _, _ in good], torch.stack([x for _, x, _ in good]),
+                                              done=self.bar.update)
                     for (path, _, array), items in zip(good, found):
                         writer.put(lambda p=path, a=array, f=items: self.write(p, a, f))
             writer.close()
@@ -209,7 +213,6 @@ class _FolderJob:
             if self.book:
                 self.book.append(done.rows)
             self.summary.done += 1
-            self.bar.update(1)
 
     def fail(self, path: str, failures: list[Failed], rows: list[dict]) -> None:
         """An image that could not be read, or that a method failed on: its rows, one failed image."""
@@ -221,4 +224,3 @@ class _FolderJob:
             for failure in failures:
                 if self.on_error:
                     self.on_error(failure.message, failure.detail)
-            self.bar.update(1)

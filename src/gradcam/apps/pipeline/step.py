@@ -9,7 +9,7 @@ import traceback
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -17,12 +17,11 @@ from PIL import Image
 
 from gradcam.apps.explainer import DEFAULT_MODEL, Explainer, Explanation, compare_methods, ranks
 from gradcam.apps.pipeline.manifest import FIELDS, settings_key
+from gradcam.choices import PICTURES
 from gradcam.engine.methods import method_options
 from gradcam.errors import ModelError, OptionError
 from gradcam.models.weights import module_fingerprint
 from gradcam.render.files import PICTURE_FORMATS, Sink, as_sink, picture_name
-
-PICTURES = ("overlay", "heatmap", "grayscale", "figure")
 
 
 @dataclass
@@ -66,15 +65,21 @@ class ExplainStep:
                                      normalize=normalize, colormap=colormap, alpha=alpha,
                                      **{k: v for k, v in options.items() if k in method_options(m)})
                            for m in self.methods]
-        self._settings = (self.methods, layer, target, top_k, normalize, colormap, alpha, sorted(save), save_maps,
-                          format, {k: v for k, v in options.items() if k != "progress"})
+        self._settings = dict(method=self.methods, layer=layer, target=target, top_k=top_k, normalize=normalize,
+                              colormap=colormap, alpha=alpha, save=sorted(save), save_maps=save_maps, format=format,
+                              options={k: v for k, v in options.items() if k != "progress"})
         self.sink, self.names = as_sink(out), dict(names or {})
         self.target, self.top_k, self.save, self.save_maps, self.format = target, top_k, save, save_maps, format
 
     @cached_property
+    def setting_values(self) -> dict:
+        """The model, its weights' fingerprint and every setting that changes a picture, by name."""
+        return {"model": self.bundle.name, "weights": module_fingerprint(self.bundle.module), **self._settings}
+
+    @cached_property
     def settings(self) -> str:
-        """The key each manifest row carries: the model's weights and every setting that changes a picture."""
-        return settings_key(self.bundle.name, module_fingerprint(self.bundle.module), *self._settings)
+        """The key each manifest row carries (a hash of :attr:`setting_values`)."""
+        return settings_key(self.setting_values)
 
     @property
     def bundle(self):
@@ -86,11 +91,16 @@ class ExplainStep:
 
     # ------------------------------------------------------------------ the model half
 
-    def explain(self, paths: Sequence[str], x: torch.Tensor, target: Any = None) -> list[list]:
+    def explain(self, paths: Sequence[str], x: torch.Tensor, target: Any = None,
+                done: Callable[[int], Any] | None = None) -> list[list]:
         """Each method on the batch (for ``target``, else the job's); per image, one ``(output, index)`` or
-        :class:`Failed` per method."""
+        :class:`Failed` per method. ``done(n)`` after each method, with the batch's size (a progress bar)."""
         target = self.target if target is None else target
-        per_method = [_run(explainer, x, list(paths), target, self.top_k) for explainer in self.explainers]
+        per_method = []
+        for explainer in self.explainers:
+            per_method.append(_run(explainer, x, list(paths), target, self.top_k))
+            if done is not None:
+                done(len(paths))
         return [[items[j] for items in per_method] for j in range(len(paths))]
 
     # ------------------------------------------------------------------ the picture half

@@ -140,15 +140,16 @@ def train(
                                                        total_steps=epochs * len(loader))
         loss_fn = nn.CrossEntropyLoss()
         history = []
+        bar = tqdm(total=epochs * len(loader), desc="train", unit="batch", dynamic_ncols=True,
+                   disable=None if progress is None else not progress)
         for epoch in range(1, epochs + 1):
             model.train()
             if arch == "efficientnet_lite0" and freeze_backbone:
                 model.eval()  # frozen BatchNorm statistics too
             seen = correct = 0
             total_loss = 0.0
-            bar = tqdm(loader, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False,
-                       disable=None if progress is None else not progress)
-            for x, y in bar:
+            bar.set_description(f"epoch {epoch}/{epochs}")
+            for x, y in loader:
                 x, y = x.to(device), y.to(device)
                 logits = model(x)
                 loss = loss_fn(logits, y)
@@ -160,15 +161,17 @@ def train(
                 correct += int((logits.argmax(1) == y).sum())
                 total_loss += float(loss.detach()) * len(y)
                 bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.2f}")
+                bar.update(1)
             val_acc = accuracy(model, val_loader, device) if val_set else float("nan")
             history.append({"epoch": epoch, "loss": total_loss / seen, "train_accuracy": correct / seen,
                             "val_accuracy": val_acc})
             log(f"epoch {epoch}/{epochs}: loss {total_loss / seen:.3f}, train accuracy {correct / seen:.3f}, "
                 f"val accuracy {val_acc:.3f}")
+        bar.close()
         model.eval()
         config.metrics = {"train_images": len(train_set), "val_images": len(val_set), "history": history,
                           "val_accuracy": history[-1]["val_accuracy"], "train_accuracy": history[-1]["train_accuracy"]}
-        save_checkpoint(model, config, out, val_files=[p for p, _ in val_set])
+        save_checkpoint(model, config, out, val_files=[p for p, _ in val_set], data_dir=data_dir)
         return config.metrics
 
 

@@ -25,6 +25,7 @@ def build(num_classes: int | None = None) -> torch.nn.Module:
 
 
 @register_source(name="bundled", claims=lambda spec: spec == BUNDLED, names=lambda: [BUNDLED],
+                 groups=lambda: {"classification": [BUNDLED]}, offline=lambda name: True,
                  description="EfficientNet-Lite0 with ImageNet weights, bundled (no download)")
 def load(spec: str, *, weights=None, pretrained: bool = True) -> ModelBundle:
     """Lite0 with the bundled weights, a local file's (original or timm key names), or random ones."""

@@ -36,6 +36,8 @@ class Source:
     names: Callable[[], Sequence[str]] | None = None
     files: Callable[[str, "Path | None"], list[Path]] | None = None
     description: str = ""
+    groups: Callable[[], dict[str, Sequence[str]]] | None = None  # its names by task, for `gradcam models`
+    offline: Callable[[str], bool] | None = None  # whether a name's pretrained weights are on this machine
 
     def weights_files(self, spec: str, weights: str | os.PathLike | None = None) -> list[Path]:
         """The local files this model's weights come from (a weights file, a checkpoint's files)."""
@@ -49,11 +51,14 @@ _SOURCES: dict[str, Source] = {}
 
 def register_source(prefix: str | None = None, *, name: str | None = None, suffixes: Sequence[str] = (),
                     claims: Callable[[str], bool] | None = None, names: Callable[[], Sequence[str]] | None = None,
-                    files: Callable | None = None, description: str = ""):
+                    files: Callable | None = None, description: str = "",
+                    groups: Callable[[], dict[str, Sequence[str]]] | None = None,
+                    offline: Callable[[str], bool] | None = None):
     """Register ``load(spec, *, weights=None, pretrained=True, **options) -> ModelBundle`` as a model
     source taking specs ``prefix/…`` (the loader gets what follows the slash), files ending in one of
     ``suffixes``, or specs for which ``claims(spec)`` is true. ``names()``: the names it lists in
-    ``gradcam models``; ``files(spec, weights)``: the local files its weights come from. Registering a
+    ``gradcam models`` (``groups()``: the same by task); ``files(spec, weights)``: the local files its weights
+    come from; ``offline(name)``: whether its pretrained weights are on this machine. Registering a
     name again replaces the source (a plugin may override a built-in one)."""
     if prefix is None and not suffixes and claims is None:
         raise ModelError("register_source needs a prefix, suffixes or a claims(spec) test")
@@ -63,7 +68,7 @@ def register_source(prefix: str | None = None, *, name: str | None = None, suffi
 
     def decorator(load: Callable[..., ModelBundle]) -> Callable[..., ModelBundle]:
         key = name or prefix or (suffixes[0].lstrip(".") if suffixes else load.__module__.rpartition(".")[2])
-        _SOURCES[key] = Source(key, load, prefix, suffixes, claims, names, files, description)
+        _SOURCES[key] = Source(key, load, prefix, suffixes, claims, names, files, description, groups, offline)
         return load
 
     return decorator
@@ -122,13 +127,25 @@ def load_model(name: str = "efficientnet_lite0", weights: str | os.PathLike | No
     images in [0, 1] at 640 px), the folder of a model trained by ``gradcam train``, your own network's
     class or function as 'my_models.py:Net3D' / 'package.module:build' (called with no arguments; random
     weights unless ``weights=``), or whatever a registered source takes (:func:`register_source`). A local
-    file whose classifier has N outputs gives an N-class model (labels None).
+    file whose classifier has N outputs gives an N-class model (labels None). Any of them as ``NAME:random``:
+    seeded random weights (seed 0, the caller's random state untouched), to try a pipeline offline.
     """
     if weights is not None and not Path(weights).is_file():
         raise ModelError(f"weights file not found: {weights}")
     spec = str(name).strip()
-    source, given = find_source(spec)
-    bundle = source.load(given, weights=weights, pretrained=pretrained, **options)
+    base, random = _random(spec)
+    if random and weights is not None:
+        raise ModelError(f"{spec}: random weights and a weights file ({weights}); give one of them")
+    source, given = find_source(base)
+    if random:
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            bundle = source.load(given, weights=None, pretrained=False, **options)
+        bundle = replace(bundle, name=spec) if isinstance(bundle, ModelBundle) else bundle
+    else:
+        bundle = source.load(given, weights=weights, pretrained=pretrained, **options)
     if not isinstance(bundle, ModelBundle):
         raise ModelError(f"model source {source.name!r} returned a {type(bundle).__name__}, not a ModelBundle")
     bundle.module.eval()
@@ -147,8 +164,11 @@ def list_models() -> list[str]:
 def weights_files(name: str, weights: str | os.PathLike | None = None) -> list[Path]:
     """The local files a model's weights come from, as its source says: the weights file, a checkpoint
     folder's files, a model file."""
+    base, random = _random(str(name).strip())
+    if random:
+        return []
     try:
-        source, given = find_source(name)
+        source, given = find_source(base)
     except ModelError:
         return [Path(weights)] if weights is not None else []
     return source.weights_files(given, weights)
@@ -164,6 +184,14 @@ def weights_stamp(name: str, weights: str | os.PathLike | None = None) -> tuple:
         except OSError:
             stamps.append((str(path), None, None))
     return tuple(stamps)
+
+
+RANDOM = ":random"
+
+
+def _random(spec: str) -> tuple[str, bool]:
+    """(the spec without ``:random``, whether it asked for random weights)."""
+    return (spec[: -len(RANDOM)], True) if spec.endswith(RANDOM) and len(spec) > len(RANDOM) else (spec, False)
 
 
 def _load_plugins() -> None:

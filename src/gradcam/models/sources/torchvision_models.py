@@ -6,8 +6,11 @@ and offline that is one error that says how to pass a local file."""
 from __future__ import annotations
 
 import functools
+import os
 import re
+from pathlib import Path
 
+import torch
 import torchvision
 from torch import nn
 
@@ -36,7 +39,24 @@ def segmenter_names() -> tuple[str, ...]:
     return tuple(torchvision.models.list_models(module=torchvision.models.segmentation))
 
 
-@register_source(name="torchvision", claims=lambda spec: spec in names(), names=names,
+def groups() -> dict[str, tuple[str, ...]]:
+    """The names by task."""
+    return {"classification": tuple(torchvision.models.list_models(module=torchvision.models)),
+            "video classification": tuple(torchvision.models.list_models(module=torchvision.models.video)),
+            "detection": detector_names(), "segmentation": segmenter_names()}
+
+
+def offline(name: str) -> bool:
+    """Whether the default pretrained weights of ``name`` are in torch's hub cache (no download needed)."""
+    try:
+        url = torchvision.models.get_model_weights(name).DEFAULT.url
+    except (ValueError, AttributeError, KeyError):
+        return False
+    return (Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)).is_file()
+
+
+@register_source(name="torchvision", claims=lambda spec: spec in names(), names=names, groups=groups,
+                 offline=offline,
                  description="torchvision's classifiers, video classifiers, detectors and segmenters by name")
 def load(name: str, *, weights=None, pretrained: bool = True) -> ModelBundle:
     download = pretrained and weights is None
