@@ -207,8 +207,8 @@ def test_help_for_every_option_defaults_shown_and_examples_per_command():
     examples = set()
     for name, command in commands.items():
         for action in command._actions:
-            if action.option_strings and action.dest != "help":
-                assert action.help, f"{name} {action.option_strings[0]} has no help"
+            if action.dest != "help":
+                assert action.help, f"{name} {(action.option_strings or [action.dest])[0]} has no help"
         text = command.format_help()
         assert "examples:" in text and f"gradcam {name}" in text.split("examples:")[1], name
         examples.add(text.split("examples:")[1])

@@ -42,3 +42,7 @@ def suggest(word: str, choices: Iterable[str], n: int = 5) -> str:
     """' Did you mean: a, b?' for the closest choices, or '' when nothing is close."""
     close = difflib.get_close_matches(word, list(choices), n=n, cutoff=0.5)
     return f" Did you mean: {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+class PreprocessingGuess(UserWarning):
+    """A model file does not say how its input is preprocessed, and gradcam guessed (the message says what)."""

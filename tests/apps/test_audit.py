@@ -143,7 +143,8 @@ def test_the_command_audits_the_bundled_model_on_real_photos(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "2 image(s) (all): accuracy 100.0%" in printed and "mostly lie on the objects" in printed
     rows = (tmp_path / "out" / "audit.csv").read_text().splitlines()
-    assert rows[0].startswith("image,label,predicted") and rows[1].startswith("cat.png,Egyptian cat,Egyptian cat,True,True")
+    assert rows[0].startswith("image,label,predicted")
+    assert rows[1].startswith("cat.png,Egyptian cat,Egyptian cat,True,True")
 
 
 def test_a_model_with_no_right_answer_is_not_called_sound():

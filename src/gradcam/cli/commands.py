@@ -9,12 +9,13 @@ import glob
 import os
 import sys
 import traceback
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 from gradcam.choices import DEFAULT_MODEL, PICTURES
 from gradcam.cli.parser import build_parser
-from gradcam.errors import GradCAMError, ImageError, OptionError, suggest
+from gradcam.errors import GradCAMError, ImageError, OptionError, PreprocessingGuess, suggest
 
 OK, FAILED, USAGE = 0, 1, 2
 
@@ -22,6 +23,8 @@ OK, FAILED, USAGE = 0, 1, 2
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit status: 0 done, 1 some image failed (or an unexpected error), 2 a usage error."""
     args = build_parser().parse_args(argv)
+    warnings.showwarning = _note
+    warnings.simplefilter("always", PreprocessingGuess)  # every run says what it guessed
     command = {"explain": cmd_explain, "compare": cmd_compare, "evaluate": cmd_evaluate, "audit": cmd_audit,
                "sweep": cmd_sweep, "serve": cmd_serve,
                "train": cmd_train, "make-shapes": cmd_make_shapes, "layers": cmd_layers,
@@ -42,6 +45,34 @@ def fail(exc: BaseException | str, debug: bool, status: int, kind: str = "") -> 
         traceback.print_exception(exc)
     print(f"error: {kind + ': ' if kind else ''}{exc}", file=sys.stderr)
     return status
+
+
+_shown = warnings.showwarning
+
+
+def _note(message, category, *args, **kwargs) -> None:
+    """A guess gradcam made (a model file's preprocessing) is one line; other warnings as Python shows them."""
+    if issubclass(category, PreprocessingGuess):
+        print(f"note: {message}", file=sys.stderr)
+    else:
+        _shown(message, category, *args, **kwargs)
+
+
+FILE_OPTIONS = ("input_size", "mean", "std", "channels_last")
+
+
+def model_of(args):
+    """``--model`` as given, or loaded here with a model file's preprocessing options when any is given."""
+    options = {k: getattr(args, k) for k in FILE_OPTIONS if getattr(args, k, None) is not None}
+    if not options:
+        return args.model
+    from gradcam.models.sources import find_source, load_model
+
+    source, _ = find_source(str(args.model))
+    if source.name not in ("onnx", "keras"):
+        raise OptionError(f"--{next(iter(options)).replace('_', '-')} is for model files (.onnx, .keras), which do "
+                          f"not say how their input is preprocessed; {args.model} does")
+    return load_model(args.model, args.weights, device=args.device, **options)
 
 
 def check_inputs(items: Sequence[str | os.PathLike]) -> None:
@@ -91,7 +122,7 @@ def cmd_explain(args) -> int:
     check_inputs(args.images)
     classes = None if args.classes is None else [class_spec(c) for c in args.classes.split(",") if c.strip()]
     layer = parse_layers(args.layer)
-    job = plan_job(args.images, model=args.model, weights=args.weights, device=args.device, task=args.task,
+    job = plan_job(args.images, model=model_of(args), weights=args.weights, device=args.device, task=args.task,
                    method=args.method, layer=layer, target=class_spec(args.target), top_k=args.top_k,
                    normalize=args.normalize, colormap=args.colormap, alpha=args.alpha, classes=classes,
                    box=None if args.box is None else parse_box(args.box), min_score=args.min_score,
@@ -174,7 +205,7 @@ def cmd_evaluate(args) -> int:
     methods = check_methods(args.methods, allow_all=True)
     check_inputs(args.images)
     files = find_images(args.images)
-    result = evaluate(files, model=args.model, weights=args.weights, device=args.device, methods=methods,
+    result = evaluate(files, model=model_of(args), weights=args.weights, device=args.device, methods=methods,
                       layer=parse_layers(args.layer), target=class_spec(args.target), steps=args.steps,
                       score=args.score, batch_size=args.batch_size, metrics=args.metrics, progress=progress(args))
     for method, why in result.skipped:
@@ -199,7 +230,7 @@ def cmd_audit(args) -> int:
             files = [line.strip() for line in args.files.read_text(encoding="utf-8").splitlines() if line.strip()]
         except OSError as exc:
             raise OptionError(f"--files {args.files}: cannot read it ({exc.strerror})") from None
-    result = audit_folder(args.folder, args.annotations, model=args.model, weights=args.weights, device=args.device,
+    result = audit_folder(args.folder, args.annotations, model=model_of(args), weights=args.weights, device=args.device,
                           method=method, layer=parse_layers(args.layer), batch_size=args.batch_size,
                           threshold=args.threshold, split=None if files is not None else args.split, files=files)
     for _, why in result.failed:
@@ -221,7 +252,7 @@ def cmd_sweep(args) -> int:
         raise OptionError("give --layers or --every-stage, not both")
     check_inputs(args.images)
     [method] = check_methods([args.method])
-    for image, result in zip(args.images, sweeps(args.images, model=args.model, weights=args.weights,
+    for image, result in zip(args.images, sweeps(args.images, model=model_of(args), weights=args.weights,
                                                  device=args.device, layers=args.layers, method=method,
                                                  target=class_spec(args.target))):
         written = result.save(args.out)
@@ -275,7 +306,9 @@ def cmd_layers(args) -> int:
     from gradcam.errors import LayerError
     from gradcam.models.sources import load_model
 
-    bundle = load_model(args.model, args.weights, pretrained=False, device=args.device)
+    model = model_of(args)
+    bundle = model if not isinstance(model, str) else load_model(model, args.weights, pretrained=False,
+                                                                 device=args.device)
     x = bundle.probe()
     try:
         chosen, why = auto_layer(bundle.module, x), auto_layer_reason(bundle.module, x)

@@ -274,6 +274,22 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", dest="model", metavar="DIR", help="a model folder written by `gradcam train`")
     parser.add_argument("--weights", type=Path, help="local weights file (.pth or .safetensors)")
     parser.add_argument("--device", choices=DEVICES, help="default: cuda when available, else cpu")
+    files = parser.add_argument_group("a model file's preprocessing (.onnx, .keras: what the file does not say)")
+    files.add_argument("--input-size", type=positive_int, metavar="PX", help="the side of its square input")
+    files.add_argument("--mean", type=three_floats, metavar="R,G,B", help="per-channel mean of pixels in [0, 1]")
+    files.add_argument("--std", type=three_floats, metavar="R,G,B", help="per-channel std of pixels in [0, 1]")
+    files.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                       help="whether it takes (N, H, W, C) images (default: as its input says)")
+
+
+def three_floats(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"expected three numbers R,G,B, got {text!r}")
+    return values
 
 
 def comma_list(text: str) -> list[str]:

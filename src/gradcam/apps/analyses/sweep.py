@@ -54,8 +54,9 @@ class Sweep:
         written = {"figure": save_png(self.figure(), directory / picture_name(self.stem, "sweep", "figure"))}
         for m in self.layers:
             picture = draw.overlay(self.image, m.heatmap, colormap=self.colormap, alpha=self.alpha)
+            layer = m.name.replace("/", "-")  # an ONNX node's name holds slashes: one file, not folders
             written[m.name] = save_png(picture,
-                                       directory / picture_name(f"{self.stem}.{m.name}", self.method, "overlay"))
+                                       directory / picture_name(f"{self.stem}.{layer}", self.method, "overlay"))
         return written
 
 
