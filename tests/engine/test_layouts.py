@@ -202,3 +202,17 @@ def test_a_vit_that_pools_its_patch_tokens_is_explained_at_its_last_block():
     expected = torch.relu((grad.mean(1, keepdim=True) * store["a"]).sum(-1)).reshape(2, 4, 4)
     from mapcheck import assert_relative_close
     assert_relative_close(out.raw, expected.detach(), 1e-5)
+
+
+def test_a_model_that_says_its_maps_are_channels_last_is_read_so_where_both_readings_fit():
+    """(B, 16, 16, 16) of a 32-px input reads either way; a Keras model's wrapper says its maps are NHWC."""
+    from torch import nn
+
+    from gradcam.engine.layouts import CHANNELS_FIRST, CHANNELS_LAST, find_layout
+
+    class KerasLike(nn.Module):
+        channels_last_activations = True
+
+    assert find_layout((2, 16, 16, 16), (32, 32), 2, nn.Module()).kind == CHANNELS_FIRST
+    assert find_layout((2, 16, 16, 16), (32, 32), 2, KerasLike()).kind == CHANNELS_LAST
+    assert find_layout((2, 8, 16, 16), (32, 32), 2, KerasLike()).kind == CHANNELS_FIRST  # only one reading fits

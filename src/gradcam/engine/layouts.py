@@ -6,7 +6,8 @@ a layer's output is read as:
 - **channels-first** (B, K, *s): a convolution's feature map (NCHW), each axis of s no larger than the
   input's, the two image axes scaled down by about the same stride;
 - **channels-last** (B, *s, K): timm's Swin and MambaOut stages, ConvNeXt's block norms (NHWC);
-  channels-first wins when both readings fit;
+  channels-first wins when both readings fit, unless the model says its activations are channels-last
+  (``model.channels_last_activations = True``, as a Keras model's wrapper does: (B, 16, 16, 16) fits both);
 - **tokens** (B, N, K) of an image: a vision transformer's sequence, its prefix tokens (class,
   distillation, register tokens: timm's ``num_prefix_tokens``, torchvision's class token) dropped and
   the patch tokens laid out on the patch grid — from the model's patch size and the input's size, else
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 
 CHANNELS_FIRST, CHANNELS_LAST, TOKENS = "channels-first", "channels-last", "tokens"
+CHANNELS_LAST_ACTIVATIONS = "channels_last_activations"  # a model's attribute: True when its maps are (B, *s, C)
 _AXES = {1: "(B, C, l)", 2: "(B, C, h, w)", 3: "(B, C, d, h, w)"}
 
 
@@ -107,10 +109,12 @@ def find_layout(shape: Sequence[int], input_size: Sequence[int], batch: int,
     shape = tuple(shape)
     if len(shape) < 3 or shape[0] != batch:
         return None
-    if is_feature_map(shape, input_size):
-        return Layout(CHANNELS_FIRST)
-    if is_feature_map((shape[0], shape[-1], *shape[1:-1]), input_size):
+    first = is_feature_map(shape, input_size)
+    last = is_feature_map((shape[0], shape[-1], *shape[1:-1]), input_size)
+    if last and (not first or getattr(model, CHANNELS_LAST_ACTIVATIONS, False)):
         return Layout(CHANNELS_LAST)
+    if first:
+        return Layout(CHANNELS_FIRST)
     if len(shape) == 3 and len(input_size) == 2:
         return _token_layout(shape, input_size, model, name)
     return None
