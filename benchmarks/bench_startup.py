@@ -84,23 +84,22 @@ def main() -> None:
         start = time.perf_counter()
         done = subprocess.run(explain, check=True, capture_output=True, text=True)
         wall = time.perf_counter() - start
-        print(f"imports of one `gradcam explain` ({wall:.2f} s in all under -X importtime), by top-level package:")
+        print(f"imports of one `gradcam explain` ({wall:.2f} s in all under -X importtime), "
+              "each package's own import time:")
         for package, seconds in import_shares(done.stderr)[:8]:
             print(f"  {package:40s} {seconds:6.2f} s  {seconds / wall:6.1%}")
 
 
 def import_shares(report: str) -> list[tuple[str, float]]:
-    """(top-level package, seconds) from ``-X importtime``'s lines, the first import of each package
-    counted with everything it imported, largest first."""
+    """(top-level package, seconds) from ``-X importtime``'s lines: each module's own time (without what it
+    imports) summed by its top-level package, largest first, so the shares do not overlap."""
     shares: dict[str, float] = {}
     for line in report.splitlines():
         parts = line.split("|")
-        if not line.startswith("import time:") or len(parts) != 3 or not parts[1].strip().isdigit():
+        if not line.startswith("import time:") or len(parts) != 3 or not parts[0].split(":")[1].strip().isdigit():
             continue
-        name = parts[2].rstrip()
-        if name.startswith(" ") and not name.startswith("  "):  # one space: imported at the top level
-            package = name.strip().split(".")[0]
-            shares[package] = shares.get(package, 0.0) + int(parts[1]) / 1e6
+        package = parts[2].strip().split(".")[0]
+        shares[package] = shares.get(package, 0.0) + int(parts[0].split(":")[1]) / 1e6
     return sorted(shares.items(), key=lambda item: -item[1])
 
 
