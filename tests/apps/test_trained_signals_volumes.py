@@ -80,14 +80,14 @@ def clips():
     x, y, boxes = make_clips(700, frames=8, size=32, seed=0)
     held = np.arange(len(x)) < 100
     x, y = torch.from_numpy(x), torch.from_numpy(y)
-    model = fit(small_net(3, pool_size=(1, 2, 2)), x[~held], y[~held], epochs=20, lr=3e-3)
+    model = fit(small_net(3, pool_size=(1, 2, 2)), x[~held], y[~held], epochs=5, lr=3e-3)
     return model, x[held], y[held], torch.from_numpy(boxes[held])
 
 
 def test_a_trained_video_network_follows_the_moving_disc_frame_by_frame(clips):
     """Only motion tells the class (a disc moving right or left; a still disc and bars as bright): in each
     frame, the map's peak lies on the moving disc (± 2 pixels) for ≥ 85 % of the frames of held-out clips
-    (99.4 % in our run; untrained 20.9 %)."""
+    (100 % in our run, 99.8 % with seed 1; untrained 20.9 %)."""
     model, x, y, boxes = clips
     with torch.no_grad():
         assert (model(x).argmax(1) == y).float().mean() >= 0.9

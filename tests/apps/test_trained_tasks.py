@@ -1,7 +1,7 @@
 """Trained, small, real, beyond classification: a small segmenter and a small detector trained once per
 session on two-object shapes (a circle and a square in every image), and the pointing game per object:
-each object's map puts its peak on that object, not on the other one. Segmenter: all 300 held-out objects
-in our run (untrained 15 %; 93 % of object pixels classified right)."""
+each object's map puts its peak on that object, not on the other one. Segmenter: 99.3 % of 300 held-out
+objects in our run (untrained 15 %; 91 % of object pixels classified right)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def segmenter():
     target = np.zeros(masks.shape[:1] + masks.shape[2:], np.int64)
     for j in range(2):  # class 1 + the object's class on its pixels
         target[masks[:, j]] = np.broadcast_to(labels[:, j, None, None] + 1, target.shape)[masks[:, j]]
-    model = fit(small_segmenter(), x[HELD:], torch.from_numpy(target[HELD:]), epochs=20, lr=3e-3)
+    model = fit(small_segmenter(), x[HELD:], torch.from_numpy(target[HELD:]), epochs=12, lr=3e-3, batch_size=16)
     return model, x[:HELD], labels[:HELD], boxes[:HELD], torch.from_numpy(target[:HELD])
 
 
@@ -62,7 +62,7 @@ def detector():
     images, labels, boxes, _ = draw_shapes(1000 + HELD, size=64, seed=6, objects=2)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
     labels, boxes = torch.from_numpy(labels), torch.from_numpy(boxes)
-    model = fit_detector(SmallDetector(), x[HELD:], labels[HELD:], boxes[HELD:], epochs=20, lr=3e-3)
+    model = fit_detector(SmallDetector(), x[HELD:], labels[HELD:], boxes[HELD:], epochs=8, lr=3e-3)
     return model, x[:HELD], labels[:HELD], boxes[:HELD]
 
 
@@ -86,8 +86,8 @@ def box_pointing(model, x, labels, boxes, method: str, margin: int = 2) -> tuple
 
 
 def test_each_detected_objects_map_points_at_that_object(detector):
-    """LayerCAM's peak lies on the object for 97.7 % of 300 held-out objects in our run (97.7 % found;
-    untrained: none found), Grad-CAM's for 57 %: the detector reads each object's score and box at its centre cell,
+    """LayerCAM's peak lies on the object for 97 % of 300 held-out objects in our run (97 % found;
+    untrained: none found), Grad-CAM's for 54 %: the detector reads each object's score and box at its centre cell,
     so the gradient is there alone; Grad-CAM averages it into one weight per channel for the whole map, which
     lights every place with the class's features, while LayerCAM weighs each place by its own gradient."""
     model, x, labels, boxes = detector
