@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import csv
+import io
+import json
+from html.parser import HTMLParser
 
 import pytest
 import torch
+from PIL import Image
 
 import gradcam
 from gradcam.apps.analyses.evaluate import RANDOM, evaluate
@@ -60,8 +65,88 @@ def test_the_command(photos, tmp_path, capsys):
         rows = list(csv.DictReader(f))
     assert len(rows) == 6 and {r["method"] for r in rows} == {"gradcam", "layercam", RANDOM}
     assert all(0.0 <= float(r["deletion_auc"]) <= 1.0 for r in rows)
+    assert f"summary: {tmp_path / 'summary.json'}" in captured.out
+    assert f"report: {tmp_path / 'report.html'}" in captured.out
+    # summary.json: per method, the means of the rows
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    assert summary["model"] == "efficientnet_lite0" and summary["metrics"] == ["deletion", "confidence"]
+    assert [f["image"].endswith("broken.jpg") for f in summary["failed"]] == [True] and summary["skipped"] == []
+    assert list(summary["methods"]) == ["gradcam", "layercam", RANDOM]
+    for method, means in summary["methods"].items():
+        mine = [r for r in rows if r["method"] == method]
+        assert means["images"] == len(mine) == 2
+        for column in ("deletion_auc", "insertion_auc", "average_drop", "increase_in_confidence"):
+            assert means[column] == pytest.approx(sum(float(r[column]) for r in mine) / 2, rel=1e-12, abs=1e-15)
+    # report.html: one self-contained page with the ranking, both mean curves and the example maps
+    page = Page((tmp_path / "report.html").read_text(encoding="utf-8"))
+    assert page.links() and all(link.startswith("data:image/png;base64,") or link[1:] in page.ids
+                                for link in page.links())
+    assert not {"script", "link"} & {tag for tag, _ in page.tags}
+    assert "deletion curve" in page.headings and "insertion curve" in page.headings
+    assert [h for h in page.headings if h.startswith("Maps of")] == ["Maps of chelsea.jpg", "Maps of coffee.jpg"]
+    assert "random" in page.captions[0] and "ranked by deletion (lower is better)" in page.captions[0]
+    assert [c.split(":")[0] for c in page.figures] == ["image", "gradcam", "layercam", RANDOM] * 2
+    pictures = [Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))) for src in page.images]
+    assert [p.size for p in pictures[:2]] == [(700, 400)] * 2  # the two charts
+    assert {p.size for p in pictures[2:]} == {(256, 170), (256, 171)}  # chelsea 451×300, coffee 600×400
     assert main(["evaluate", str(photos / "chelsea.jpg"), "--methods", "gradcam,nope"]) == 2
     assert "unknown method 'nope'" in capsys.readouterr().err
+
+
+class Page(HTMLParser):
+    """A report's tags, ids, image sources, section headings, table captions and figure captions."""
+
+    def __init__(self, text: str):
+        super().__init__(convert_charrefs=True)
+        self.tags, self.ids, self.images = [], set(), []
+        self.headings, self.captions, self.figures = [], [], []
+        self._into = None
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.tags.append((tag, attrs))
+        self.ids |= {attrs["id"]} if "id" in attrs else set()
+        self.images += [attrs["src"]] if tag == "img" else []
+        self._into = {"h2": self.headings, "caption": self.captions, "figcaption": self.figures}.get(tag)
+        if self._into is not None:
+            self._into.append("")
+
+    def handle_endtag(self, tag):
+        self._into = None
+
+    def handle_data(self, data):
+        if self._into is not None:
+            self._into[-1] += data
+
+    def links(self) -> list[str]:
+        return [v for _, attrs in self.tags for k, v in attrs.items() if k in ("src", "href")]
+
+
+def test_the_curves_are_the_mean_curves_of_the_images():
+    from gradcam.apps.analyses.evaluate import Evaluation
+
+    result = Evaluation("m", ["a"])
+    x = torch.tensor([0.0, 0.5, 1.0])
+    result.add_curves("a", {"deletion": (x, torch.tensor([[1.0, 0.5, 0.0], [1.0, 0.7, 0.2]]))})
+    result.add_curves("a", {"deletion": (x, torch.tensor([[1.0, 0.3, 0.1]]))})
+    result.add_curves("a", {"odd": (x, torch.ones(1, 3))})
+    result.add_curves("a", {"odd": (torch.tensor([0.0, 1.0]), torch.ones(1, 2))})  # x changed: no mean
+    assert list(result.curves) == ["deletion"]
+    xs, mean = result.curves["deletion"]["a"]
+    assert xs == [0.0, 0.5, 1.0] and mean == pytest.approx([1.0, 0.5, 0.1])
+
+
+def test_the_report_ranks_the_methods_by_the_first_column():
+    from gradcam.apps.analyses.evaluate import Evaluation
+
+    rows = [{"image": "x.jpg", "method": m, "class_index": 0, "label": "c", "deletion_auc": d, "insertion_auc": i}
+            for m, d, i in (("a", 0.5, 0.9), ("b", 0.2, 0.1), (RANDOM, 0.4, 0.3))]
+    result = Evaluation("m", ["a", "b"], rows=rows, metrics=["deletion"])
+    assert [s["method"] for s in result.ranked()] == ["b", RANDOM, "a"]  # deletion: lower is better
+    text = result.report().html()
+    assert text.index("<td>b</td>") < text.index(f"<td>{RANDOM}</td>") < text.index("<td>a</td>")
+    assert "ranked by deletion (lower is better)" in text
 
 
 def test_seeded_random_maps_are_the_same_each_run(photos):

@@ -214,7 +214,8 @@ def cmd_evaluate(args) -> int:
         print(f"error: {why}", file=sys.stderr)
     print(f"{result.model}, {len(files) - len(result.failed)} image(s), {args.steps} steps, {args.score}")
     print(result.table())
-    print(f"rows: {result.save(args.out)['evaluation']}")
+    written = result.save(args.out)
+    print(f"rows: {written['evaluation']}\nsummary: {written['summary']}\nreport: {written['report']}")
     return FAILED if result.failed else OK
 
 

@@ -196,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "deletion, confidence and those plugins add)")
     ev.add_argument("--batch-size", type=positive_int, default=8, help="images per batch")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
-    ev.add_argument("--out", default="gradcam-out", type=Path, help="where evaluation.csv goes")
+    ev.add_argument("--out", default="gradcam-out", type=Path,
+                    help="where evaluation.csv, summary.json and report.html go")
 
     au = command("audit", "is the model right for the right reasons? maps of the true class against the "
                  "objects' boxes")

@@ -81,6 +81,10 @@ class DeletionInsertionResult:
     def per_sample(self) -> dict[str, torch.Tensor]:
         return {"deletion_auc": self.deletion_auc, "insertion_auc": self.insertion_auc}
 
+    def curves(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """{"deletion" | "insertion": (fractions (P,), scores (B, P))}: the curves whose areas are the columns."""
+        return {"deletion": (self.fractions, self.deletion), "insertion": (self.fractions, self.insertion)}
+
 
 @register_metric("deletion", columns={"deletion_auc": "lower", "insertion_auc": "higher"})
 class DeletionInsertion(_Metric):

@@ -2,8 +2,10 @@
 ``Metric(model, **options)(x, maps, targets)`` that returns per-sample values, so that ``gradcam evaluate``
 builds its columns, its table and its ``--metrics`` choices from here. Each column says whether lower or
 higher is better; the result is a mapping of column -> (B,) tensor, or an object whose ``per_sample()``
-gives one. Metrics of other packages come in through the entry-point group ``gradcam.metrics`` (each
-entry point a module that registers its metrics on import)."""
+gives one. A result object may also offer curves: a method ``curves() -> dict[str, tuple[Tensor, Tensor]]``,
+curve name -> (x values (P,), per-sample values (B, P)), which ``gradcam evaluate`` averages over the images
+and draws in its report (deletion and insertion give theirs). Metrics of other packages come in through the
+entry-point group ``gradcam.metrics`` (each entry point a module that registers its metrics on import)."""
 
 from __future__ import annotations
 
