@@ -154,3 +154,30 @@ def test_seeded_random_maps_are_the_same_each_run(photos):
     two = evaluate([photos / "chelsea.jpg"], steps=3)
     assert [r for r in one.rows if r["method"] == RANDOM] == [r for r in two.rows if r["method"] == RANDOM]
     assert torch.isfinite(torch.tensor([r["deletion_auc"] for r in one.rows])).all()
+
+
+def test_a_protocol_by_name_and_road_when_named(photos, tmp_path, monkeypatch):
+    """``deletion:rise`` scores with the RISE paper's protocol, ``road`` adds its columns (not a default: it
+    imputes 18 images per map), each with the model's own normalisation; summary.json names the protocols."""
+    from gradcam.metrics.road import ROAD
+
+    monkeypatch.setitem(ROAD.__init__.__kwdefaults__, "percentiles", (50,))  # one point: a quick test
+    assert "road" not in gradcam.metrics.list_metrics("faithfulness", default=True)
+    files = [photos / "chelsea.jpg"]
+    result = evaluate(files, methods=["gradcam"], steps=3, metrics=["deletion:rise", "road"])
+    assert result.protocols == {"deletion": "rise"}
+    assert {"deletion_auc", "insertion_auc", "road_morf", "road_lerf", "road_combined"} <= set(result.rows[0])
+    bundle = gradcam.load_model()
+    x = bundle.preprocess.batch([gradcam.load_image(files[0])])
+    out = gradcam.GradCAM(bundle)(x)
+    rise = gradcam.DeletionInsertion(bundle.module, steps=3, protocol="rise")(x, out.maps, out.targets)
+    assert result.rows[0]["insertion_auc"] == pytest.approx(float(rise.insertion_auc[0]), abs=1e-5)
+    road = ROAD(bundle.module, std=bundle.preprocess.std)(x, out.maps, out.targets)
+    assert result.rows[0]["road_combined"] == pytest.approx(float(road.combined[0]), abs=1e-4)
+    summary = json.loads(result.save(tmp_path)["summary"].read_text())
+    assert summary["protocols"] == {"deletion": "rise"} and "road_combined" in summary["columns"]
+    assert "ROAD MoRF" in result.curves
+    with pytest.raises(gradcam.OptionError, match="one protocol"):
+        evaluate(files, metrics=["confidence:rise"])
+    with pytest.raises(gradcam.OptionError, match="protocol"):
+        evaluate(files, metrics=["deletion:lime"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import pytest
 import torch
 from conftest import seeded_model
@@ -137,3 +138,51 @@ def test_grad_cam_is_faithful_on_the_bundled_model_and_real_photos():
     good, bad = metric(x, out.maps, out.targets), metric(x, 1 - out.maps, out.targets)
     assert (good.deletion_auc < bad.deletion_auc).all()
     assert (good.insertion_auc > bad.insertion_auc).all()
+
+
+def rise_causal_metric(model, image: torch.Tensor, explanation: torch.Tensor, mode: str, step: int, c: int):
+    """The RISE authors' ``CausalMetric.single_run`` loop, written out: a softmax model, pixels in the order
+    of the explanation, ``step`` of them per step, the curve's area by their ``auc``."""
+    from scipy.ndimage import gaussian_filter
+
+    n = image[0, 0].numel()
+    impulse = np.zeros((11, 11))
+    impulse[5, 5] = 1
+    kernel = torch.zeros(3, 3, 11, 11)
+    for ch in range(3):
+        kernel[ch, ch] = torch.from_numpy(gaussian_filter(impulse, 5)).float()
+    blurred = torch.nn.functional.conv2d(image, kernel, padding=5)
+    start, finish = (image.clone(), torch.zeros_like(image)) if mode == "del" else (blurred, image.clone())
+    n_steps = (n + step - 1) // step
+    scores = np.empty(n_steps + 1)
+    order = torch.from_numpy(np.argsort(explanation.reshape(-1).numpy())[::-1].copy())
+    with torch.no_grad():
+        for i in range(n_steps + 1):
+            scores[i] = float(torch.softmax(model(start), 1)[0, c])
+            if i < n_steps:
+                coords = order[step * i : step * (i + 1)]
+                start.view(1, 3, n)[0, :, coords] = finish.view(1, 3, n)[0, :, coords]
+    return scores, (scores.sum() - scores[0] / 2 - scores[-1] / 2) / (scores.shape[0] - 1)
+
+
+def test_the_rise_protocol_is_the_papers_loop():
+    """protocol="rise" against the authors' procedure: zeros for deletion, their 11 × 11, σ 5 blur to insert
+    into, the softmax probability, the area over [0, 1] with a last step that is not full."""
+    model = seeded_model("resnet18").eval()
+    x = torch.randn(2, 3, 20, 20, generator=torch.Generator().manual_seed(3))
+    maps = torch.rand(2, 20, 20, generator=torch.Generator().manual_seed(4))  # no ties
+    ours = gradcam.DeletionInsertion(model, steps=7, protocol="rise", batch_size=4)(x, maps, torch.tensor([2, 5]))
+    step = -(-400 // 7)  # 58 pixels a step: 7 steps, the last of 52
+    for i, c in enumerate((2, 5)):
+        for curve, area, mode in ((ours.deletion, ours.deletion_auc, "del"), (ours.insertion, ours.insertion_auc,
+                                                                               "ins")):
+            scores, auc = rise_causal_metric(model, x[i : i + 1].clone(), maps[i], mode, step, c)
+            assert np.abs(curve[i].numpy() - scores).max() <= 1e-5
+            assert float(area[i]) == pytest.approx(auc, abs=1e-5)
+    assert torch.allclose(ours.fractions, torch.arange(8) / 7)
+    torchcam = gradcam.DeletionInsertion(model, steps=7)(x, maps, torch.tensor([2, 5]))
+    assert not torch.allclose(torchcam.fractions, ours.fractions)  # k / N: the protocols differ
+    with pytest.raises(gradcam.OptionError, match="protocol"):
+        gradcam.DeletionInsertion(model, protocol="lime")
+    with pytest.raises(gradcam.OptionError, match="sets its own baselines"):
+        gradcam.DeletionInsertion(model, protocol="rise", baseline=torch.tensor(0.1))

@@ -22,6 +22,7 @@ from gradcam.errors import OptionError
 from gradcam.metrics.registry import register_metric
 
 SCORES = ("probability", "logit")
+DELETION_PROTOCOLS = ("torchcam", "rise")
 
 
 class _Metric:
@@ -89,26 +90,39 @@ class DeletionInsertionResult:
 @register_metric("deletion", columns={"deletion_auc": "lower", "insertion_auc": "higher"})
 class DeletionInsertion(_Metric):
     """Deletion and insertion (Petsiuk, Das & Saenko, BMVC 2018, RISE): positions are ranked by the map,
-    highest first (ties in order of position); deletion replaces the k best with the baseline, insertion
-    starts from the baseline and puts the k best back, for k = 0, s, 2s, …, N with s = ⌈N / steps⌉ (the
-    same k for every channel); each curve's area is taken over the fractions k / N.
+    highest first (ties in order of position); deletion replaces the k best with a baseline, insertion
+    starts from a baseline and puts the k best back, for k = 0, s, 2s, …, N with s = ⌈N / steps⌉ (the
+    same k for every channel); each curve's area is taken by the trapezoid rule. All perturbed copies go
+    through the model ``batch_size`` at a time. Two protocols:
 
-    torchcam's ``DeletionInsertionMetric`` protocol: a zero baseline unless ``baseline`` is given (a
-    tensor broadcast to the input, or a callable x -> baseline; RISE itself inserts into a blurred image).
+    - ``"torchcam"`` (the default), torchcam 0.5's ``DeletionInsertionMetric``: one baseline for both
+      curves, zeros unless ``baseline`` is given (a tensor broadcast to the input, or a callable
+      x -> baseline); the curves run over the fractions k / N.
+    - ``"rise"``, the RISE paper's own (its ``CausalMetric``): deletion towards zeros of the normalised
+      input, insertion from the image blurred by a Gaussian of 11 × 11 px, σ 5 (scipy's
+      ``gaussian_filter`` of a unit impulse, as the authors build it, zero padding); the curves run
+      over i / n for the n + 1 points, the area over [0, 1]; the paper's score is the softmax
+      probability (``score="probability"``).
     """
 
-    def __init__(self, model: nn.Module, *, steps: int = 20, baseline: Any = None, **options):
+    def __init__(self, model: nn.Module, *, steps: int = 20, baseline: Any = None, protocol: str = "torchcam",
+                 **options):
         super().__init__(model, **options)
         if int(steps) < 1:
             raise OptionError(f"steps must be >= 1, got {steps}")
+        if protocol not in DELETION_PROTOCOLS:
+            raise OptionError(f"protocol must be one of {', '.join(DELETION_PROTOCOLS)}, got {protocol!r}")
+        if baseline is not None and protocol == "rise":
+            raise OptionError("protocol 'rise' sets its own baselines (zeros, and a blur for insertion); "
+                              "give a baseline with protocol 'torchcam'")
         if baseline is not None and not isinstance(baseline, torch.Tensor) and not callable(baseline):
             raise OptionError(f"baseline must be a tensor or a callable x -> tensor, got {type(baseline).__name__}")
-        self.steps, self.baseline = int(steps), baseline
+        self.steps, self.baseline, self.protocol = int(steps), baseline, protocol
 
     def __call__(self, x: torch.Tensor, maps: torch.Tensor, targets: Any = None) -> DeletionInsertionResult:
         with eval_mode(self.model), torch.inference_mode():
             maps, classes, scores = self._prepare(x, maps, targets)
-            base = self._baseline(x)
+            removed, inserted = self._baselines(x)
             b, n = maps.shape[0], maps[0].numel()
             step = -(-n // self.steps)
             counts = list(range(0, n, step)) + [n]
@@ -119,25 +133,54 @@ class DeletionInsertion(_Metric):
             deletion, insertion = torch.empty(b, p, device=x.device), torch.empty(b, p, device=x.device)
             for i in range(b):  # one sample's P perturbed copies at a time: memory stays bounded
                 kept = (ranks[i][None, :] < k[:, None])[:, None]  # (P, 1, N): among the k best
-                flat, flat_base = x[i].flatten(1)[None], base[i].flatten(1)[None]  # (1, C, N)
+                flat = x[i].flatten(1)[None]  # (1, C, N)
                 rows = classes[i].repeat(p)
-                deletion[i] = self._scores(torch.where(kept, flat_base, flat).view(p, *x.shape[1:]), rows)
-                insertion[i] = self._scores(torch.where(kept, flat, flat_base).view(p, *x.shape[1:]), rows)
+                deletion[i] = self._scores(torch.where(kept, removed[i].flatten(1)[None], flat).view(p, *x.shape[1:]),
+                                           rows)
+                insertion[i] = self._scores(torch.where(kept, flat, inserted[i].flatten(1)[None]).view(
+                    p, *x.shape[1:]), rows)
             deletion[:, 0], insertion[:, -1] = scores, scores  # the input itself, as scored once
-        return DeletionInsertionResult(k.float() / n, deletion, insertion)
+        fractions = torch.arange(p) / (p - 1) if self.protocol == "rise" else k.float().cpu() / n
+        return DeletionInsertionResult(fractions.to(x.device), deletion, insertion)
 
-    def _baseline(self, x: torch.Tensor) -> torch.Tensor:
+    def _baselines(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What deletion puts in and what insertion starts from."""
+        if self.protocol == "rise":
+            return torch.zeros_like(x), gaussian_blur(x)
         if self.baseline is None:
-            return torch.zeros_like(x)
+            return (torch.zeros_like(x),) * 2
         base = self.baseline(x) if callable(self.baseline) and not isinstance(self.baseline, torch.Tensor) \
             else self.baseline
         if not isinstance(base, torch.Tensor):
             raise OptionError(f"the baseline callable returned {type(base).__name__}, not a tensor")
         try:
-            return torch.broadcast_to(base.to(x), x.shape)
+            return (torch.broadcast_to(base.to(x), x.shape),) * 2
         except RuntimeError:
             raise OptionError(f"a baseline of shape {tuple(base.shape)} does not fit an input of "
                               f"{tuple(x.shape)}") from None
+
+
+def rise_kernel(size: int = 11, sigma: float = 5.0) -> torch.Tensor:
+    """(size, size) the RISE authors' blur: scipy's ``gaussian_filter(impulse, sigma)`` of a centred unit
+    impulse (truncated at 4 σ, the tails reflected back into the square), written out in torch."""
+    radius = int(4 * sigma + 0.5)
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    weights = torch.exp(-0.5 * (taps / sigma) ** 2)
+    weights = weights / weights.sum()
+    line = torch.zeros(size, dtype=torch.float64)
+    for i in range(size):
+        j = (i + taps.long()) % (2 * size)  # scipy's "reflect": … c b a | a b c … | c b a …
+        j = torch.where(j >= size, 2 * size - 1 - j, j)
+        line[i] = weights[j == size // 2].sum()
+    return torch.outer(line, line)
+
+
+def gaussian_blur(x: torch.Tensor, size: int = 11, sigma: float = 5.0) -> torch.Tensor:
+    """Each channel of ``x`` (B, C, H, W) blurred by :func:`rise_kernel`, zero padding (RISE's ``blur``)."""
+    if x.dim() != 4:
+        raise OptionError(f"the RISE insertion baseline blurs images: x must be (B, C, H, W), got {tuple(x.shape)}")
+    kernel = rise_kernel(size, sigma).to(x).expand(x.shape[1], 1, size, size)
+    return torch.nn.functional.conv2d(x, kernel, padding=size // 2, groups=x.shape[1])
 
 
 @dataclass

@@ -31,6 +31,7 @@ class MetricInfo:
     cls: type
     columns: dict
     kind: str = "faithfulness"
+    default: bool = True  # among the metrics `gradcam evaluate` scores when none are named
 
     @property
     def description(self) -> str:
@@ -51,26 +52,40 @@ class MetricInfo:
 _METRICS: dict[str, MetricInfo] = {}
 
 
-def register_metric(name: str, *, columns: Mapping[str, str], kind: str = "faithfulness"):
+def register_metric(name: str, *, columns: Mapping[str, str], kind: str = "faithfulness", default: bool = True):
     """Register a metric class under ``name`` with its ``columns`` ({column: "lower" | "higher"}, the
-    direction that is better); registering a name again replaces it."""
+    direction that is better); ``default=False``: scored only when named (a costly one); registering a
+    name again replaces it."""
     bad = {c: d for c, d in columns.items() if d not in DIRECTIONS}
     if not columns or bad:
         raise OptionError(f"register_metric({name!r}): columns must map each column to 'lower' or 'higher', "
                           f"got {dict(columns)}")
 
     def decorator(cls: type) -> type:
-        _METRICS[name] = MetricInfo(name, cls, dict(columns), kind)
+        _METRICS[name] = MetricInfo(name, cls, dict(columns), kind, default)
         cls.metric_name = name
         return cls
 
     return decorator
 
 
-def list_metrics(kind: str | None = None) -> list[str]:
-    """The registered metrics' names (of one ``kind``: "faithfulness", …), built-in ones first."""
+def list_metrics(kind: str | None = None, *, default: bool | None = None) -> list[str]:
+    """The registered metrics' names (of one ``kind``: "faithfulness", …; ``default=True``: those scored
+    when none are named), built-in ones first."""
     _load_plugins()
-    return [name for name, info in _METRICS.items() if kind is None or info.kind == kind]
+    return [name for name, info in _METRICS.items()
+            if (kind is None or info.kind == kind) and (default is None or info.default == default)]
+
+
+def metric_spec(spec: str) -> tuple[str, dict]:
+    """``"name"`` or ``"name:protocol"`` (``deletion:rise``, ``road:pytorch-grad-cam``) -> (name, options)."""
+    name, _, protocol = str(spec).partition(":")
+    info = metric_info(name)
+    if not protocol:
+        return name, {}
+    if "protocol" not in info.options():
+        raise OptionError(f"metric {name!r} has one protocol; {spec!r} names another")
+    return name, {"protocol": protocol}
 
 
 def metric_info(name: str) -> MetricInfo:

@@ -21,7 +21,7 @@ from gradcam.apps.explainer import DEFAULT_MODEL, Explainer, readable_pictures
 from gradcam.engine import functional as Fn
 from gradcam.engine.methods import method_info
 from gradcam.errors import OptionError
-from gradcam.metrics.registry import create_metric, list_metrics, metric_info, per_sample
+from gradcam.metrics.registry import create_metric, list_metrics, metric_info, metric_spec, per_sample
 from gradcam.render.files import save_csv, save_json
 from gradcam.render.pictures import fit, overlay
 from gradcam.render.report import THUMBNAIL, Report
@@ -60,7 +60,8 @@ class Evaluation:
     rows: list[dict] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
-    metrics: list[str] = field(default_factory=lambda: list_metrics("faithfulness"))
+    metrics: list[str] = field(default_factory=lambda: list_metrics("faithfulness", default=True))
+    protocols: dict[str, str] = field(default_factory=dict)  # metric -> the protocol named, where one was
     examples: list[Example] = field(default_factory=list, compare=False)
     # (curve, method) -> [x, Σ y, images], or None where the x values changed
     _sums: dict = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -126,6 +127,7 @@ class Evaluation:
         return {
             "model": self.model,
             "metrics": list(self.metrics),
+            "protocols": dict(self.protocols),
             "columns": metric_columns(self.metrics),
             "yardstick": RANDOM,
             "methods": {s["method"]: {k: _plain(v) for k, v in s.items() if k != "method"} for s in self.summary()},
@@ -140,8 +142,9 @@ class Evaluation:
         heads = heads if len(set(heads.values())) == len(heads) else {c: c for c in directions}
         first = next(iter(directions))
         images = len({r["image"] for r in self.rows})
+        named = [f"{m}:{self.protocols[m]}" if m in self.protocols else m for m in self.metrics]
         page = Report(f"Faithfulness of {', '.join(self.methods)}",
-                      f"{self.model} · {images} image(s) · metrics: {', '.join(self.metrics)}")
+                      f"{self.model} · {images} image(s) · metrics: {', '.join(named)}")
         page.text(f"Each method's maps scored per image; {RANDOM} is seeded random maps on the layer's grid, "
                   "the yardstick a faithful method should beat.")
         for method, why in self.skipped:
@@ -191,17 +194,21 @@ def evaluate(
     metrics: Sequence[str] | None = None,
     progress: bool | None = False,
 ) -> Evaluation:
-    """Score every method's maps of every image with each of ``metrics`` (default: every registered
-    faithfulness metric: deletion and insertion, Average Drop and Increase in Confidence), and seeded
-    random maps the same way. The maps are the methods' min-max normalised maps at the model's input
-    size, of the class ``target`` (default: the prediction); ``steps`` and ``score`` go to the metrics that
-    take them. ``progress``: a bar over the maps scored (images × (methods + random)); None: on a terminal."""
+    """Score every method's maps of every image with each of ``metrics`` (default: the registered
+    faithfulness metrics marked default: deletion and insertion, Average Drop and Increase in Confidence;
+    ``"road"`` when named; ``"name:protocol"`` picks a protocol, ``"deletion:rise"``), and seeded random
+    maps the same way. The maps are the methods' min-max normalised maps at the model's input size, of the
+    class ``target`` (default: the prediction); ``steps``, ``score`` and the model's normalisation ``std``
+    go to the metrics that take them. ``progress``: a bar over the maps scored (images × (methods +
+    random)); None: on a terminal."""
     if int(batch_size) < 1:
         raise OptionError(f"batch_size must be >= 1, got {batch_size}")
-    metrics = list_metrics("faithfulness") if metrics is None else list(metrics)
-    if not metrics:
+    specs = [metric_spec(m) for m in (list_metrics("faithfulness", default=True) if metrics is None else metrics)]
+    if not specs:
         raise OptionError("no metric to evaluate with; choose from " + ", ".join(list_metrics("faithfulness")))
-    metric_columns(metrics)  # every name is known
+    metrics = [name for name, _ in specs]
+    if len(set(metrics)) < len(metrics):
+        raise OptionError(f"each metric once, with one protocol: {', '.join(map(str, metrics))}")
     explainers, skipped = [], []
     for method in methods:
         if method_info(method)["output_kind"] != "heatmap":
@@ -214,8 +221,11 @@ def evaluate(
         raise OptionError("no method to evaluate: " + "; ".join(f"{m}: {why}" for m, why in skipped))
     bundle, device = explainers[0].bundle, explainers[0].device
     pictures, names, failed = readable_pictures(images)
-    result = Evaluation(bundle.name, [], skipped=skipped, failed=failed, metrics=metrics)
-    scorers = {name: create_metric(name, bundle.module, steps=steps, score=score) for name in metrics}
+    result = Evaluation(bundle.name, [], skipped=skipped, failed=failed, metrics=metrics,
+                        protocols={name: o["protocol"] for name, o in specs if o})
+    std = getattr(bundle.preprocess, "std", None)
+    scorers = {name: create_metric(name, bundle.module, steps=steps, score=score, std=std, **options)
+               for name, options in specs}
     generator = torch.Generator().manual_seed(seed)
     usable = []
     for explainer in explainers:
