@@ -126,20 +126,29 @@ class DeletionInsertion(_Metric):
             b, n = maps.shape[0], maps[0].numel()
             step = -(-n // self.steps)
             counts = list(range(0, n, step)) + [n]
-            order = maps.flatten(1).argsort(dim=1, descending=True, stable=True)
-            ranks = order.argsort(dim=1)  # each position's place in the order
-            k = torch.tensor(counts, device=x.device)
+            ranks = maps.flatten(1).argsort(dim=1, descending=True, stable=True).argsort(dim=1)  # places in order
             p = len(counts)
+            # the copies to score: deletion's points 1..P-1 and insertion's 0..P-2 (the ends are x itself);
+            # with one baseline for both, the all-baseline copy is scored once, for both curves
+            shared = removed is inserted
+            jobs = [(i, kind, j) for i in range(b) for kind, points in
+                    (("deletion", range(1, p)), ("insertion", range(1 if shared else 0, p - 1))) for j in points]
             deletion, insertion = torch.empty(b, p, device=x.device), torch.empty(b, p, device=x.device)
-            for i in range(b):  # one sample's P perturbed copies at a time: memory stays bounded
-                kept = (ranks[i][None, :] < k[:, None])[:, None]  # (P, 1, N): among the k best
-                flat = x[i].flatten(1)[None]  # (1, C, N)
-                rows = classes[i].repeat(p)
-                deletion[i] = self._scores(torch.where(kept, removed[i].flatten(1)[None], flat).view(p, *x.shape[1:]),
-                                           rows)
-                insertion[i] = self._scores(torch.where(kept, flat, inserted[i].flatten(1)[None]).view(
-                    p, *x.shape[1:]), rows)
+            flat, removed, inserted = x.flatten(2), removed.flatten(2), inserted.flatten(2)
+            k = torch.tensor(counts, device=x.device)
+            for start in range(0, len(jobs), self.batch_size):  # a batch of copies in memory at a time
+                chunk = jobs[start : start + self.batch_size]
+                rows = torch.tensor([i for i, _, _ in chunk], device=x.device)
+                best = (ranks[rows] < k[[j for _, _, j in chunk]][:, None])[:, None]  # (J, 1, N): the k best
+                deleting = torch.tensor([kind == "deletion" for _, kind, _ in chunk], device=x.device)[:, None, None]
+                copies = torch.where(deleting, torch.where(best, removed[rows], flat[rows]),
+                                     torch.where(best, flat[rows], inserted[rows]))
+                for (i, kind, j), value in zip(chunk, self._scores(copies.view(len(chunk), *x.shape[1:]),
+                                                                   classes[rows]), strict=True):
+                    (deletion if kind == "deletion" else insertion)[i, j] = value
             deletion[:, 0], insertion[:, -1] = scores, scores  # the input itself, as scored once
+            if shared:
+                insertion[:, 0] = deletion[:, -1]
         fractions = torch.arange(p) / (p - 1) if self.protocol == "rise" else k.float().cpu() / n
         return DeletionInsertionResult(fractions.to(x.device), deletion, insertion)
 
