@@ -88,3 +88,28 @@ def tiny():
 def two_stage():
     torch.manual_seed(0)
     return spread_init(TwoStageCNN(), 0)
+
+
+@pytest.fixture(scope="session")
+def trained_shapes(tmp_path_factory):
+    """Small CNNs trained as a user trains them, once per session on first use: ``gradcam make-shapes
+    DIR [--shortcut]`` then ``gradcam train DIR --arch small-cnn``. ``trained_shapes(shortcut)`` is the
+    checkpoint folder."""
+    from gradcam.cli import main
+
+    made = {}
+
+    def checkpoint(shortcut: bool = False):
+        if shortcut not in made:
+            root = tmp_path_factory.mktemp("shortcut" if shortcut else "clean")
+            assert main(["make-shapes", str(root / "train"), "--n", str(SHAPES_TRAIN), "--size", "64", "--seed", "1",
+                         *(["--shortcut"] if shortcut else [])]) == 0
+            assert main(["train", str(root / "train"), "--arch", "small-cnn", "--image-size", "64", "--epochs",
+                         str(SHAPES_EPOCHS), "--out", str(root / "model"), "--quiet"]) == 0
+            made[shortcut] = root / "model"
+        return made[shortcut]
+
+    return checkpoint
+
+
+SHAPES_TRAIN, SHAPES_EPOCHS = 400, 5  # images and epochs of the trained shapes models

@@ -6,11 +6,11 @@ import base64
 import csv
 import io
 import json
-from html.parser import HTMLParser
 
 import pytest
 import torch
 from PIL import Image
+from reportcheck import Page
 
 import gradcam
 from gradcam.apps.analyses.evaluate import RANDOM, evaluate
@@ -91,36 +91,6 @@ def test_the_command(photos, tmp_path, capsys):
     assert {p.size for p in pictures[2:]} == {(256, 170), (256, 171)}  # chelsea 451×300, coffee 600×400
     assert main(["evaluate", str(photos / "chelsea.jpg"), "--methods", "gradcam,nope"]) == 2
     assert "unknown method 'nope'" in capsys.readouterr().err
-
-
-class Page(HTMLParser):
-    """A report's tags, ids, image sources, section headings, table captions and figure captions."""
-
-    def __init__(self, text: str):
-        super().__init__(convert_charrefs=True)
-        self.tags, self.ids, self.images = [], set(), []
-        self.headings, self.captions, self.figures = [], [], []
-        self._into = None
-        self.feed(text)
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        self.tags.append((tag, attrs))
-        self.ids |= {attrs["id"]} if "id" in attrs else set()
-        self.images += [attrs["src"]] if tag == "img" else []
-        self._into = {"h2": self.headings, "caption": self.captions, "figcaption": self.figures}.get(tag)
-        if self._into is not None:
-            self._into.append("")
-
-    def handle_endtag(self, tag):
-        self._into = None
-
-    def handle_data(self, data):
-        if self._into is not None:
-            self._into[-1] += data
-
-    def links(self) -> list[str]:
-        return [v for _, attrs in self.tags for k, v in attrs.items() if k in ("src", "href")]
 
 
 def test_the_curves_are_the_mean_curves_of_the_images():

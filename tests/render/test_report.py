@@ -10,6 +10,7 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 from PIL import Image
+from reportcheck import assert_self_contained
 
 from gradcam.errors import VisualizeError
 from gradcam.render.report import Report
@@ -60,15 +61,6 @@ class Page(HTMLParser):
     def pictures(self) -> list[Image.Image]:
         return [Image.open(io.BytesIO(base64.b64decode(attrs["src"].split(",", 1)[1])))
                 for tag, attrs in self.tags if tag == "img"]
-
-
-def assert_self_contained(page: Page, text: str) -> None:
-    """Every src / href a PNG data URI or an anchor of this page; no script, link, stylesheet import."""
-    assert page.links()
-    for link in page.links():
-        assert link.startswith("data:image/png;base64,") or (link.startswith("#") and link[1:] in page.ids), link
-    assert not [tag for tag, _ in page.tags if tag in ("script", "link", "iframe", "object", "embed")]
-    assert "url(" not in text and "@import" not in text and "http" not in text
 
 
 def test_a_report_is_one_self_contained_file(tmp_path):

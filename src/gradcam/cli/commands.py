@@ -17,16 +17,17 @@ from gradcam.choices import DEFAULT_MODEL, PICTURES
 from gradcam.cli.parser import build_parser
 from gradcam.errors import GradCAMError, ImageError, OptionError, PreprocessingGuess, suggest
 
-OK, FAILED, USAGE = 0, 1, 2
+OK, FAILED, USAGE, FLAGGED = 0, 1, 2, 3
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Exit status: 0 done, 1 some image failed (or an unexpected error), 2 a usage error."""
+    """Exit status: 0 done, 1 some image failed (or an unexpected error), 2 a usage error, 3 a check failed
+    (``--fail-on-flag``)."""
     args = build_parser().parse_args(argv)
     warnings.showwarning = _note
     warnings.simplefilter("always", PreprocessingGuess)  # every run says what it guessed
     command = {"explain": cmd_explain, "compare": cmd_compare, "evaluate": cmd_evaluate, "audit": cmd_audit,
-               "sweep": cmd_sweep, "serve": cmd_serve,
+               "sanity": cmd_sanity, "sweep": cmd_sweep, "serve": cmd_serve,
                "train": cmd_train, "make-shapes": cmd_make_shapes, "layers": cmd_layers,
                "models": cmd_models, "methods": cmd_methods}
     try:
@@ -217,6 +218,36 @@ def cmd_evaluate(args) -> int:
     written = result.save(args.out)
     print(f"rows: {written['evaluation']}\nsummary: {written['summary']}\nreport: {written['report']}")
     return FAILED if result.failed else OK
+
+
+def cmd_sanity(args) -> int:
+    from gradcam.apps.analyses.sanity import sanity
+    from gradcam.apps.pipeline.local import find_images
+    from gradcam.engine.layers import parse_layers
+    from gradcam.engine.targets import class_spec
+
+    methods = check_methods(args.methods, allow_all=True)
+    check_inputs(args.images)
+    files = find_images(args.images)
+    result = sanity(files, model=model_of(args), weights=args.weights, device=args.device, methods=methods,
+                    layer=parse_layers(args.layer), target=class_spec(args.target), orders=args.orders,
+                    depth=args.depth, threshold=args.threshold, seed=args.seed, batch_size=args.batch_size,
+                    progress=progress(args))
+    for _, why in result.failed:
+        print(f"error: {why}", file=sys.stderr)
+    print(f"{result.model}, {len(result.images)} image(s), verdict at the top {result.depth} layers random")
+    print(result.table())
+    print(result.summary())
+    written = result.save(args.out)
+    print(f"rows: {written['sanity']}\nsummary: {written['summary']}\nreport: {written['report']}")
+    return flag_status(args, result.flagged, result.failed)
+
+
+def flag_status(args, flagged, failed) -> int:
+    """3 when something is flagged and ``--fail-on-flag`` asks for it, else 1 when an image failed, else 0."""
+    if flagged and args.fail_on_flag:
+        return FLAGGED
+    return FAILED if failed else OK
 
 
 def cmd_audit(args) -> int:

@@ -29,6 +29,7 @@ EXAMPLES = {
   gradcam explain val/ --out maps --resume         # a folder: overlays, a manifest, progress
   gradcam compare cat.jpg --models resnet50,vgg19:random
   gradcam evaluate photos/ --methods gradcam,hirescam   # which maps are faithful to the model
+  gradcam sanity photos/ --methods gradcam,guided-backprop   # which maps change with the model
   gradcam serve                                   # the web app on http://127.0.0.1:8000/
 """,
     "explain": """examples:
@@ -58,6 +59,10 @@ EXAMPLES = {
   gradcam make-shapes shapes/ --shortcut && gradcam train shapes/ --arch small-cnn --out shapes-model
   gradcam audit shapes/ --checkpoint shapes-model            # the held-out images the checkpoint names
   gradcam audit shapes/ --checkpoint shapes-model --files held_out.txt --method hirescam
+""",
+    "sanity": """examples:
+  gradcam sanity photos/                           # Grad-CAM and Guided Backprop under randomisation
+  gradcam sanity shapes/ --model shapes-model --methods all --fail-on-flag
 """,
     "sweep": """examples:
   gradcam sweep cat.jpg                           # one layer per resolution stage, shallow to deep
@@ -216,6 +221,27 @@ def build_parser() -> argparse.ArgumentParser:
                     help="flag the model when more than this share of its right answers point off the object")
     au.add_argument("--batch-size", type=positive_int, default=32, help="images per batch")
     au.add_argument("--out", default="gradcam-out", type=Path, help="where audit.csv goes")
+
+    sa = command("sanity", "do the maps follow the model? re-initialise its layers from the top and watch each "
+                 "method's maps change (Adebayo et al., 2018)")
+    sa.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders or glob patterns")
+    add_model_options(sa)
+    sa.add_argument("--methods", default=["gradcam", "guided-backprop"], type=comma_list, metavar="M1,M2",
+                    help="comma-separated methods, or all (default: gradcam,guided-backprop)")
+    sa.add_argument("--layer", help="target layer(s), separated by commas (default: automatic)")
+    sa.add_argument("--target", help="class to explain (default: the prediction)")
+    sa.add_argument("--orders", default=["top_down", "independent"], type=comma_list, metavar="O1,O2",
+                    help="top_down (cascading), independent, bottom_up (default: top_down,independent)")
+    sa.add_argument("--depth", type=positive_int,
+                    help="the verdict's depth: how many top layers are random (default: half the layers)")
+    sa.add_argument("--threshold", type=unit_float, default=0.3,
+                    help="a method passes when its mean rank correlation at that depth is below this")
+    sa.add_argument("--seed", type=int, default=42, help="the seed of the new random weights")
+    sa.add_argument("--batch-size", type=positive_int, default=8, help="images per batch")
+    sa.add_argument("--fail-on-flag", action="store_true", help="exit status 3 when a method fails the check")
+    sa.add_argument("--quiet", action="store_true", help="no progress bar")
+    sa.add_argument("--out", default="gradcam-out", type=Path,
+                    help="where sanity.csv, summary.json and report.html go")
 
     sw = command("sweep", "one model's maps at many layers, shallow to deep")
     sw.add_argument("images", nargs="+", metavar="IMAGE", help="image files (one figure each)")

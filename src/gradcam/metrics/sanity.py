@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -30,6 +30,8 @@ ORDERS = ("top_down", "independent", "bottom_up")
 class RandomisationResult:
     layers: list[str]  # the layer re-initialised at each step (in the order of the steps)
     similarity: torch.Tensor  # (steps, B) Spearman rank correlation with the trained model's maps
+    trained: torch.Tensor | None = None  # (B, *spatial) the trained model's maps (un-normalised)
+    kept: torch.Tensor | None = None  # (B, *spatial) the maps after step ``keep`` (when asked)
 
     @property
     def last(self) -> torch.Tensor:
@@ -54,7 +56,10 @@ class ParameterRandomisation:
         self.method, self.layer, self.order, self.seed, self.options = method, layer, order, int(seed), options
         self.layer_by_layer = layer_by_layer
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, targets: Any = None) -> RandomisationResult:
+    def __call__(self, model: nn.Module, x: torch.Tensor, targets: Any = None, *, keep: int | None = None,
+                 on_step: Callable[[str], None] | None = None) -> RandomisationResult:
+        """``keep``: also return the maps after that step (1-based), e.g. to show them; ``on_step(layer)``
+        is called after each layer is re-initialised (a progress bar)."""
         trained = self._maps(model, x, targets)
         classes = trained.targets
         copied = copy.deepcopy(model)
@@ -64,7 +69,7 @@ class ParameterRandomisation:
             modules = modules[::-1]
         if not modules:
             raise OptionError("the model has no layer with parameters to re-initialise")
-        names, similarity = [], []
+        names, similarity, kept = [], [], None
         with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
             for step, (name, module) in enumerate(modules, 1):
                 if original is not None:
@@ -72,9 +77,18 @@ class ParameterRandomisation:
                 torch.manual_seed(self.seed + 1)
                 module.reset_parameters()
                 if self.layer_by_layer or step == len(modules):
+                    maps = self._maps(copied, x, classes).maps
                     names.append(name)
-                    similarity.append(spearman(self._maps(copied, x, classes).maps.abs(), trained.maps.abs()))
-        return RandomisationResult(names, torch.stack(similarity))
+                    similarity.append(spearman(maps.abs(), trained.maps.abs()))
+                    kept = maps if step == keep else kept
+                if on_step is not None:
+                    on_step(name)
+        return RandomisationResult(names, torch.stack(similarity), trained.maps, kept)
+
+    def layers_of(self, model: nn.Module) -> list[str]:
+        """The names of the layers re-initialised, in the order of the steps."""
+        names = [name for name, m in model.named_modules() if hasattr(m, "reset_parameters")]
+        return names[::-1] if self.order == "top_down" else names
 
     def _maps(self, model: nn.Module, x: torch.Tensor, targets: Any):
         return create_method(self.method, model, self.layer, **self.options)(x, targets, normalize="none")

@@ -6,6 +6,7 @@ import base64
 import csv
 import io
 import json
+import math
 import os
 import secrets
 import zlib
@@ -100,8 +101,20 @@ def save_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequ
 
 
 def save_json(data: Any, path: str | os.PathLike) -> Path:
-    """``data`` as indented JSON (UTF-8), written atomically."""
-    return atomic_write(path, lambda fp: fp.write(json.dumps(data, indent=1, ensure_ascii=False).encode()))
+    """``data`` as indented JSON (UTF-8), written atomically; a float that is not finite becomes null (JSON
+    has no NaN)."""
+    text = json.dumps(_finite(data), indent=1, ensure_ascii=False, allow_nan=False)
+    return atomic_write(path, lambda fp: fp.write(text.encode()))
+
+
+def _finite(data: Any) -> Any:
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(v) for v in data]
+    return data
 
 
 def save_array(array: np.ndarray, path: str | os.PathLike) -> Path:
