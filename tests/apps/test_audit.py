@@ -47,11 +47,11 @@ def test_the_audit_finds_the_model_that_reads_the_corner(models):
     assert not right.suspicious and right.share_wrong_reasons <= 0.3
     assert float(wrong.energy.nanmean()) < 0.5 * float(right.energy.nanmean())
     assert "wrong reasons" in wrong.summary() and "mostly lie on the objects" in right.summary()
-    # where the shortcut model looks instead: the corner square (pixels 1-8 or 55-62), within one cell of
-    # the layer's grid (4 px)
+    # where the shortcut model looks instead: the marker (pixels 1-12 or 51-62), within one cell of the
+    # layer's grid (4 px)
     corner = torch.zeros_like(masks)
-    corner[y == 0, :13, :13] = True
-    corner[y == 1, 51:, 51:] = True
+    corner[y == 0, :17, :17] = True
+    corner[y == 1, 47:, 47:] = True
     maps = gradcam.GradCAM(shortcut, "7")(x, y).maps
     assert float(pointing_game(maps, corner).float().mean()) >= 0.8
     # and without the square it is at chance, while the clean model is not
@@ -62,15 +62,27 @@ def test_the_audit_finds_the_model_that_reads_the_corner(models):
 
 
 def test_square_only_keeps_the_shapes_and_moves_the_square():
+    from gradcam.apps.synthetic.shapes import MARKERS
+
     images, labels, _, masks = draw_shapes(40, size=64, seed=3, shortcut=True)
-    turned, by_square = square_only(images, labels)
-    moved = (by_square != labels)[:, 0]
-    assert 0 < moved.sum() < 40
-    assert (np.array_equal(turned[moved], images[moved][:, ::-1, ::-1])
-            and np.array_equal(turned[~moved], images[~moved]))
-    # the square's corner tells the label: top left white for 0, bottom right for 1
-    top_left = (turned[:, 2:7, 2:7] == 255).all(axis=(1, 2, 3))
-    assert np.array_equal(top_left, by_square[:, 0] == 0)
+    red, blue = ((images == np.array(c, np.uint8)).all(axis=-1) for c in MARKERS)
+    # the marker: on most images, the class's colour in the class's corner, the only pixels so saturated
+    marked = red.any(axis=(1, 2)) | blue.any(axis=(1, 2))
+    assert 30 <= marked.sum() < 40 and not (red.any(axis=(1, 2)) & blue.any(axis=(1, 2))).any()
+    assert (red[:, 1:13, 1:13].all(axis=(1, 2)) == (marked & (labels[:, 0] == 0))).all()
+    assert (blue[:, 51:63, 51:63].all(axis=(1, 2)) == (marked & (labels[:, 0] == 1))).all()
+    assert images[~(red | blue)].min() >= 40 and images[~(red | blue)].max() <= 215
+    turned, by_marker = square_only(images, labels)
+    assert len(turned) == marked.sum()
+    moved = (by_marker != labels[marked])[:, 0]
+    assert 0 < moved.sum() < len(turned)
+    assert np.array_equal(turned[~moved], images[marked][~moved])
+    plain = ~((turned == np.array(MARKERS[0], np.uint8)) | (turned == np.array(MARKERS[1], np.uint8))).all(-1)
+    assert np.array_equal(turned[moved][plain[moved]], images[marked][moved][:, ::-1, ::-1][plain[moved]])
+    # the marker's corner and colour tell the label: top left red for 0, bottom right blue for 1
+    top_left = (turned[:, 2:7, 2:7] == np.array(MARKERS[0], np.uint8)).all(axis=(1, 2, 3))
+    bottom_right = (turned[:, 57:62, 57:62] == np.array(MARKERS[1], np.uint8)).all(axis=(1, 2, 3))
+    assert np.array_equal(top_left, by_marker[:, 0] == 0) and np.array_equal(bottom_right, by_marker[:, 0] == 1)
 
 
 def test_pointing_game_and_energy_are_their_formulas():

@@ -283,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     shapes.add_argument("--size", type=positive_int, default=96, help="each image's side in pixels")
     shapes.add_argument("--seed", type=int, default=0, help="the same seed draws the same images")
     shapes.add_argument("--shortcut", action="store_true",
-                        help="a white square in a corner that tells the class (to try `gradcam audit`)")
+                        help="a red or blue square in a corner that tells the class (to try `gradcam audit`)")
 
     layers = command("layers", "list the candidate target layers of a model (its architecture only: no download)")
     add_model_options(layers)
