@@ -134,6 +134,9 @@ def test_a_folder_audit_from_the_command_line(models, tmp_path, capsys):
     assert "nowhere: no such file or folder" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert main(["audit", str(tmp_path / "empty")]) == 2
+    assert "empty: no image to audit" in capsys.readouterr().err
+    (tmp_path / "empty" / "boxes.json").write_text("{")
+    assert main(["audit", str(tmp_path / "empty")]) == 2
     assert "cannot read the annotations" in capsys.readouterr().err
 
 

@@ -262,9 +262,12 @@ def cmd_audit(args) -> int:
             files = [line.strip() for line in args.files.read_text(encoding="utf-8").splitlines() if line.strip()]
         except OSError as exc:
             raise OptionError(f"--files {args.files}: cannot read it ({exc.strerror})") from None
+    if args.tolerance < 0:
+        raise OptionError(f"--tolerance must be >= 0 pixels, got {args.tolerance}")
     result = audit_folder(args.folder, args.annotations, model=model_of(args), weights=args.weights, device=args.device,
                           method=method, layer=parse_layers(args.layer), batch_size=args.batch_size,
-                          threshold=args.threshold, split=None if files is not None else args.split, files=files)
+                          threshold=args.threshold, split=None if files is not None else args.split, files=files,
+                          masks=args.masks, tolerance=args.tolerance)
     for _, why in result.failed:
         print(f"error: {why}", file=sys.stderr)
     print(f"{len(result.names)} image(s) ({result.split}): {result.summary()}")
@@ -272,8 +275,9 @@ def cmd_audit(args) -> int:
     if flagged:
         print(f"right for the wrong reasons ({len(flagged)}): {', '.join(flagged[:10])}"
               + (", ..." if len(flagged) > 10 else ""))
-    print(f"rows: {result.save(args.out)['audit']}")
-    return FAILED if result.failed else OK
+    written = result.save(args.out)
+    print(f"rows: {written['audit']}\nsummary: {written['summary']}\nreport: {written['report']}")
+    return flag_status(args, flagged and result.suspicious, result.failed)
 
 
 def cmd_sweep(args) -> int:

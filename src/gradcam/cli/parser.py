@@ -59,6 +59,8 @@ EXAMPLES = {
   gradcam make-shapes shapes/ --shortcut && gradcam train shapes/ --arch small-cnn --out shapes-model
   gradcam audit shapes/ --checkpoint shapes-model            # the held-out images the checkpoint names
   gradcam audit shapes/ --checkpoint shapes-model --files held_out.txt --method hirescam
+  gradcam audit photos/ --masks photos-masks/ --tolerance 15 --fail-on-flag   # masks, a pipeline's status
+  gradcam audit photos/                            # no annotation: each map against its class's average
 """,
     "sanity": """examples:
   gradcam sanity photos/                           # Grad-CAM and Guided Backprop under randomisation
@@ -205,22 +207,31 @@ def build_parser() -> argparse.ArgumentParser:
                     help="where evaluation.csv, summary.json and report.html go")
 
     au = command("audit", "is the model right for the right reasons? maps of the true class against the "
-                 "objects' boxes")
+                 "objects' boxes or masks, or against their class's average map")
     au.add_argument("folder", metavar="DIR", help="the images, and boxes.json as make-shapes writes it")
-    au.add_argument("--annotations", type=Path, metavar="JSON",
-                    help='{"path": {"class": NAME, "box": [x0, y0, x1, y1]}, ...} (default: DIR/boxes.json)')
+    au.add_argument("--annotations", "--boxes", dest="annotations", type=Path, metavar="JSON",
+                    help='{"path": {"class": NAME, "box": [x0, y0, x1, y1] or "mask": "mask.png"}, ...} (default: '
+                    "DIR/boxes.json; with none, and no --masks, each map is compared with its class's average)")
+    au.add_argument("--masks", type=Path, metavar="MASK_DIR",
+                    help="mask PNGs mirroring the images (MASK_DIR/circle/0001.png for DIR/circle/0001.jpg); the "
+                    "class from the image's sub-folder")
     add_model_options(au)
     au.add_argument("--split", default="auto", choices=("auto", "val", "all"),
                     help="which images: val, the held-out images a checkpoint of gradcam train names; all, every "
-                    "annotated image; auto: val for such a checkpoint, else all")
+                    "image; auto: val for such a checkpoint, else all")
     au.add_argument("--files", type=Path, metavar="LIST",
                     help="a text file of the images to audit, one path (relative to DIR) per line")
     au.add_argument("--method", default="gradcam", metavar="METHOD", help="the method whose maps are audited")
     au.add_argument("--layer", help="target layer(s), separated by commas (default: automatic)")
+    au.add_argument("--tolerance", type=float, default=0, metavar="PX",
+                    help="a map's peak within PX pixels of the object (in the model's input) is on it (TorchRay: "
+                    "15 at 224 px; default 0)")
     au.add_argument("--threshold", type=unit_float, default=0.5,
                     help="flag the model when more than this share of its right answers point off the object")
     au.add_argument("--batch-size", type=positive_int, default=32, help="images per batch")
-    au.add_argument("--out", default="gradcam-out", type=Path, help="where audit.csv goes")
+    au.add_argument("--fail-on-flag", action="store_true", help="exit status 3 when the model is flagged")
+    au.add_argument("--out", default="gradcam-out", type=Path,
+                    help="where audit.csv, summary.json and report.html go")
 
     sa = command("sanity", "do the maps follow the model? re-initialise its layers from the top and watch each "
                  "method's maps change (Adebayo et al., 2018)")

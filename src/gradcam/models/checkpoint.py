@@ -56,7 +56,7 @@ def save_checkpoint(model: nn.Module, config: TrainConfig, out: str | os.PathLik
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out / "model.safetensors"))
     data = asdict(config) | {"format": CHECKPOINT_FORMAT, "val_files": [str(f) for f in val_files],
-                             "data_dir": None if data_dir is None else str(data_dir)}
+                             "data_dir": None if data_dir is None else str(Path(data_dir).resolve())}
     (out / "config.json").write_text(json.dumps(data, indent=1))
     return out
 
@@ -75,6 +75,14 @@ def is_checkpoint(path: Any) -> bool:
     except (TypeError, OSError, ValueError):
         return False
     return isinstance(data, dict) and str(data.get("format", "")).startswith("gradcam-checkpoint/")
+
+
+def trained_on(path: Any) -> Path | None:
+    """The folder a `gradcam train` checkpoint was trained on (None when it does not say)."""
+    if not is_checkpoint(path):
+        return None
+    root = json.loads((Path(path) / "config.json").read_text(encoding="utf-8")).get("data_dir")
+    return Path(root).resolve() if root else None
 
 
 def held_out_files(path: Any) -> list[str] | None:

@@ -54,6 +54,17 @@ def grayscale(heatmap: np.ndarray) -> Image.Image:
     return Image.fromarray(np.rint(hm * 255.0).astype(np.uint8))
 
 
+def map_overlay(picture: Image.Image, heatmap: np.ndarray) -> Image.Image:
+    """Any raw map on ``picture``: min-max normalised (a constant map shows as zero), an input-space map
+    (C, H, W) by its absolute sum over channels, brought to the picture's size bilinearly."""
+    heatmap = np.asarray(heatmap, np.float32)
+    heatmap = np.abs(heatmap).sum(0) if heatmap.ndim == 3 else heatmap
+    low, high = float(heatmap.min()), float(heatmap.max())
+    heatmap = (heatmap - low) / (high - low) if high > low else np.zeros_like(heatmap)
+    resized = Image.fromarray(heatmap).resize(picture.size, Image.Resampling.BILINEAR)
+    return overlay(picture, np.clip(np.asarray(resized), 0.0, 1.0))
+
+
 def overlay(
     image: Image.Image,
     heatmap: np.ndarray,

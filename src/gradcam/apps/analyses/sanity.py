@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -26,7 +25,7 @@ from gradcam.apps.model_cache import bundle_on_device
 from gradcam.errors import OptionError
 from gradcam.metrics.sanity import ORDERS, ParameterRandomisation
 from gradcam.render.files import save_csv, save_json
-from gradcam.render.pictures import fit, overlay
+from gradcam.render.pictures import fit, map_overlay
 from gradcam.render.report import THUMBNAIL, Report
 
 CASCADE, INDEPENDENT = "top_down", "independent"
@@ -61,7 +60,7 @@ class Sanity:
     threshold: float
     curves: dict[tuple[str, str], Curve] = field(default_factory=dict)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (image, reason) not read
-    examples: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+    examples: dict[str, tuple[Image.Image, Image.Image, Image.Image]] = field(default_factory=dict, repr=False)
     # method -> (the first image, its trained map's overlay, its overlay once the top `depth` layers are random)
 
     def similarity_at_depth(self, method: str) -> float:
@@ -189,20 +188,10 @@ def sanity(images: Sequence[Any], *, model: Any = DEFAULT_MODEL, methods: Sequen
                 out = check(bundle.module, x, target, keep=keep, on_step=lambda _: bar.update())
                 parts[method, order].append(out.similarity.cpu().numpy())
                 if keep is not None:
-                    picture = np.asarray(fit(pictures[0], THUMBNAIL))
-                    result.examples[method] = (picture, _overlay(picture, out.trained[0]),
-                                               _overlay(picture, out.kept[0]))
+                    picture = fit(pictures[0], THUMBNAIL)
+                    result.examples[method] = (picture, *(map_overlay(picture, m[0].detach().float().cpu().numpy())
+                                                          for m in (out.trained, out.kept)))
                 steps[method, order] = out.layers
     for (method, order), chunks in parts.items():
         result.curves[method, order] = Curve(method, order, steps[method, order], np.concatenate(chunks, axis=1))
     return result
-
-
-def _overlay(picture: np.ndarray, heatmap: torch.Tensor) -> np.ndarray:
-    """The map (min-max normalised; an input-space map by its absolute sum over channels) on the picture."""
-    heatmap = heatmap.detach().float().cpu()
-    heatmap = heatmap.abs().sum(0) if heatmap.dim() == 3 else heatmap
-    low, high = heatmap.min(), heatmap.max()
-    heatmap = (heatmap - low) / (high - low) if high > low else torch.zeros_like(heatmap)
-    resized = Image.fromarray(heatmap.numpy()).resize((picture.shape[1], picture.shape[0]), Image.BILINEAR)
-    return np.asarray(overlay(Image.fromarray(picture), np.asarray(resized)))
