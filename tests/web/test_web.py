@@ -248,8 +248,9 @@ def start_server(options: str = ""):
     import httpx
 
     port = free_port()
-    code = ("import torch, uvicorn; from gradcam.web import create_app; torch.set_num_threads(1); "
-            f"uvicorn.run(create_app({options}), host='127.0.0.1', port={port}, log_level='warning')")
+    code = ("import torch, uvicorn; from gradcam.web import KEEP_ALIVE, create_app; torch.set_num_threads(1); "
+            f"uvicorn.run(create_app({options}), host='127.0.0.1', port={port}, log_level='warning', "
+            "timeout_keep_alive=KEEP_ALIVE)")  # as gradcam serve runs it
     process = subprocess.Popen([sys.executable, "-c", code])
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
@@ -370,6 +371,14 @@ class Poller(threading.Thread):
         self.latencies, self.failures, self.deepest = [], [], 0
         self.stop = threading.Event()
 
+    def __enter__(self) -> "Poller":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:  # stopped even when the load fails: no polls of a stopped server
+        self.stop.set()
+        self.join()
+
     def run(self):
         import httpx
 
@@ -404,11 +413,8 @@ def test_read_routes_answer_fast_with_200_explains_queued(deep_server):
                 http.post("/api/explain", files={"image": ("cat.jpg", small, "image/jpeg")}) for _ in range(200)])
         return [r.status_code for r in responses]
 
-    poller = Poller(url)
-    poller.start()
-    statuses = asyncio.run(flood())
-    poller.stop.set()
-    poller.join()
+    with Poller(url) as poller:
+        statuses = asyncio.run(flood())
     assert statuses == [200] * 200 and not poller.failures, poller.failures[:3]
     assert poller.deepest >= 100  # really queued while the reads were timed (the old pool had 40 threads)
     assert p99(poller.latencies) < 0.100, f"p99 {p99(poller.latencies) * 1000:.0f} ms"
@@ -442,11 +448,8 @@ def test_load_300_requests_from_50_clients(server):
         async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
             await asyncio.gather(*[client_loop(http, queue) for _ in range(50)])
 
-    poller = Poller(url, routes=("/healthz",))
-    poller.start()
-    asyncio.run(load())
-    poller.stop.set()
-    poller.join()
+    with Poller(url, routes=("/healthz",)) as poller:
+        asyncio.run(load())
     end = rss_mib(process.pid)
     assert len(done) == 300 and not failures and not poller.failures, (failures + poller.failures)[:3]
     assert all("busy" in detail for detail in busy)

@@ -305,12 +305,12 @@ def cmd_serve(args) -> int:
     try:
         import uvicorn
 
-        from gradcam.web import create_app
+        from gradcam.web import KEEP_ALIVE, create_app
     except ImportError as exc:
         raise OptionError(f"the web app needs its extra: pip install 'gradcam[web]' ({exc})") from None
     app = create_app(args.models or [DEFAULT_MODEL], weights=args.weights and str(args.weights), device=args.device)
     print(f"gradcam: serving on http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=KEEP_ALIVE)
     return OK
 
 

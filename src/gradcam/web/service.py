@@ -38,6 +38,11 @@ from gradcam.render.pictures import fit
 
 MAX_PIXELS = 40_000_000
 MAX_QUEUE = 32  # explain jobs admitted at once (waiting or running), over all models
+MAX_RETRY_AFTER = 60  # the longest Retry-After a busy server asks for, in seconds
+# An idle keep-alive connection stays open longer than the longest Retry-After: a client that honours it
+# comes back on the same connection, not on one the server is closing (uvicorn's default closes after 5 s,
+# and a request sent as it closes fails with a read error).
+KEEP_ALIVE = MAX_RETRY_AFTER + 5
 DISPLAY = 1024  # the long side of the pictures sent to the page, in pixels
 MAX_STEPS = 8
 RESULTS, RESULT_BYTES, RESULT_SECONDS = 16, 64 * 1024 * 1024, 600  # kept for full-resolution downloads
@@ -231,7 +236,7 @@ class Service:
         ``max_queue`` jobs are already admitted. Awaiting holds no thread."""
         with self._counting:
             if self._jobs >= self.max_queue:
-                wait = min(60, max(1, math.ceil(self._jobs * self._seconds)))
+                wait = min(MAX_RETRY_AFTER, max(1, math.ceil(self._jobs * self._seconds)))
                 raise QueueFull(f"the server is busy: {self._jobs} requests are queued (the limit is "
                                 f"{self.max_queue}); try again in {wait} s", wait)
             self._jobs += 1
