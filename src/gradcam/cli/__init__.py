@@ -1,4 +1,5 @@
-"""The ``gradcam`` command: :mod:`.parser` (the arguments) and :mod:`.commands` (parse, plan, run, print)."""
+"""The ``gradcam`` command: :mod:`.parser` (the arguments, with :mod:`.examples`), :mod:`.inputs` (what they name),
+:mod:`.commands` (parse, plan, run, print) and :mod:`.listings` (layers, models, methods)."""
 
 from gradcam.cli.commands import main
 from gradcam.cli.parser import build_parser

@@ -5,8 +5,6 @@ command imports what it needs."""
 
 from __future__ import annotations
 
-import glob
-import os
 import sys
 import traceback
 import warnings
@@ -14,8 +12,10 @@ from pathlib import Path
 from typing import Sequence
 
 from gradcam.choices import DEFAULT_MODEL, PICTURES
+from gradcam.cli.inputs import check_inputs, check_methods, model_of, progress
+from gradcam.cli.listings import cmd_layers, cmd_methods, cmd_models
 from gradcam.cli.parser import build_parser
-from gradcam.errors import GradCAMError, ImageError, OptionError, PreprocessingGuess, suggest
+from gradcam.errors import GradCAMError, ImageError, OptionError, PreprocessingGuess
 
 OK, FAILED, USAGE, FLAGGED = 0, 1, 2, 3
 
@@ -57,52 +57,6 @@ def _note(message, category, *args, **kwargs) -> None:
         print(f"note: {message}", file=sys.stderr)
     else:
         _shown(message, category, *args, **kwargs)
-
-
-FILE_OPTIONS = ("input_size", "mean", "std", "channels_last")
-
-
-def model_of(args):
-    """``--model`` as given, or loaded here with a model file's preprocessing options when any is given."""
-    options = {k: getattr(args, k) for k in FILE_OPTIONS if getattr(args, k, None) is not None}
-    if not options:
-        return args.model
-    from gradcam.models.sources import find_source, load_model
-
-    source, _ = find_source(str(args.model))
-    if source.name not in ("onnx", "keras"):
-        raise OptionError(f"--{next(iter(options)).replace('_', '-')} is for model files (.onnx, .keras), which do "
-                          f"not say how their input is preprocessed; {args.model} does")
-    return load_model(args.model, args.weights, device=args.device, **options)
-
-
-def check_inputs(items: Sequence[str | os.PathLike]) -> None:
-    """Every input names a file, a folder or a glob pattern that matches something; else the usage error
-    names it (before a model loads or a file is written)."""
-    for item in map(str, items):
-        if not os.path.exists(item) and not (glob.has_magic(item) and glob.glob(item, recursive=True)):
-            raise OptionError(f"{item}: no such file or folder" if not glob.has_magic(item)
-                              else f"{item}: the pattern matches no file")
-
-
-def check_methods(names: Sequence[str], *, allow_all: bool = False) -> list[str]:
-    """The registered methods named (``all``: every one, where allowed); one line with the closest names else."""
-    from gradcam.engine.methods import list_methods
-
-    known = list_methods()
-    if allow_all and list(names) == ["all"]:
-        return known
-    folded = {m.casefold(): m for m in known}
-    for name in names:
-        if name.casefold() not in folded:
-            also = " or all" if allow_all else ""
-            raise OptionError(f"unknown method {name!r}; choose from {', '.join(known)}{also}.{suggest(name, known)}")
-    return [folded[n.casefold()] for n in names]
-
-
-def progress(args) -> bool | None:
-    """A progress bar on a terminal (None), none with --quiet."""
-    return False if getattr(args, "quiet", False) else None
 
 
 def cmd_explain(args) -> int:
@@ -334,72 +288,3 @@ def cmd_make_shapes(args) -> int:
     root = make_shapes(args.out, n=args.n, size=args.size, seed=args.seed, shortcut=args.shortcut)
     print(f"{args.n} images in {root}/circle and {root}/square, boxes in {root}/boxes.json")
     return OK
-
-
-def cmd_layers(args) -> int:
-    """The architecture's layers: built without pretrained weights (nothing is downloaded), or with --weights."""
-    from gradcam.engine.layers import auto_layer, auto_layer_reason, candidate_layers, stage_layers
-    from gradcam.errors import LayerError
-    from gradcam.models.sources import load_model
-
-    model = model_of(args)
-    bundle = model if not isinstance(model, str) else load_model(model, args.weights, pretrained=False,
-                                                                 device=args.device)
-    x = bundle.probe()
-    try:
-        chosen, why = auto_layer(bundle.module, x), auto_layer_reason(bundle.module, x)
-    except LayerError as exc:
-        chosen, why = None, str(exc)
-    stages = set(stage_layers(bundle.module, x)) if args.stages else None
-    shown = [info for info in candidate_layers(bundle.module, x)
-             if (args.grep is None or args.grep.casefold() in info.name.casefold())
-             and (stages is None or info.name in stages)]
-    if not shown:
-        raise OptionError(f"no layer of {args.model} matches" + (f" --grep {args.grep!r}" if args.grep else "")
-                          + (" --stages" if args.stages else ""))
-    width = max(40, *(len(info.name) + 1 for info in shown))
-    print(f"{'layer':<{width}} {'output shape':<24} {'layout':<15} note")
-    for info in shown:
-        notes = ["<- automatic"] if info.name == chosen else []
-        notes += ["pooling"] if info.pooling else []
-        notes += ["not a map of the input"] if info.layout is None else []
-        notes += [f"runs {info.calls}x"] if info.calls > 1 else []
-        layout = info.layout.kind if info.layout is not None else "-"
-        print(f"{info.name:<{width}} {str(info.shape[1:]):<24} {layout:<15} {' '.join(notes)}")
-    print(f"automatic layer: {chosen} ({why})" if chosen else f"automatic layer: none: {why}")
-    return OK
-
-
-def cmd_models(args) -> int:
-    """Each source with what it takes, its names by task, and which of them run offline on this machine."""
-    import textwrap
-
-    from gradcam.models.sources import list_sources
-
-    sources = list_sources()
-    for source in [s for s in sources if s.names] + [s for s in sources if not s.names]:  # names first
-        print(f"{source.name}: {source.description}" if source.description else source.name)
-        groups = source.groups() if source.groups else {"": list(source.names())} if source.names else {}
-        for task, names in groups.items():
-            here = [n for n in names if source.offline is not None and source.offline(n)]
-            head = f"  {task} ({len(names)})" if task else f"  ({len(names)})"
-            print(textwrap.fill(", ".join(names), width=110, initial_indent=head + ": ", subsequent_indent="    "))
-            if source.offline is not None:
-                others = "" if len(here) == len(names) else "the others " if here else "all "
-                print(f"    offline here: {', '.join(here) if here else 'none'}"
-                      + (f"; {others}with --weights PATH or NAME:random" if others else ""))
-    print("NAME:random (any name above): seeded random weights, offline (to try a pipeline, not to trust its maps)")
-    return OK
-
-
-def cmd_methods(args) -> int:
-    from gradcam.engine.methods import describe_methods, method_info
-
-    for name, description in describe_methods().items():
-        info = method_info(name)
-        needs = [label for key, label in (("single_layer", "one layer"), ("needs_linear_head", "GAP+linear head"),
-                                          ("class_free", "class-free"), ("uses_gradients", "gradients"))
-                 if info[key]] + ([] if info["needs_layer"] else ["no layer"])
-        print(f"{name:<18} {description}  [{', '.join(needs + [info['output_kind']])}]")
-    return OK
-
