@@ -1,6 +1,6 @@
 """Train the two small CNNs of the audit test, one on the corner square alone and one on the shapes,
 print the audit of each on held-out images where square and shape agree, and draw where each looks
-(README picture).
+(the picture of docs/guides/trust.md).
 
     python examples/audit_pictures.py docs
 """

@@ -1,4 +1,4 @@
-"""Train the small signal, volume, clip and ViT classifiers of the tests and draw what they look at (README
+"""Train the small signal, volume, clip and ViT classifiers of the tests and draw what they look at (docs
 pictures).
 
     python examples/layout_pictures.py docs                 # all of them

@@ -1,5 +1,5 @@
 """Train the small segmenter and detector of the tests on two-object shapes and draw what they look at
-(README pictures): each object's map in its own panel, and each class region's map with its mask outline.
+(docs pictures): each object's map in its own panel, and each class region's map with its mask outline.
 
     python examples/task_pictures.py docs
 """

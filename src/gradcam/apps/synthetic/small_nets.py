@@ -1,5 +1,5 @@
 """Small seeded networks for the synthetic data sets with known answers (:mod:`gradcam.apps.synthetic.shapes`): the
-models the tests train and explain, and the README's pictures come from. Each is seeded without touching
+models the tests train and explain, and the documentation's pictures come from. Each is seeded without touching
 the caller's random state."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def small_net(dims: int, channels: int = 1, classes: int = 2, width: int = 16, s
 
 def small_vit(size: int = 64, classes: int = 2, seed: int = 0) -> nn.Module:
     """A small seeded timm vision transformer for ``size``-px images: class token, patch 8, two blocks of
-    four heads, width 64 (the trained ViT of the tests and README). Needs timm."""
+    four heads, width 64 (the trained ViT of the tests and docs). Needs timm."""
     import timm
 
     with torch.random.fork_rng(devices=[]):
