@@ -103,12 +103,34 @@ def test_figure_size_and_content():
     hm = np.zeros((24, 32))
     out = figure(image, hm, title="class 3: cat", dpi=50)
     assert isinstance(out, Image.Image) and out.mode == "RGB"
-    assert out.size == (600, 220)
+    assert out.size == (625, 177)  # three panels of 4 in at the picture's aspect, the titles, 50 dpi
     arr = np.asarray(out).astype(int)
     pure_red = (arr[..., 0] > 240) & (arr[..., 1] < 15) & (arr[..., 2] < 15)
     assert pure_red.sum() > 500  # the original panel is drawn
     assert (arr.sum(axis=2) < 100).sum() > 20  # dark title / labels
-    assert figure(image, hm, title="t").size == (1200, 440)
+    assert figure(image, hm, title="t").size == (1250, 355)
+
+
+def blank_rows(picture: Image.Image) -> float:
+    """The share of the picture's rows that are all white."""
+    return float((np.asarray(picture.convert("L")) > 250).all(axis=1).mean())
+
+
+def test_figures_fill_their_frame_and_the_colour_bar_is_the_panels_height():
+    """Issue 27: wide white margins, and a colour bar taller than the panels. A dark photo and a zero map
+    (dark blue): every row but the titles' has ink, and the bar spans the heatmap's rows exactly."""
+    for size in ((451, 300), (300, 451), (64, 64)):
+        image, hm = Image.new("RGB", size, (20, 20, 20)), np.zeros(size[::-1])
+        out = figure(image, hm, title="a title", dpi=50)
+        assert blank_rows(out) < 0.2, (size, blank_rows(out))
+        arr = np.asarray(out).astype(int)
+        blue = (arr[..., 2] > 100) & (arr[..., 0] < 60) & (arr[..., 1] < 60)  # jet's low end
+        rows = np.flatnonzero(blue.any(axis=1))
+        heatmap_rows = np.flatnonzero(blue[:, out.width // 2])
+        bar = [c for c in range(out.width * 2 // 3 - 40, out.width * 2 // 3 + 40) if blue[:, c].any()]
+        assert bar and abs(rows.max() - heatmap_rows.max()) <= 1 and abs(rows.min() - heatmap_rows.min()) <= 1
+    long = figure(Image.new("RGB", (64, 64)), np.zeros((64, 64)), title="word " * 60, dpi=50)
+    assert long.width == 625  # a long title wraps instead of widening or clipping
 
 
 def test_figure_validates_like_overlay():
@@ -122,7 +144,8 @@ def test_grid_shape():
     red, blue = Image.new("RGB", (8, 8), (255, 0, 0)), Image.new("L", (8, 8), 0)
     rows = [[red, blue, red], [blue, red]]  # ragged
     out = grid(rows, [["a", "b", "c"], ["d", "e"]], dpi=50)
-    assert out.mode == "RGB" and out.size == (450, 300)
+    assert out.mode == "RGB" and out.size == (450, 330)  # 3 in panels at their aspect, a title line each
+    assert blank_rows(grid([[Image.new("RGB", (451, 300))] * 4] * 3, [["t"] * 4] * 3, dpi=50)) < 0.15
     arr = np.asarray(out).astype(int)
     assert ((arr[..., 0] > 240) & (arr[..., 1] < 15)).sum() > 1000
     assert grid([[red]], None, dpi=40).size == (120, 120)

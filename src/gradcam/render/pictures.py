@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import Sequence
 
 import matplotlib
@@ -12,6 +13,8 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from gradcam.errors import VisualizeError, suggest
+
+PANEL = 4.0  # a figure panel's width, in inches
 
 
 def get_colormap(colormap: str | Colormap) -> Colormap:
@@ -96,19 +99,24 @@ def figure(
     """One row: "original", "heatmap" (with colorbar), "overlay"; `title` above."""
     cmap = get_colormap(colormap)
     blended = overlay(image, heatmap, colormap=cmap, alpha=alpha)
-    fig = Figure(figsize=(12, 4.4), dpi=dpi, layout="constrained")
+    hm = _heatmap(heatmap)
+    # Sized to the picture: three panels of PANEL inches wide, as tall as the picture's aspect makes them,
+    # and room for the titles; the colour bar is an inset of the heatmap's own axes (its height exactly).
+    aspect = image.height / image.width
+    fig = Figure(figsize=(3 * PANEL + 0.5, PANEL * aspect + 0.55), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
+    fig.get_layout_engine().set(w_pad=0.02, h_pad=0.02, wspace=0.06)
     axes = fig.subplots(1, 3)
     axes[0].imshow(np.asarray(image.convert("RGB")))
-    hm = _heatmap(heatmap)
     shown = axes[1].imshow(hm if hm.ndim == 2 else np.asarray(colorize(hm)), cmap=cmap, vmin=0.0, vmax=1.0)
     axes[2].imshow(np.asarray(blended))
     for ax, name in zip(axes, ("original", "heatmap", "overlay")):
-        ax.set_title(name)
+        ax.set_title(name, fontsize=10)
         ax.set_axis_off()
     if hm.ndim == 2:
-        fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.04)
-    fig.suptitle(title)
+        bar = fig.colorbar(shown, cax=axes[1].inset_axes((1.02, 0.0, 0.035, 1.0)))
+        bar.ax.tick_params(labelsize=8)
+    fig.suptitle(_fitted(title, 3 * PANEL), fontsize=11)
     return render_figure(fig)
 
 
@@ -130,8 +138,13 @@ def grid(
             f"titles layout {[len(t) for t in titles]} does not match rows layout {[len(r) for r in rows]}"
         )
     nrows, ncols = len(rows), max(len(r) for r in rows)
-    fig = Figure(figsize=(panel_inches * ncols, panel_inches * nrows), dpi=dpi, layout="constrained")
+    panels = [p for r in rows for p in r if isinstance(p, Image.Image)]
+    aspect = float(np.median([p.height / p.width for p in panels])) if panels else 1.0
+    title_inches = 0.3 if titles is not None else 0.0  # each row's panel titles
+    fig = Figure(figsize=(panel_inches * ncols, nrows * (panel_inches * aspect + title_inches) + (0.4 if title else 0)),
+                 dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
+    fig.get_layout_engine().set(w_pad=0.02, h_pad=0.02, wspace=0.02, hspace=0.02)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for i in range(nrows):
         for j in range(ncols):
@@ -143,9 +156,9 @@ def grid(
                     raise VisualizeError(f"grid panel [{i}][{j}] is a {type(panel).__name__}, expected a PIL image")
                 ax.imshow(np.asarray(panel.convert("RGB")))
                 if titles is not None:
-                    ax.set_title(titles[i][j], fontsize=10)
+                    ax.set_title(_fitted(titles[i][j], panel_inches, fontsize=9), fontsize=9)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(_fitted(title, panel_inches * ncols), fontsize=11)
     return render_figure(fig)
 
 
@@ -168,6 +181,12 @@ def render_figure(fig: Figure) -> Image.Image:
     canvas.draw()
     rgba = np.asarray(canvas.buffer_rgba())
     return Image.fromarray(np.ascontiguousarray(rgba[..., :3]))
+
+
+def _fitted(text: str, inches: float, fontsize: float = 11) -> str:
+    """``text`` wrapped to lines that fit ``inches`` at ``fontsize`` points (a character is about 0.6 em)."""
+    width = max(8, int(inches * 72 / (0.6 * fontsize)))
+    return "\n".join(textwrap.wrap(text, width)) if len(text) > width else text
 
 
 def _heatmap(heatmap: np.ndarray) -> np.ndarray:
