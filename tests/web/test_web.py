@@ -9,6 +9,7 @@ import base64
 import io
 import json
 import math
+import re
 import shutil
 import socket
 import subprocess
@@ -248,10 +249,12 @@ def start_server(options: str = ""):
     import httpx
 
     port = free_port()
+    log = tempfile.NamedTemporaryFile("w+b", prefix="gradcam-server-", suffix=".log")  # its stderr: the access log
     code = ("import torch, uvicorn; from gradcam.web import KEEP_ALIVE, create_app; torch.set_num_threads(1); "
             f"uvicorn.run(create_app({options}), host='127.0.0.1', port={port}, log_level='warning', "
             "timeout_keep_alive=KEEP_ALIVE)")  # as gradcam serve runs it
-    process = subprocess.Popen([sys.executable, "-c", code])
+    process = subprocess.Popen([sys.executable, "-c", code], stderr=log)
+    process.log = log.name
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
@@ -261,10 +264,11 @@ def start_server(options: str = ""):
             time.sleep(0.1)
     else:
         process.kill()
-        pytest.fail("the server did not start")
+        pytest.fail("the server did not start: " + open(log.name, errors="replace").read()[-2000:])
     yield url, process
     process.terminate()
     process.wait(timeout=10)
+    log.close()
 
 
 @pytest.fixture(scope="module")
@@ -301,7 +305,7 @@ def test_browser_upload_explain_slider_and_method(server, tmp_path):
             page.goto(url + "/")
             page.wait_for_function("document.querySelectorAll('#method option').length > 5")
             page.set_input_files("#file", str(photo))
-            page.wait_for_function("document.getElementById('overlay').naturalWidth > 0", timeout=60_000)
+            page.wait_for_function("(document.getElementById('overlay') || {}).naturalWidth > 0", timeout=60_000)
             top = page.text_content("#top-class")
             assert any(word in top for word in ("cat", "tabby")), top
             assert page.evaluate("document.getElementById('overlay').naturalWidth") == 451
@@ -355,6 +359,133 @@ def test_browser_upload_explain_slider_and_method(server, tmp_path):
             assert not errors
         finally:
             browser.close()
+
+
+BROWSER_FLAGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
+                 "--disable-default-apps", "--disable-sync", "--no-first-run", "--disable-extensions",
+                 "--metrics-recording-only", "--disable-dev-shm-usage"]
+GRID_READY = ("state.compare && document.querySelectorAll('#grid img.cell').length === {n} && "
+              "[...document.querySelectorAll('#grid img.cell')].every(i => i.naturalWidth > 0)")
+
+
+def small_photo(tmp_path) -> str:
+    photo = tmp_path / "chelsea.jpg"
+    photo.write_bytes(jpeg(np.asarray(Image.fromarray(skdata.chelsea()).resize((300, 200)))))
+    return str(photo)
+
+
+def test_browser_compare_grid_layer_slider_and_top_class(server, tmp_path):
+    """The comparison grid lists /api/methods, shows one map per ticked method; a top class re-explains
+    every map for it; the depth slider (by keyboard) moves every map to a shallower stage; the URL follows."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    url, _ = server
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), headless=True, args=BROWSER_FLAGS)
+        try:
+            bare = browser.new_page(viewport={"width": 1280, "height": 700}, java_script_enabled=False)
+            bare.goto(url + "/")  # without its script: no broken image, no task's options, a notice
+            assert bare.locator("img").count() == 0 and not bare.is_visible("#min-score")
+            assert "needs JavaScript" in bare.inner_text("body")
+            bare.screenshot(path=str(tmp_path / "no_script.png"), full_page=True)
+            bare.close()
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url + "/")
+            page.wait_for_function("document.body.dataset.ready === 'true'")
+            assert page.evaluate("document.images.length") == 0  # nothing to show yet, no broken image
+            assert not page.is_visible("#min-score") and not page.is_visible("#reference")
+            page.check("input[name=view][value=compare]")
+            assert page.is_visible("#compare-methods") and not page.is_visible("#method")
+            listed = page.eval_on_selector_all("#method-boxes input", "boxes => boxes.map(b => b.value)")
+            served = page.evaluate("fetch('/api/methods').then(r => r.json()).then(b => b.methods.map(m => m.name))")
+            assert listed == served  # the methods the server has, none hard-coded
+            wanted = ["gradcam", "hirescam", "layercam", "eigencam"]
+            page.eval_on_selector_all("#method-boxes input", f"""boxes => boxes.forEach(b => {{
+                b.checked = {wanted}.includes(b.value); b.dispatchEvent(new Event('change')); }})""")
+            page.set_input_files("#file", small_photo(tmp_path))
+            page.wait_for_function(GRID_READY.format(n=4), timeout=60_000)
+            cells = page.eval_on_selector_all("#grid figure", "fs => fs.map(f => f.dataset.method)")
+            assert cells == ["", *wanted]  # the photo, then the methods in their order
+            assert any(word in page.text_content("#top-class") for word in ("cat", "tabby"))
+            assert page.is_visible("#legend") and "1 · high" in page.text_content("#legend")
+            assert "highest" in page.text_content("#legend-text")  # min-max: the scale is said
+            assert "view=compare" in page.url and "methods=gradcam%2Chirescam%2Clayercam%2Ceigencam" in page.url
+            page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
+            # a top class re-explains every map for it
+            second = page.evaluate("state.compare.top5[1]")
+            first_maps = page.evaluate("state.compare.methods.map(e => e.map)")
+            page.focus("#top5 li:nth-child(2) button")
+            page.keyboard.press("Enter")
+            page.wait_for_function(f"state.compare.target.index === {second['index']}", timeout=60_000)
+            page.wait_for_function(GRID_READY.format(n=4))
+            assert page.get_attribute("#top5 li:nth-child(2)", "class") == "current"
+            assert page.evaluate("state.compare.methods.map(e => e.map)")[0] != first_maps[0]
+            assert f"class={second['index']}" in page.url
+            page.screenshot(path=str(tmp_path / "compare_class.png"), full_page=True)
+            # the depth slider, by keyboard: the shallowest stage, the same class
+            stages = page.evaluate("state.stages")
+            assert stages[-1] == "bn2" and page.input_value("#stage") == str(len(stages) - 1)
+            page.focus("#stage")
+            page.keyboard.press("Home")
+            page.wait_for_function(f"state.compare.methods.every(e => e.layer === {stages[0]!r})", timeout=60_000)
+            page.wait_for_function(GRID_READY.format(n=4))
+            assert page.evaluate("state.compare.target.index") == second["index"]
+            assert page.input_value("#layer") == stages[0] and f"layer={stages[0]}" in page.url
+            assert stages[0] in page.text_content("#stage-name")
+            page.screenshot(path=str(tmp_path / "compare_shallow.png"), full_page=True)
+            assert not errors and "error" not in (page.get_attribute("#status", "class") or "")
+        finally:
+            browser.close()
+
+
+def test_browser_a_shared_url_restores_its_view(server, tmp_path):
+    """A URL's view (methods, layer, class, colormap, scale) comes back once a photo is uploaded, on a
+    phone-sized screen; a method that does not apply says why in its cell. The server logs each request."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    url, process = server
+    photo = small_photo(tmp_path)
+    shared = "/?view=compare&methods=gradcam%2Ccam%2Ceigencam&layer=blocks.4&class=281&colormap=viridis&normalize=max"
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), headless=True, args=BROWSER_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2)
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url + shared)
+            page.wait_for_function("document.body.dataset.ready === 'true'")
+            assert page.is_checked("input[name=view][value=compare]")
+            ticked = page.eval_on_selector_all("#method-boxes input:checked", "bs => bs.map(b => b.value)")
+            assert sorted(ticked) == ["cam", "eigencam", "gradcam"]
+            assert page.input_value("#layer") == "blocks.4" and page.input_value("#colormap") == "viridis"
+            assert page.input_value("#normalize") == "max" and page.input_value("#class-search") == "tabby"
+            page.set_input_files("#file", photo)
+            page.wait_for_function(GRID_READY.format(n=2), timeout=60_000)
+            assert page.text_content("#top-class").startswith("tabby")
+            assert page.evaluate("state.compare.methods.map(e => [e.method, e.status, e.layer || ''])") == [
+                ["gradcam", "ok", "blocks.4"], ["cam", "skipped", ""], ["eigencam", "ok", "blocks.4"]]
+            assert "not applicable" in page.text_content("#grid .skipped")
+            assert "maximum" in page.text_content("#legend-text")  # the max scale is said
+            assert page.evaluate("location.search") == shared[1:]  # the URL still describes this view
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, width  # nothing wider than the phone
+            page.screenshot(path=str(tmp_path / "shared_phone.png"), full_page=True)
+            # one method's view at 1280 px: method, layer, class and colormap from its URL
+            page.set_viewport_size({"width": 1280, "height": 800})
+            page.goto(url + "/?method=hirescam&layer=blocks.2&class=tiger%20cat&colormap=gray")
+            page.wait_for_function("document.body.dataset.ready === 'true'")
+            page.set_input_files("#file", photo)
+            page.wait_for_function("state.result && (document.getElementById('overlay') || {}).naturalWidth > 0",
+                                   timeout=60_000)
+            assert page.text_content("#top-class").startswith("tiger cat")
+            assert page.evaluate("[state.result.method, state.result.layer]") == ["hirescam", "blocks.2"]
+            assert page.input_value("#colormap") == "gray" and "class=282" in page.url
+            page.screenshot(path=str(tmp_path / "shared_single.png"), full_page=True)
+            assert not errors and "error" not in (page.get_attribute("#status", "class") or "")
+        finally:
+            browser.close()
+    log = open(process.log, errors="replace").read()
+    assert re.search(r'"POST /api/compare" 200 \d+\.\d ms', log) and '"GET /static/app.js" 200' in log, log[-2000:]
 
 
 def rss_mib(pid: int) -> float:
@@ -481,3 +612,97 @@ def test_precision_over_http(client, cat):
     assert np.corrcoef(a, b)[0, 1] >= 0.99
     bad = explain(client, cat, precision="fp8")
     assert bad.status_code == 422 and "fp32" in bad.json()["detail"]
+
+
+# ------------------------------------------------------------------------------- comparing methods
+
+
+def compare(client, data: bytes, name: str = "cat.jpg", **form):
+    return client.post("/api/compare", files={"image": (name, data, "image/jpeg")}, data=form)
+
+
+def test_compare_gives_each_methods_own_map_and_one_prediction(client, tiny):
+    """Each method's map in the grid is the map /api/explain gives for that method, for the same class."""
+    body = compare(client, tiny, methods="gradcam,hirescam,eigencam").json()
+    assert body.get("methods"), body
+    assert [e["method"] for e in body["methods"]] == ["gradcam", "hirescam", "eigencam"]
+    assert all(e["status"] == "ok" and e["layer"] == "bn2" and e["map_kind"] == "heatmap" for e in body["methods"])
+    for entry in body["methods"]:
+        alone = explain(client, tiny, name="cat.jpg", method=entry["method"]).json()
+        assert alone["target"] == body["target"] and alone["top5"] == body["top5"]
+        assert np.array_equal(np.asarray(picture(entry["map"])), np.asarray(picture(alone["pictures"]["map"])))
+    assert picture(body["pictures"]["original"]).size == (96, 64) == picture(body["methods"][0]["map"]).size
+    maps = [np.asarray(picture(e["map"]), np.int16) for e in body["methods"]]
+    assert np.abs(maps[0] - maps[2]).max() > 20  # different methods: different maps, not one map three times
+    # a chosen class and a layer: every method explains that class there, as /api/explain does
+    chosen = compare(client, tiny, methods="layercam,gradcam", target="tiger cat", layer="blocks.4").json()
+    assert chosen["target"]["label"] == "tiger cat" and {e["layer"] for e in chosen["methods"]} == {"blocks.4"}
+    alone = explain(client, tiny, method="gradcam", target="282", layer="blocks.4").json()
+    assert np.array_equal(np.asarray(picture(chosen["methods"][1]["map"])),
+                          np.asarray(picture(alone["pictures"]["map"])))
+
+
+def test_compare_a_method_that_does_not_apply_gives_its_reason(client, tiny):
+    response = compare(client, tiny, methods="cam,gradcam", layer="blocks.5")
+    assert response.status_code == 200, response.text
+    cam, grad = response.json()["methods"]
+    assert cam["method"] == "cam" and cam["status"] == "skipped" and "linear" in cam["reason"] and "map" not in cam
+    assert grad["status"] == "ok" and response.json()["target"]["index"] in CAT_CLASSES
+
+
+@pytest.mark.parametrize("methods, fragment", [
+    (None, "compare 1 to 8 methods at once, got 9"),  # one more than the limit: 422, nothing explained
+    ("gradcam,gradcam+", "unknown method 'gradcam+'"),
+    (" , ", "compare 1 to 8"),
+])
+def test_compare_too_many_or_unknown_methods_is_422(client, tiny, methods, fragment):
+    from gradcam.engine.methods import list_methods
+    from gradcam.web.service import MAX_COMPARE
+
+    assert MAX_COMPARE == 8 and client.get("/api/methods").json()["compare_max"] == 8
+    response = compare(client, tiny, methods=methods or ",".join(list_methods()[:MAX_COMPARE + 1]))
+    assert response.status_code == 422 and fragment in response.json()["detail"], response.text
+
+
+def test_compare_bad_class_is_the_requests_error(client, tiny):
+    response = compare(client, tiny, methods="gradcam,hirescam", target="tigr cat")
+    assert response.status_code == 422 and "tiger cat" in response.json()["detail"]
+
+
+def test_a_non_image_upload_is_415_naming_the_file(client):
+    for route in ("/api/explain", "/api/compare"):
+        response = client.post(route, files={"image": ("notes.txt", b"this is text", "text/plain")},
+                               data={"methods": "gradcam"})
+        detail = response.json()["detail"]
+        assert response.status_code == 415 and detail.startswith("notes.txt: not a recognised image"), detail
+        assert "<bytes>" not in detail
+
+
+def test_layers_give_one_stage_per_resolution_for_the_slider(client):
+    body = client.get("/api/layers").json()
+    names = [layer["name"] for layer in body["layers"]]
+    assert body["stages"][-1] == "bn2" and len(body["stages"]) >= 4 and set(body["stages"]) <= set(names)
+    sides = [next(layer["shape"][-1] for layer in body["layers"] if layer["name"] == s) for s in body["stages"]]
+    assert sides == sorted(sides, reverse=True) and len(set(sides)) == len(sides)  # shallow to deep
+
+
+def test_every_request_is_logged(client, caplog):
+    with caplog.at_level("INFO", logger="gradcam.web"):
+        client.get("/healthz")
+        client.get("/api/nothing-here")
+    lines = [r.getMessage() for r in caplog.records if r.name == "gradcam.web"]
+    assert any('"GET /healthz" 200' in line and line.endswith(" ms") for line in lines), lines
+    assert any('"GET /api/nothing-here" 404' in line for line in lines), lines
+
+
+def test_the_page_shows_nothing_unready_before_its_script_runs(client):
+    """No <img> without a src (a broken-image icon), every task's options and every result hidden."""
+    html = client.get("/").text
+    assert "<img" not in html
+    options = re.findall(r"<label class=\"task-option[^>]*>", html)
+    assert len(options) == 3 and all(" hidden" in tag for tag in options), options
+    for section in ("prediction", "pictures", "grid", "task-result", "legend", "compare-methods"):
+        tag = re.search(rf"<\w+ id=\"{section}\"[^>]*>", html).group(0)
+        assert " hidden" in tag, tag
+    labelled = re.findall(r"<(select|input)\b[^>]*>", html)
+    assert labelled and html.count("<label") + html.count("<legend") >= len(labelled)

@@ -7,6 +7,9 @@ never wait for a model. A full queue is 503 with Retry-After.
 
 from __future__ import annotations
 
+import logging
+import sys
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
@@ -25,10 +28,12 @@ from gradcam.engine.targets import class_spec
 from gradcam.errors import GradCAMError, ImageError
 from gradcam.models.sources import BUNDLED
 from gradcam.web.service import (
+    MAX_COMPARE,
     MAX_QUEUE,
     RENDER,
     RESULT_SECONDS,
     RESULTS,
+    CompareRequest,
     ExplainRequest,
     QueueFull,
     Service,
@@ -39,12 +44,17 @@ STATIC = Path(__file__).with_name("static")
 COLORMAPS = ("jet", "turbo", "viridis", "inferno", "magma", "plasma", "hot", "gray")
 NORMALIZE = ("minmax", "max", "none")
 MAX_UPLOAD = 20 * 1024 * 1024  # bytes
+ACCESS = logging.getLogger("gradcam.web")  # one line per request: client, method, path, status, ms
 
 
 def create_app(models: list[str] | None = None, weights: str | None = None, device: str | None = None,
-               max_upload: int = MAX_UPLOAD, max_queue: int = MAX_QUEUE) -> FastAPI:
+               max_upload: int = MAX_UPLOAD, max_queue: int = MAX_QUEUE, access_log: bool = True) -> FastAPI:
     """The app; ``models`` are the names it offers (the first is the default); at most ``max_queue``
-    explain requests wait or run at once, the next ones get 503."""
+    explain requests wait or run at once, the next ones get 503. ``access_log``: one line per request
+    (client, method, path, status, milliseconds) on the ``gradcam.web`` logger at INFO, written to
+    stderr unless logging is configured already."""
+    if access_log:
+        _log_to_stderr()
     service = Service(models or [BUNDLED], weights, device, max_queue=max_queue)
 
     @asynccontextmanager
@@ -68,11 +78,50 @@ def create_app(models: list[str] | None = None, weights: str | None = None, devi
                                 status_code=413)
         return await call_next(request)
 
+    if access_log:
+        app.add_middleware(AccessLog)  # added last, so the outermost: it sees 411, 413 and 500 too
     app.add_exception_handler(GradCAMError, _gradcam_error)
     app.add_exception_handler(QueueFull, _queue_full)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(router)
     return app
+
+
+class AccessLog:
+    """ASGI middleware: one line per HTTP request on the ``gradcam.web`` logger (client, method, path,
+    status, milliseconds to the end of the response); a plain ASGI wrapper, cheaper than Starlette's
+    ``BaseHTTPMiddleware``, so the read-only routes stay fast under load."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), [500]
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            client = scope.get("client")
+            ACCESS.info('%s "%s %s" %d %.1f ms', f"{client[0]}:{client[1]}" if client else "-", scope["method"],
+                        scope["path"], status[0], (time.perf_counter() - start) * 1000)
+
+
+def _log_to_stderr() -> None:
+    """The access log on stderr when no handler would print it (``gradcam serve`` sets uvicorn's own
+    loggers to warnings only); left alone where logging is configured (an app, pytest's caplog)."""
+    if ACCESS.level == logging.NOTSET:
+        ACCESS.setLevel(logging.INFO)
+    if not ACCESS.hasHandlers():
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s gradcam.web %(message)s"))
+        ACCESS.addHandler(handler)
 
 
 async def _gradcam_error(request: Request, exc: GradCAMError):
@@ -109,13 +158,15 @@ async def api_models(service: ServiceDep) -> dict:
 
 @router.get("/api/methods")
 async def api_methods() -> dict:
-    return {"methods": [{"name": n, "description": d} for n, d in describe_methods().items()], "default": "gradcam"}
+    return {"methods": [{"name": n, "description": d} for n, d in describe_methods().items()], "default": "gradcam",
+            "compare_max": MAX_COMPARE}
 
 
 @router.get("/api/layers")
 async def api_layers(service: ServiceDep, model: str | None = None) -> dict:
     loaded = await service.loaded(model)
-    return {"model": loaded.bundle.name, "automatic": loaded.automatic, "layers": loaded.layers}
+    return {"model": loaded.bundle.name, "automatic": loaded.automatic, "layers": loaded.layers,
+            "stages": loaded.stages}
 
 
 @router.get("/api/labels")
@@ -160,7 +211,46 @@ async def api_explain(
         raise HTTPException(413, f"upload too large; the limit is {max_upload} bytes")
     return await service.explain(ExplainRequest(name, data, method=method, layer=layers, target=spec,
                                                 normalize=normalize, colormap=colormap, alpha=alpha,
-                                                precision=precision))
+                                                precision=precision, filename=image.filename or ""))
+
+
+@router.post("/api/compare")
+async def api_compare(
+    request: Request,
+    service: ServiceDep,
+    image: UploadFile = File(..., description="the photo (JPEG, PNG, WebP, BMP, TIFF, GIF)"),
+    methods: list[str] = Form(..., description=f"the methods, separated by commas (at most {MAX_COMPARE})"),
+    model: str | None = Form(None),
+    layer: str | None = Form(None, description="a layer name, or several separated by commas"),
+    target: str | None = Form(None, description="class index or name; default: the prediction"),
+    normalize: str = Form("minmax"),
+    precision: str = Form("fp32", description="fp32, bf16, fp16 or auto"),
+) -> dict:
+    """Several methods on the same photo, for the same class: the prediction and top 5 once, then one
+    entry per method in the order asked: ``status: "ok"`` with its grayscale ``map`` (a guided method's
+    image where ``map_kind`` is "image") at the display size, or ``status: "skipped"`` with the
+    ``reason`` it does not apply (``"failed"``: the reason it failed). Each map is the one ``/api/explain``
+    gives for that method."""
+    name = service.check(model)
+    asked = list(dict.fromkeys(m.strip() for field in methods for m in field.split(",") if m.strip()))
+    known = {m.casefold(): m for m in list_methods()}
+    unknown = [m for m in asked if m.casefold() not in known]
+    if unknown:
+        raise HTTPException(422, f"unknown method {unknown[0]!r}; choose from: {', '.join(list_methods())}")
+    asked = list(dict.fromkeys(known[m.casefold()] for m in asked))
+    if not asked or len(asked) > MAX_COMPARE:
+        raise HTTPException(422, f"compare 1 to {MAX_COMPARE} methods at once, got {len(asked)}")
+    if normalize not in NORMALIZE:
+        raise HTTPException(422, f"unknown normalize {normalize!r}; choose one of: {', '.join(NORMALIZE)}")
+    if precision not in PRECISIONS:
+        raise HTTPException(422, f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    layers, spec = parse_layers(layer), class_spec(target)
+    max_upload = request.app.state.max_upload
+    data = await image.read(max_upload + 1)
+    if len(data) > max_upload:
+        raise HTTPException(413, f"upload too large; the limit is {max_upload} bytes")
+    return await service.compare(CompareRequest(name, data, asked, layer=layers, target=spec, normalize=normalize,
+                                                precision=precision, filename=image.filename or ""))
 
 
 @router.get("/api/tasks")
@@ -205,7 +295,7 @@ async def api_explain_task(
     return await service.explain_task(TaskRequest(name, data, task, method=method, layer=parse_layers(layer),
                                                   classes=picked, box=parsed_box, min_score=min_score,
                                                   reference=other, negative=negative, colormap=colormap,
-                                                  alpha=alpha))
+                                                  alpha=alpha, filename=image.filename or ""))
 
 
 @router.get("/api/results/{result_id}/{kind}.png", response_class=Response,

@@ -11,6 +11,7 @@ in memory (Starlette keeps an upload over 1 MB in an anonymous temporary file wh
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import secrets
 import threading
@@ -27,15 +28,16 @@ from gradcam.apps.device import choose_device
 from gradcam.apps.explainer import Explanation
 from gradcam.apps.pipeline.step import ExplainStep, Failed
 from gradcam.apps.tasks import explain_task
-from gradcam.engine.layers import auto_layer, candidate_layers, resolve_layers
+from gradcam.engine.layers import auto_layer, candidate_layers, resolve_layers, stage_layers
 from gradcam.engine.methods import method_info, method_options
-from gradcam.errors import ModelError, OptionError
+from gradcam.errors import GradCAMError, ImageError, ModelError, OptionError, TargetError
 from gradcam.io.images import load_image
 from gradcam.models.bundle import ModelBundle
 from gradcam.models.sources import BUNDLED, load_model
 from gradcam.render.files import MemorySink, png_bytes, png_data_url
 from gradcam.render.pictures import fit
 
+LOG = logging.getLogger("gradcam.web")
 MAX_PIXELS = 40_000_000
 MAX_QUEUE = 32  # explain jobs admitted at once (waiting or running), over all models
 MAX_RETRY_AFTER = 60  # the longest Retry-After a busy server asks for, in seconds
@@ -45,6 +47,7 @@ MAX_RETRY_AFTER = 60  # the longest Retry-After a busy server asks for, in secon
 KEEP_ALIVE = MAX_RETRY_AFTER + 5
 DISPLAY = 1024  # the long side of the pictures sent to the page, in pixels
 MAX_STEPS = 8
+MAX_COMPARE = 8  # methods in one comparison (each is a pass of the model, some of them many)
 RESULTS, RESULT_BYTES, RESULT_SECONDS = 16, 64 * 1024 * 1024, 600  # kept for full-resolution downloads
 RENDER: dict[str, Callable[[Explanation], Image.Image]] = {
     "grayscale": Explanation.grayscale, "heatmap": Explanation.colored, "overlay": Explanation.overlay}
@@ -106,6 +109,7 @@ class Loaded:
     bundle: ModelBundle
     automatic: str
     layers: list[dict]
+    stages: list[str]  # one layer per resolution stage, shallow to deep (the page's layer slider)
 
 
 @dataclass
@@ -121,6 +125,7 @@ class ExplainRequest:
     colormap: str = "jet"
     alpha: float = 0.5
     precision: str = "fp32"
+    filename: str = ""  # the upload's own name, for its errors
 
     @property
     def key(self) -> tuple:
@@ -146,6 +151,27 @@ class TaskRequest:
     negative: bool = False
     colormap: str = "jet"
     alpha: float = 0.5
+    filename: str = ""
+
+
+@dataclass
+class CompareRequest:
+    """Several methods on one photo, for one class (the request's, else the prediction): ``methods``
+    validated names, at most MAX_COMPARE, each explained by its own cached per-batch step."""
+
+    model: str
+    data: bytes
+    methods: list[str]
+    layer: str | list[str] | None = None
+    target: int | str | None = None
+    normalize: str = "minmax"
+    precision: str = "fp32"
+    filename: str = ""
+
+    def single(self, method: str, target: int | str | None) -> ExplainRequest:
+        """What /api/explain would be asked for ``method``: the same step, the same map."""
+        return ExplainRequest(self.model, self.data, method=method, layer=self.layer, target=target,
+                              normalize=self.normalize, precision=self.precision, filename=self.filename)
 
 
 @dataclass
@@ -205,7 +231,11 @@ class Service:
         bundle = load_model(name, self.weights if name == self.names[0] else None, device=self.device)
         x = bundle.probe()  # no lock needed: no one else has this model yet
         layers = [{"name": i.name, "shape": list(i.shape[1:])} for i in candidate_layers(bundle.module, x) if i.usable]
-        return Loaded(bundle, auto_layer(bundle.module, x), layers)
+        try:
+            stages = stage_layers(bundle.module, x)
+        except Exception:  # stages that cannot be told apart: no depth slider, the rest works
+            stages = []
+        return Loaded(bundle, auto_layer(bundle.module, x), layers, stages)
 
     def _step(self, bundle: ModelBundle, request: ExplainRequest) -> ExplainStep:
         """The cached per-batch step for the request, else a new one (cached by the caller once it worked),
@@ -284,7 +314,7 @@ class Service:
     def _explain(self, load: Future, submitted: float, request: ExplainRequest) -> dict:
         start = time.perf_counter()
         bundle = load.result().bundle
-        picture = load_image(request.data, max_pixels=MAX_PIXELS)
+        picture = _upload(request.data, request.filename)
         decoded = time.perf_counter()
         shown, sink = fit(picture, DISPLAY), MemorySink()
         with self.lock(request.model):
@@ -316,6 +346,81 @@ class Service:
             "downloads": {kind: f"/api/results/{result_id}/{kind}.png" for kind in RENDER},
         }
 
+    async def compare(self, request: CompareRequest) -> dict:
+        """Each method's map of one photo for one class, side by side: the prediction (class, top 5) of
+        the first method that applies, the others explain that class; a method that does not apply
+        ("skipped") or fails ("failed") is an entry with its reason, not an error of the request."""
+        return await self._run(request.model, self._compare, request)
+
+    def _compare(self, load: Future, submitted: float, request: CompareRequest) -> dict:
+        start = time.perf_counter()
+        bundle = load.result().bundle
+        picture = _upload(request.data, request.filename)
+        decoded = time.perf_counter()
+        shown = fit(picture, DISPLAY)
+        array, x = np.asarray(shown), bundle.preprocess.batch([picture])
+        entries: list[dict] = []
+        prediction: dict | None = None
+        target = request.target
+        render = 0.0
+        with self.lock(request.model):
+            if request.layer is not None:
+                resolve_layers(bundle.module, request.layer)  # a bad layer is the request's error (422)
+            for method in request.methods:
+                began = time.perf_counter()
+                single = request.single(method, target)
+                try:
+                    step = self._step(bundle, single)
+                    why = step.explainers[0].cam.unsuitable(x.to(self.device))
+                    if why:
+                        entries.append({"method": method, "status": "skipped", "reason": why})
+                        continue
+                    [found] = step.explain(["upload"], x, target)
+                except GradCAMError as exc:
+                    if prediction is None and isinstance(exc, TargetError):
+                        raise  # an unknown class is the request's error (422), the same for every method
+                    entries.append({"method": method, "status": "skipped", "reason": str(exc)})
+                    continue
+                except Exception as exc:  # one method's bug costs its cell, not the other maps
+                    LOG.exception("compare: %s failed", method)
+                    entries.append({"method": method, "status": "failed",
+                                    "reason": f"{type(exc).__name__}: {exc}"})
+                    continue
+                if isinstance(found[0], Failed):  # NaN or inf in this method's numbers
+                    entries.append({"method": method, "status": "failed", "reason": found[0].message})
+                    continue
+                self.steps.put(single.key, step)
+                sink = MemorySink()
+                drawn = time.perf_counter()
+                [row] = step.write("upload", array, found, sink).rows
+                kind = "image" if "heatmap" in row["files"] else "heatmap"
+                [name] = row["files"].values()
+                entries.append({"method": method, "status": "ok", "layer": row["layer"], "map_kind": kind,
+                                "map": png_data_url(sink.items[name]),
+                                "ms": _ms(time.perf_counter() - began)})
+                render += time.perf_counter() - drawn
+                if prediction is None:  # the first map's pass gives the prediction every other map explains
+                    prediction = row
+                    target = row["class_index"]
+        explained = time.perf_counter()
+        original = png_data_url(shown)
+        done = time.perf_counter()
+        body = {
+            "model": bundle.name, "precision": request.precision, "normalize": request.normalize,
+            "methods": entries, "target": None, "top5": [],
+            "image": {"width": picture.width, "height": picture.height},
+            "display": {"width": shown.width, "height": shown.height},
+            "pictures": {"original": original},
+            "timings_ms": {"queue": _ms(start - submitted), "decode": _ms(decoded - start),
+                           "explain": _ms(explained - decoded - render), "render": _ms(render + done - explained),
+                           "total": _ms(done - submitted)},
+        }
+        if prediction is not None:
+            body["target"] = {"index": prediction["class_index"], "label": prediction["label"],
+                              "probability": prediction["probability"]}
+            body["top5"] = [{"index": i, "label": label, "probability": p} for i, label, p in prediction["top5"]]
+        return body
+
     async def explain_task(self, request: TaskRequest) -> dict:
         """One map per explained thing (object, label, class region) and the task's pictures, all at
         the display size; detection boxes in display pixels, for the page to pick an object by a click."""
@@ -324,10 +429,10 @@ class Service:
     def _explain_task(self, load: Future, submitted: float, request: TaskRequest) -> dict:
         start = time.perf_counter()
         bundle = load.result().bundle
-        picture = load_image(request.data, max_pixels=MAX_PIXELS)
+        picture = _upload(request.data, request.filename)
         shown = fit(picture, DISPLAY)
         scale = shown.width / picture.width
-        reference = None if request.reference is None else load_image(request.reference, max_pixels=MAX_PIXELS)
+        reference = None if request.reference is None else _upload(request.reference, "reference")
         box = None if request.box is None else [v * scale for v in request.box]
         with self.lock(request.model):
             result = explain_task(shown, model=bundle, task=request.task, method=request.method,
@@ -355,6 +460,23 @@ class Service:
         full.colormap = request.colormap if colormap is None else colormap
         full.alpha = request.alpha if alpha is None else alpha
         return png_bytes(RENDER[kind](full))
+
+
+def _upload(data: bytes, filename: str) -> Image.Image:
+    """The uploaded photo, decoded; its ImageError names the uploaded file (not ``<bytes>``)."""
+    try:
+        return load_image(data, max_pixels=MAX_PIXELS)
+    except ImageError as exc:
+        message = str(exc)
+        if filename and message.startswith("<bytes>"):
+            raise ImageError(_printable(filename) + message[len("<bytes>"):]) from None
+        raise
+
+
+def _printable(name: str, limit: int = 120) -> str:
+    """A client's file name as it may be echoed: no control characters, no folders, not too long."""
+    name = "".join(c for c in name.replace("\\", "/").rsplit("/", 1)[-1] if c.isprintable())
+    return (name[:limit] + "…") if len(name) > limit else (name or "upload")
 
 
 def _ms(seconds: float) -> float:

@@ -1,9 +1,17 @@
-// The gradcam page: upload, explain over the HTTP API, recolour and blend in the browser, download
-// the full-size overlay from the server.
+// The gradcam page: upload, explain over the HTTP API (one method, or several side by side), recolour and
+// blend in the browser, download the full-size overlay from the server. The view's settings live in the
+// URL's query (view, model, method, methods, layer, class, colormap, normalize, alpha, precision), so that
+// a view can be shared: opening the URL and uploading a photo shows the same view of that photo.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { file: null, result: null, luts: {}, labels: [], mapPixels: null, photoPixels: null };
+const state = {
+  file: null, result: null, compare: null, task: null, luts: {}, labels: [], stages: [], automatic: "",
+  mapPixels: null, photoPixels: null, compareMax: 8,
+  compared: [],  // the methods ticked for the comparison, in the order they were ticked (the grid's order)
+  chosenClass: null,  // the class the user chose (a click, a search, the URL); null: the prediction
+  pendingClass: null,  // the URL's class, for the first photo
+};
 
 function setStatus(text, kind = "") {
   const status = $("status");
@@ -34,6 +42,51 @@ function fill(select, items, selected) {
   }));
 }
 
+// The <img> of a result, made when there is something to show (the page holds no <img> without a src).
+function setPicture(id, src, alt) {
+  let image = $(id);
+  if (!image) {
+    image = document.createElement("img");
+    image.id = id;
+    image.alt = alt || id;
+    const figure = document.querySelector(`[data-picture="${id}"]`);
+    figure.insertBefore(image, figure.firstChild);
+  }
+  image.src = src;
+  return image;
+}
+
+const view = () => document.querySelector('input[name="view"]:checked').value;
+
+function setView(name) {
+  const radio = document.querySelector(`input[name="view"][value="${name}"]`);
+  if (radio) radio.checked = true;
+  showView();
+}
+
+// What each view needs, and nothing else: the comparison is for classification.
+function showView() {
+  const compare = view() === "compare";
+  document.querySelectorAll(".single-only").forEach((e) => { e.hidden = compare; });
+  $("compare-methods").hidden = !compare;
+  if (compare && $("task").value !== "classification") $("task").value = "classification";
+  $("download").hidden = compare || !state.result;
+  showTaskOptions();
+  showResults();
+}
+
+// The result of the current view, if there is one.
+function showResults() {
+  const compare = view() === "compare", task = $("task").value !== "classification" && !compare;
+  const shown = compare ? state.compare : task ? state.task : state.result;
+  $("pictures").hidden = compare || task || !state.result;
+  $("grid").hidden = !compare || !state.compare;
+  $("task-result").hidden = !task || !state.task;
+  $("prediction").hidden = task || !shown;
+  if (shown && !task) showPrediction(shown);
+  drawLegend();
+}
+
 async function loadModel() {
   const model = $("model").value;
   const [layers, labels] = await Promise.all([
@@ -42,6 +95,11 @@ async function loadModel() {
   ]);
   fill($("layer"), [["", `automatic (${layers.automatic})`],
     ...layers.layers.map((l) => [l.name, `${l.name}  ${l.shape.join("×")}${l.name === layers.automatic ? "  ← automatic" : ""}`])], "");
+  state.stages = layers.stages || [];
+  state.automatic = layers.automatic;
+  $("stage").max = String(Math.max(0, state.stages.length - 1));
+  $("stage-label").hidden = state.stages.length < 2;
+  followLayer();
   state.labels = labels.labels;
   $("labels").replaceChildren(...labels.labels.map((label) => {
     const option = document.createElement("option");
@@ -50,40 +108,152 @@ async function loadModel() {
   }));
 }
 
+// The depth slider: one stop per resolution stage, shallow to deep (GET /api/layers' "stages").
+function stageOf(layer) {
+  return state.stages.indexOf(layer || state.automatic);
+}
+
+function followLayer() {
+  const k = stageOf($("layer").value);
+  if (k >= 0) $("stage").value = String(k);
+  showStage(k >= 0);
+}
+
+function showStage(onStage = true) {
+  const name = state.stages[Number($("stage").value)] || "";
+  const text = onStage ? `${name} (stage ${Number($("stage").value) + 1} of ${state.stages.length})`
+    : `${$("layer").value || state.automatic} (not a stage's last layer)`;
+  $("stage-name").textContent = text;
+  $("stage").setAttribute("aria-valuetext", text);
+}
+
+function chooseStage() {
+  const name = state.stages[Number($("stage").value)];
+  $("layer").value = name === state.automatic ? "" : name;
+  showStage();
+  rerun();
+}
+
+function methodBoxes(methods, chosen) {
+  state.compared = [...chosen];
+  $("method-boxes").replaceChildren(...methods.map((m) => {
+    const label = document.createElement("label");
+    label.title = m.description;
+    const box = document.createElement("input");
+    box.type = "checkbox";
+    box.value = m.name;
+    box.checked = chosen.includes(m.name);
+    box.addEventListener("change", () => {
+      state.compared = state.compared.filter((name) => name !== box.value);
+      if (box.checked) state.compared.push(box.value);
+      limitMethods();
+      rerun();
+    });
+    const name = document.createElement("span");
+    name.textContent = m.name;
+    label.append(box, name);
+    return label;
+  }));
+  limitMethods();
+}
+
+const comparedMethods = () => state.compared;
+
+// At most compare_max methods: the others are disabled while that many are ticked.
+function limitMethods() {
+  const count = comparedMethods().length;
+  $("method-boxes").querySelectorAll("input").forEach((box) => { box.disabled = !box.checked && count >= state.compareMax; });
+  $("compare-count").textContent = `(${count} of at most ${state.compareMax})`;
+}
+
 async function init() {
   try {
-    const [models, methods, colormaps] = await Promise.all([
-      getJSON("/api/models"), getJSON("/api/methods"), getJSON("/api/colormaps")]);
-    fill($("model"), models.models.map((m) => [m, m]), models.default);
-    fill($("method"), methods.methods.map((m) => [m.name, m.name]), methods.default);
+    const [models, methods, colormaps, tasks] = await Promise.all([
+      getJSON("/api/models"), getJSON("/api/methods"), getJSON("/api/colormaps"), getJSON("/api/tasks")]);
+    const query = new URLSearchParams(location.search);
+    const pick = (key, values, fallback) => (values.includes(query.get(key)) ? query.get(key) : fallback);
+    const names = methods.methods.map((m) => m.name);
+    fill($("model"), models.models.map((m) => [m, m]), pick("model", models.models, models.default));
+    fill($("method"), methods.methods.map((m) => [m.name, m.name]), pick("method", names, methods.default));
     [...$("method").options].forEach((o, i) => { o.title = methods.methods[i].description; });
-    fill($("colormap"), colormaps.colormaps.map((c) => [c, c]), "jet");
-    const tasks = await getJSON("/api/tasks");
+    state.compareMax = methods.compare_max || 8;
+    const asked = (query.get("methods") || "").split(",").filter((m) => names.includes(m));
+    methodBoxes(methods.methods, asked.length ? asked.slice(0, state.compareMax) : names.slice(0, 4));
+    fill($("colormap"), colormaps.colormaps.map((c) => [c, c]), pick("colormap", colormaps.colormaps, "jet"));
     fill($("task"), tasks.tasks.map((t) => [t, t]), tasks.default);
-    showTaskOptions();
     state.luts = colormaps.luts;
+    $("normalize").value = pick("normalize", ["minmax", "max"], "minmax");
+    $("precision").value = pick("precision", ["fp32", "auto", "bf16"], "fp32");
+    const alpha = Number(query.get("alpha"));
+    if (query.has("alpha") && alpha >= 0 && alpha <= 1) $("alpha").value = String(alpha);
     await loadModel();
+    if (query.get("layer") && [...$("layer").options].some((o) => o.value === query.get("layer"))) {
+      $("layer").value = query.get("layer");
+      followLayer();
+    }
+    if (query.get("class")) {
+      state.pendingClass = query.get("class");
+      $("class-search").value = /^\d+$/.test(state.pendingClass)
+        ? (state.labels[Number(state.pendingClass)] || state.pendingClass) : state.pendingClass;
+    }
+    setView(pick("view", ["single", "compare"], "single"));
+    document.body.dataset.ready = "true";
   } catch (error) {
     setStatus(`Could not load the server's options: ${error.message}`, "error");
   }
 }
 
+// The page's state in its URL (only what differs from the defaults).
+function syncURL() {
+  const query = new URLSearchParams();
+  const set = (key, value, fallback) => { if (value !== fallback && value !== "" && value !== null) query.set(key, value); };
+  set("view", view(), "single");
+  set("model", $("model").value, $("model").options[0] ? $("model").options[0].value : "");
+  if (view() === "compare") set("methods", comparedMethods().join(","), "");
+  else set("method", $("method").value, "gradcam");
+  set("layer", $("layer").value, "");
+  const chosen = state.chosenClass !== null ? state.chosenClass : state.pendingClass;
+  set("class", chosen === null ? null : String(chosen), "");
+  set("colormap", $("colormap").value, "jet");
+  set("normalize", $("normalize").value, "minmax");
+  set("alpha", $("alpha").value, "0.5");
+  set("precision", $("precision").value, "fp32");
+  const text = query.toString();
+  history.replaceState(null, "", text ? `?${text}` : location.pathname);
+}
+
 // The options of the chosen task only.
 function showTaskOptions() {
-  const task = $("task").value;
+  const task = view() === "compare" ? "classification" : $("task").value;
   document.querySelectorAll(".task-option").forEach((label) => {
     label.hidden = !label.dataset.tasks.split(" ").includes(task);
   });
 }
 
+// Explain again with what is chosen now, for the class chosen (else the prediction).
+function rerun() {
+  syncURL();
+  if (!state.file) return;
+  if (view() === "compare") return compare(state.chosenClass);
+  return explain(state.chosenClass);
+}
+
+function chooseClass(index) {
+  state.chosenClass = index;
+  $("class-search").value = index === null ? "" : (state.labels[index] || String(index));
+  rerun();
+}
+
 async function explain(target = null) {
   if (!state.file) return;
+  if (view() === "compare") return compare(target);
   if ($("task").value !== "classification") return explainTask(target);
   const form = new FormData();
   form.append("image", state.file);
   form.append("model", $("model").value);
   form.append("method", $("method").value);
   form.append("precision", $("precision").value);
+  form.append("normalize", $("normalize").value);
   if ($("layer").value) form.append("layer", $("layer").value);
   if (target !== null) form.append("target", String(target));
   form.append("colormap", $("colormap").value);
@@ -103,6 +273,76 @@ async function explain(target = null) {
   } catch (error) {
     setStatus(`Error: ${error.message}`, "error");
   }
+}
+
+// Several methods on the same photo, for the same class: one request, one map per method.
+async function compare(target = null) {
+  const methods = comparedMethods();
+  if (!methods.length) return setStatus("Tick at least one method to compare.", "error");
+  const form = new FormData();
+  form.append("image", state.file);
+  form.append("model", $("model").value);
+  form.append("methods", methods.join(","));
+  form.append("precision", $("precision").value);
+  form.append("normalize", $("normalize").value);
+  if ($("layer").value) form.append("layer", $("layer").value);
+  if (target !== null) form.append("target", String(target));
+  setStatus(`Comparing ${methods.length} method${methods.length > 1 ? "s" : ""}…`, "busy");
+  try {
+    const response = await fetch("/api/compare", { method: "POST", body: form });
+    if (!response.ok) throw new Error(await reason(response));
+    const body = await response.json();
+    const { width, height } = body.display;
+    const photo = await pixels(body.pictures.original, width, height);
+    const cells = await Promise.all(body.methods.map(async (entry) => (
+      entry.status === "ok" ? { entry, map: await pixels(entry.map, width, height) } : { entry, map: null })));
+    if (view() !== "compare") return;  // the user left the comparison meanwhile
+    state.compare = body;
+    state.compareCells = cells;
+    state.comparePhoto = photo;
+    buildGrid();
+    showResults();
+    const skipped = body.methods.filter((e) => e.status !== "ok").length;
+    setStatus(`Done in ${body.timings_ms.total} ms: ${body.methods.length - skipped} map${body.methods.length - skipped === 1 ? "" : "s"}` +
+      (skipped ? `, ${skipped} method${skipped > 1 ? "s" : ""} without a map (see why in the grid).` : "."));
+  } catch (error) {
+    setStatus(`Error: ${error.message}`, "error");
+  }
+}
+
+function buildGrid() {
+  const body = state.compare;
+  const original = document.createElement("figure");
+  original.dataset.method = "";
+  const photo = document.createElement("img");
+  photo.src = body.pictures.original;
+  photo.alt = "the photo";
+  const caption = document.createElement("figcaption");
+  caption.textContent = "original";
+  original.append(photo, caption);
+  const figures = state.compareCells.map(({ entry }) => {
+    const figure = document.createElement("figure");
+    figure.dataset.method = entry.method;
+    const title = document.createElement("b");
+    title.textContent = entry.method;
+    const text = document.createElement("figcaption");
+    if (entry.status === "ok") {
+      const image = document.createElement("img");
+      image.alt = `${entry.method}'s map`;
+      image.className = "cell";
+      text.append(title, ` · ${entry.layer || "input"} · ${Math.round(entry.ms)} ms`);
+      figure.append(image, text);
+    } else {
+      figure.className = "skipped";
+      const why = document.createElement("p");
+      why.textContent = `${entry.status === "failed" ? "failed" : "not applicable"}: ${entry.reason}`;
+      text.append(title);
+      figure.append(text, why);
+    }
+    return figure;
+  });
+  $("grid").replaceChildren(original, ...figures);
+  recolour();
 }
 
 // Another task: one map per object, label or class region, drawn by the server; a click on a detected
@@ -130,22 +370,21 @@ async function explainTask(target) {
     if (!response.ok) throw new Error(await reason(response));
     const body = await response.json();
     state.task = body;
-    $("prediction").hidden = true;
-    $("pictures").hidden = true;
-    $("task-result").hidden = false;
     $("task-details").textContent = `${body.model} · ${body.method} · ${body.task} · layer ${body.layer}`;
     $("task-captions").replaceChildren(...body.captions.map((caption, k) => {
       const item = document.createElement("li");
       const button = document.createElement("button");
+      button.type = "button";
       button.textContent = caption;
       button.onclick = () => chooseObject(k);
       item.append(button);
       return item;
     }));
     const whole = body.pictures.objects || body.pictures.panels || body.pictures.overlay;
-    $("task-picture").src = whole;
+    setPicture("task-picture", whole, "every explained object or label");
     $("task-hint").textContent = body.boxes ? "click a box to see its object's map" : "";
     chooseObject(0);
+    showResults();
     setStatus(`Done in ${body.timings_ms.total} ms.`);
   } catch (error) {
     setStatus(`Error: ${error.message}`, "error");
@@ -155,7 +394,7 @@ async function explainTask(target) {
 function chooseObject(k) {
   const body = state.task;
   if (!body || k < 0 || k >= body.overlays.length) return;
-  $("task-overlay").src = body.overlays[k];
+  setPicture("task-overlay", body.overlays[k], "the chosen object's map");
   $("task-chosen").textContent = body.captions[k];
 }
 
@@ -192,29 +431,39 @@ function isImage(result) {
   return result.map_kind === "image";
 }
 
+// The class explained, its probability and the top classes: a click on one explains it instead.
+function showPrediction(result) {
+  const target = result.target;
+  $("top-class").textContent = target ? `${target.label} (${(100 * target.probability).toFixed(1)}%)` : "no method applies";
+  const compare = result === state.compare;
+  $("details").textContent = compare
+    ? `${result.model} · ${result.methods.length} methods · ${$("layer").value ? "layer " + $("layer").value : "automatic layer"}`
+    : `${result.model} · ${result.method}${result.layer ? " · layer " + result.layer : ""}`;
+  $("top5").replaceChildren(...result.top5.map((entry) => {
+    const item = document.createElement("li");
+    const current = target && entry.index === target.index;
+    if (current) item.className = "current";
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = `${entry.label} — ${(100 * entry.probability).toFixed(1)}%`;
+    button.title = `explain ${entry.label} (class ${entry.index})`;
+    button.setAttribute("aria-pressed", String(Boolean(current)));
+    button.onclick = () => chooseClass(entry.index);
+    item.append(button);
+    return item;
+  }));
+}
+
 async function show(result) {
-  $("task-result").hidden = true;
-  $("pictures").hidden = false;
   const { width, height } = result.display;
   const map = isImage(result) ? result.pictures.heatmap : result.pictures.map;
   [state.photoPixels, state.mapPixels] = await Promise.all([
     pixels(result.pictures.original, width, height), pixels(map, width, height)]);
   state.result = result;  // with the pixels it describes
-  $("original").src = result.pictures.original;
+  setPicture("original", result.pictures.original, "the photo");
   $("colormap").disabled = isImage(result);
-  $("download").hidden = false;
-  $("prediction").hidden = false;
-  $("top-class").textContent = `${result.target.label} (${(100 * result.target.probability).toFixed(1)}%)`;
-  $("details").textContent = `${result.model} · ${result.method}${result.layer ? " · layer " + result.layer : ""}`;
-  $("top5").replaceChildren(...result.top5.map((entry) => {
-    const item = document.createElement("li");
-    if (entry.index === result.target.index) item.className = "current";
-    const button = document.createElement("button");
-    button.textContent = `${entry.label} — ${(100 * entry.probability).toFixed(1)}%`;
-    button.onclick = () => explain(entry.index);
-    item.append(button);
-    return item;
-  }));
+  $("download").hidden = view() === "compare";
+  showResults();
   recolour();
 }
 
@@ -226,14 +475,10 @@ function dataUrl(data) {
   return canvas.toDataURL("image/png");
 }
 
-// Heatmap and overlay from the map, the colormap's lookup table (heat maps only) and the opacity: no request.
-function recolour() {
-  if (!state.mapPixels) return;
-  const image = isImage(state.result);
-  const { width, height } = state.mapPixels;
-  const lut = state.luts[$("colormap").value];
-  const alpha = Number($("alpha").value);
-  const map = state.mapPixels.data, photo = state.photoPixels.data;
+// The map coloured with the lookup table (or a guided image as it is), and blended over the photo.
+function colourMap(mapPixels, photoPixels, image, lut, alpha) {
+  const { width, height } = mapPixels;
+  const map = mapPixels.data, photo = photoPixels.data;
   const heat = new ImageData(width, height), blend = new ImageData(width, height);
   for (let i = 0; i < map.length; i += 4) {
     for (let c = 0; c < 3; c++) {
@@ -243,8 +488,56 @@ function recolour() {
     }
     heat.data[i + 3] = blend.data[i + 3] = 255;
   }
-  $("heatmap").src = image ? state.result.pictures.heatmap : dataUrl(heat);
-  $("overlay").src = dataUrl(blend);
+  return { heat, blend };
+}
+
+// Heatmap and overlay from the map, the colormap's lookup table (heat maps only) and the opacity: no request.
+function recolour() {
+  const lut = state.luts[$("colormap").value];
+  const alpha = Number($("alpha").value);
+  if (state.mapPixels && state.result) {
+    const image = isImage(state.result);
+    const { heat, blend } = colourMap(state.mapPixels, state.photoPixels, image, lut, alpha);
+    setPicture("heatmap", image ? state.result.pictures.heatmap : dataUrl(heat), "heatmap");
+    setPicture("overlay", dataUrl(blend), "overlay");
+  }
+  if (state.compare && state.compareCells) {
+    const images = $("grid").querySelectorAll("img.cell");
+    let k = 0;
+    state.compareCells.forEach(({ entry, map }) => {
+      if (!map) return;
+      const { blend } = colourMap(map, state.comparePhoto, isImage(entry), lut, isImage(entry) ? 1 : alpha);
+      images[k++].src = dataUrl(blend);
+    });
+  }
+  drawLegend();
+}
+
+// The colour bar under the maps: what the hot end means and the scale of the values.
+function drawLegend() {
+  const compare = view() === "compare", task = !compare && $("task").value !== "classification";
+  const result = compare ? state.compare : state.result;
+  const heat = compare ? result && result.methods.some((e) => e.status === "ok" && !isImage(e)) : result && !isImage(result);
+  $("legend").hidden = task || !heat;
+  if ($("legend").hidden) return;
+  const lut = state.luts[$("colormap").value];
+  const canvas = $("legend-bar"), context = canvas.getContext("2d");
+  const bar = context.createImageData(256, 1);
+  for (let i = 0; i < 256; i++) {
+    bar.data.set([...lut[i], 255], 4 * i);
+  }
+  context.putImageData(bar, 0, 0);
+  const what = result.target ? `the score of “${result.target.label}”` : "the class's score";
+  const scale = $("normalize").value === "max"
+    ? "each map divided by its own maximum: 0 = no evidence, 1 = the map's strongest point"
+    : "each map stretched to its own range: 0 = the map's lowest value, 1 = its highest";
+  const hot = ["jet", "turbo", "hot", "inferno", "magma", "plasma"].includes($("colormap").value)
+    ? "Red/yellow (the right end)" : "The right end";
+  $("legend-low").textContent = "0 · low";
+  $("legend-high").textContent = "1 · high";
+  const guided = compare && result.methods.some((e) => e.status === "ok" && isImage(e));
+  $("legend-text").textContent = `${hot}: where the model found most evidence for ${what}; ${scale}.` +
+    (guided ? " The guided methods' images are not on this scale." : "");
 }
 
 // The overlay at the photo's own size, drawn by the server with the colormap and opacity chosen here.
@@ -267,10 +560,21 @@ async function download() {
   }
 }
 
+// A new photo: the URL's class for the first one, else its prediction.
 function choose(file) {
   if (!file) return;
   state.file = file;
-  explain();
+  state.result = state.compare = state.task = null;
+  state.chosenClass = state.pendingClass;
+  state.pendingClass = null;
+  if (state.chosenClass !== null && !/^\d+$/.test(state.chosenClass)) {
+    const found = classByName(state.chosenClass);
+    state.chosenClass = found.error ? null : found.index;
+    if (found.error) setStatus(found.error, "error");
+  } else if (state.chosenClass !== null) {
+    state.chosenClass = Number(state.chosenClass);
+  }
+  rerun();
 }
 
 $("file").addEventListener("change", (event) => choose(event.target.files[0]));
@@ -282,20 +586,28 @@ drop.addEventListener("drop", (event) => {
   drop.classList.remove("over");
   choose(event.dataTransfer.files[0]);
 });
-$("model").addEventListener("change", async () => { await loadModel(); explain(); });
-// The class being explained, kept when the method, precision or layer changes (classification only).
-const current = () => ($("task").value === "classification" && state.result ? state.result.target.index : null);
-$("method").addEventListener("change", () => explain(current()));
-$("precision").addEventListener("change", () => explain(current()));
-$("layer").addEventListener("change", () => explain(current()));
-$("alpha").addEventListener("input", recolour);
-$("task").addEventListener("change", () => { showTaskOptions(); explain(); });
+document.querySelectorAll('input[name="view"]').forEach((radio) => radio.addEventListener("change", () => {
+  showView();
+  rerun();  // the other view may hold an older photo's or setting's result
+}));
+$("model").addEventListener("change", async () => { await loadModel(); state.chosenClass = null; rerun(); });
+// The class being explained is kept when the method, precision, scale or layer changes.
+$("method").addEventListener("change", rerun);
+$("precision").addEventListener("change", rerun);
+$("normalize").addEventListener("change", rerun);
+$("layer").addEventListener("change", () => { followLayer(); rerun(); });
+$("stage").addEventListener("input", () => showStage());
+$("stage").addEventListener("change", chooseStage);
+$("alpha").addEventListener("input", () => { recolour(); syncURL(); });
+$("task").addEventListener("change", () => { showTaskOptions(); state.chosenClass = null; rerun(); });
 $("min-score").addEventListener("change", () => explain());
 $("reference").addEventListener("change", () => explain());
 $("negative").addEventListener("change", () => explain());
-$("task-picture").addEventListener("click", (event) => chooseObject(boxAt(event)));
+$("task-result").addEventListener("click", (event) => {
+  if (event.target.id === "task-picture") chooseObject(boxAt(event));
+});
 $("download").addEventListener("click", download);
-$("colormap").addEventListener("change", recolour);
+$("colormap").addEventListener("change", () => { recolour(); syncURL(); });
 // A class by name: the exact name first ("Cardigan" the corgi, "cardigan" the sweater), else the one
 // class whose name matches with case ignored; several such classes are listed, not guessed.
 function classByName(text) {
@@ -310,9 +622,11 @@ function classByName(text) {
 }
 
 $("class-search").addEventListener("change", (event) => {
-  const found = classByName(event.target.value.trim());
+  const text = event.target.value.trim();
+  if (!text) return chooseClass(null);
+  const found = classByName(text);
   if (found.error) setStatus(found.error, "error");
-  else explain(found.index);
+  else chooseClass(found.index);
 });
 
 init();
