@@ -16,7 +16,10 @@ from gradcam.engine.methods import ScoreCAM, get_method
 from gradcam.errors import LayerError, OptionError, TargetError
 
 ALL = ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "scorecam", "ablationcam",
-       "eigencam", "cam", "guided-backprop", "guided-gradcam"]
+       "eigencam", "cam", "guided-backprop", "guided-gradcam",
+       "eigengradcam", "kpcacam", "fem", "shapleycam", "finercam", "sscam", "iscam", "rise", "reciprocam",
+       "fullgrad", "legrad"]
+TRANSFORMER_ONLY = {"legrad"}  # reads a vision transformer's attention blocks: refuses these CNNs (own tests)
 X_TINY = torch.tensor([[[[1.0, -2.0, 0.0], [3.0, 0.5, -1.0], [0.0, 2.0, -4.0]]]])
 
 
@@ -356,7 +359,7 @@ def test_guided_backprop_batched_inplace_and_model_untouched():
 # ------------------------------------------------------------------------------- options and hygiene
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", [n for n in ALL if n not in TRANSFORMER_ONLY])
 def test_every_method_leaves_the_model_as_it_was(name):
     torch.manual_seed(0)
     model = spread_init(TwoStageCNN(), 0).train()
@@ -469,7 +472,8 @@ def test_two_dimensional_targets_are_checked(two_stage):
         gradcam.GradCAM(two_stage, "features")(x, targets=torch.tensor([[0.0, 1.0]]))
 
 
-@pytest.mark.parametrize("name", [n for n in ALL if n not in ("cam", "eigencam")])
+# finercam: classes
+@pytest.mark.parametrize("name", [n for n in ALL if n not in ("cam", "eigencam", "finercam", *TRANSFORMER_ONLY)])
 def test_a_per_sample_callable_equals_the_same_classes_given_as_indices(two_stage, name):
     """A callable that picks each sample's own class (as ``f(output) -> (B,)`` invites) gives the maps
     of those classes given as indices, for every method: Score-CAM's masked and Ablation-CAM's ablated
@@ -481,6 +485,8 @@ def test_a_per_sample_callable_equals_the_same_classes_given_as_indices(two_stag
         return output[torch.arange(2), classes]
 
     options = {"batch_size": 2} if name in ("scorecam", "ablationcam") else {}
+    if name in ("rise", "reciprocam"):  # their paper's score is the class probability; a callable's is its own
+        options = {"probabilities": False, **({"masks": 50} if name == "rise" else {})}
     layer = None if name == "guided-backprop" else "features"
     cam = gradcam.create_method(name, two_stage, layer, **options)
     by_index = cam(x, targets=classes, normalize="none")
@@ -534,9 +540,10 @@ def test_methods_declare_what_they_need():
 def test_applicable_methods_say_why_the_others_do_not_apply(two_stage):
     x = torch.randn(1, 3, 16, 16)
     usable, skipped = gradcam.engine.methods.applicable_methods(gradcam.list_methods(), two_stage, "features", x)
-    assert [name for name, _ in skipped] == ["cam"]  # "features" feeds a conv head, not GAP + linear
+    assert [name for name, _ in skipped] == ["cam", "legrad"]  # "features" feeds a conv head, not GAP + linear
     assert "global average pooling" in skipped[0][1] and "features" in skipped[0][1]
-    assert usable == [n for n in gradcam.list_methods() if n != "cam"]
+    assert "attention blocks" in skipped[1][1]  # a CNN: no transformer blocks
+    assert usable == [n for n in gradcam.list_methods() if n not in ("cam", "legrad")]
     usable, skipped = gradcam.engine.methods.applicable_methods(["cam", "gradcam"], two_stage, "head", x)
     assert usable == ["cam", "gradcam"] and not skipped
     _, skipped = gradcam.engine.methods.applicable_methods(["cam", "gradcam"], two_stage, ["head", "features"], x)

@@ -10,6 +10,7 @@ from torch import nn
 
 import gradcam
 from gradcam.engine import precision as rules
+from gradcam.engine.methods import method_options
 
 FAMILIES = {"resnet18": 64, "densenet121": 64, "mobilenet_v3_small": 96, "efficientnet_b0": 64}
 
@@ -226,3 +227,28 @@ def test_fp16_gradients_do_not_underflow_on_cuda():
     fp16 = gradcam.GradCAM(model, "net.features", precision="fp16")(x, targets=fp32.targets, normalize="none")
     assert float(fp16.raw.abs().max()) > 0
     assert_relative_close(fp16.raw, fp32.raw, 0.05)
+
+
+@cuda
+def test_every_registered_method_runs_on_cuda_in_fp32_and_bf16():
+    """Every method on the GPU: maps on the device, finite, at the input's size; in bf16 the map follows fp32's
+    (correlation, the same classes). A method that declares the model unsuitable is skipped with its reason."""
+    model = seeded_model("resnet18").cuda()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1)).cuda()
+    lows = {}
+    for name in gradcam.list_methods():
+        fp32 = gradcam.create_method(name, model)
+        if fp32.unsuitable(x):
+            continue
+        options = {k: v for k, v in {"max_channels": 32, "masks": 256}.items() if k in method_options(name)}
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+            exact = gradcam.create_method(name, model, **options)(x, normalize="none")
+            low = gradcam.create_method(name, model, precision="bf16", **options)(x, targets=exact.targets,
+                                                                                  normalize="none")
+        assert exact.maps.is_cuda and bool(torch.isfinite(exact.maps).all()), name
+        assert exact.maps.shape[-2:] == x.shape[-2:] and exact.maps.shape[0] == 2, name
+        found = correlation(low.maps.float(), exact.maps.float()) if exact.maps.dim() == 3 else torch.zeros(0)
+        if torch.isfinite(found).any():  # a constant map has no correlation
+            lows[name] = float(found[torch.isfinite(found)].min())
+    print({k: round(v, 4) for k, v in lows.items()})
+    assert len(lows) >= 15 and min(lows.values()) >= 0.95, lows

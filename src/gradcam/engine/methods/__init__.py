@@ -15,6 +15,17 @@ from gradcam.engine.methods.eigencam import EigenCAM
 from gradcam.engine.methods.cam import CAM
 from gradcam.engine.methods.guided_backprop import GuidedBackprop
 from gradcam.engine.methods.guided_gradcam import GuidedGradCAM
+from gradcam.engine.methods.eigengradcam import EigenGradCAM
+from gradcam.engine.methods.kpcacam import KPCACAM
+from gradcam.engine.methods.fem import FEM
+from gradcam.engine.methods.shapleycam import ShapleyCAM
+from gradcam.engine.methods.finercam import FinerCAM
+from gradcam.engine.methods.sscam import SSCAM
+from gradcam.engine.methods.iscam import ISCAM
+from gradcam.engine.methods.rise import RISE
+from gradcam.engine.methods.reciprocam import ReciproCAM
+from gradcam.engine.methods.fullgrad import FullGrad
+from gradcam.engine.methods.legrad import LeGrad
 from gradcam.engine.methods.registry import (applicable_methods, create_method, describe_methods, get_method,
                        list_methods, method_info,
                        method_options, register_method)
@@ -22,6 +33,9 @@ from gradcam.engine.methods.registry import (applicable_methods, create_method, 
 __all__ = [
     "CAMMethod", "CAMOutput", "GradCAM", "GradCAMPlusPlus", "XGradCAM", "HiResCAM", "LayerCAM",
     "ScoreCAM", "AblationCAM", "EigenCAM", "CAM", "GuidedBackprop", "GuidedGradCAM",
+    "EigenGradCAM", "KPCACAM", "FEM", "ShapleyCAM", "FinerCAM",
+    "SSCAM", "ISCAM", "RISE", "ReciproCAM",
+    "FullGrad", "LeGrad",
     "applicable_methods", "create_method", "describe_methods", "get_method", "list_methods", "method_info",
     "method_options", "register_method",
 ]

@@ -59,7 +59,7 @@ class AblationCAM(CAMMethod):
             try:
                 self._suffixes[layer] = LayerSuffix(self.model, layer)
             except Exception as exc:  # noqa: BLE001 - any tracing failure means: run the whole model
-                warnings.warn(f"ablationcam: the model cannot be traced ({type(exc).__name__}: {exc}); "
+                warnings.warn(f"{self.name}: the model cannot be traced ({type(exc).__name__}: {exc}); "
                               "each ablated copy runs the whole network", stacklevel=4)
                 self._suffixes[layer] = None
         return self._suffixes[layer]
@@ -115,7 +115,7 @@ class AblationCAM(CAMMethod):
         else:
             why = "its output differs from the full pass"
         if not same:
-            warnings.warn(f"ablationcam: the traced model cannot be resumed at layer {name!r} ({why}); "
+            warnings.warn(f"{self.name}: the traced model cannot be resumed at layer {name!r} ({why}); "
                           "each ablated copy runs the whole network", stacklevel=5)
         return same
 

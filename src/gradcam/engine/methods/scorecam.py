@@ -53,33 +53,52 @@ class ScoreCAM(CAMMethod):
         scores = self._masked_scores(x, chosen, targets)  # (T, B, n)
         return [Fn.relu(Fn.weighted_sum(s.softmax(dim=-1), chosen)) for s in scores]
 
+    # Variants of each mask scored and averaged (SS-CAM's noisy copies, IS-CAM's path): Score-CAM has one.
+    variants = 1
+
+    def vary(self, masks: torch.Tensor, variants: torch.Tensor) -> torch.Tensor:
+        """Masks (m, *S), min-max scaled, as scored in variant ``variants[j]`` of mask j (Score-CAM: as
+        they are)."""
+        return masks
+
+    def _prepare(self, x: torch.Tensor) -> None:
+        """Called once per sample before its masks are scored (SS-CAM draws its noise here)."""
+
     def _masked_scores(self, x: torch.Tensor, chosen: torch.Tensor, targets: list[Target]) -> torch.Tensor:
-        """(T, B, n) scores f^c(X ∘ H^k). Channels whose min-max scaled maps are identical (all the
-        constant ones, and e.g. every channel active at one same position) give identical masks:
-        each distinct mask is scored once. Masked images and volumes run channels-last (faster on CPUs)."""
+        """(T, B, n) scores f^c(X ∘ H^k), averaged over the :meth:`vary` variants of each mask. Channels
+        whose min-max scaled maps are identical (all the constant ones, and e.g. every channel active at
+        one same position) give identical masks: each distinct mask is scored once. ``batch_size`` (mask,
+        variant) pairs are scored at a time. Masked images and volumes run channels-last (faster on CPUs)."""
         layout = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.dim())
         b, n = chosen.shape[:2]
+        per = self.variants
         scores = torch.empty(len(targets), b, n, device=x.device)
         groups = [_distinct_maps(chosen[i]) for i in range(b)]
         from tqdm.auto import tqdm  # here, not at import: importing the engine loads no tqdm
 
-        bar = tqdm(total=sum(len(first) for first, _ in groups), desc="score-cam", unit="mask",
+        bar = tqdm(total=per * sum(len(first) for first, _ in groups), desc=self.name, unit="mask",
                    disable=None if self.progress else True, leave=False)  # disable=None: on a terminal only
         try:
             with eval_mode(self.model), torch.inference_mode(), self.autocast(x.device):
                 for i, (first, inverse) in enumerate(groups):
-                    distinct = torch.empty(len(targets), len(first), device=x.device)
-                    for start in range(0, len(first), self.batch_size):
-                        channels = first[start : start + self.batch_size]
-                        masks = Fn.normalize(Fn.upsample(chosen[i, channels], x.shape[2:]), "minmax")
+                    self._prepare(x)
+                    distinct = torch.zeros(len(targets), len(first), device=x.device)
+                    total = len(first) * per
+                    for start in range(0, total, self.batch_size):
+                        stop = min(start + self.batch_size, total)
+                        pairs = torch.arange(start, stop, device=x.device)
+                        which, variant = pairs // per, pairs % per  # mask-major: a chunk upsamples few masks
+                        lo, hi = start // per, (stop - 1) // per + 1
+                        masks = Fn.normalize(Fn.upsample(chosen[i, first[lo:hi]], x.shape[2:]), "minmax")
+                        masks = self.vary(masks[which - lo], variant)
                         masked = x[i] * masks[:, None].to(x.dtype)
                         if layout is not None:
                             masked = masked.contiguous(memory_format=layout)
-                        rows = torch.full((len(channels),), i, dtype=torch.long, device=x.device)
+                        rows = torch.full((len(pairs),), i, dtype=torch.long, device=x.device)
                         output = self.run_rows(masked, rows)
                         for t, target in enumerate(targets):
-                            distinct[t, start : start + len(channels)] = target.scores(output, rows).float()
-                        bar.update(len(channels))
+                            distinct[t].index_add_(0, which, target.scores(output, rows).float() / per)
+                        bar.update(len(pairs))
                     scores[:, i] = distinct[:, inverse]
         finally:
             bar.close()
