@@ -74,7 +74,11 @@ def cmd_explain(args) -> int:
                           "for a classifier, --target picks the class")
     if args.method != "all":
         check_methods([args.method])
-    check_inputs(args.images)
+    if args.engine == "ray":
+        from gradcam.apps.pipeline.ray_engine import import_ray
+
+        import_ray()  # or the one line that says what to install
+    check_inputs(args.images, uris=args.engine == "ray")
     classes = None if args.classes is None else [class_spec(c) for c in args.classes.split(",") if c.strip()]
     layer = parse_layers(args.layer)
     job = plan_job(args.images, model=model_of(args), weights=args.weights, device=args.device, task=args.task,
@@ -82,11 +86,12 @@ def cmd_explain(args) -> int:
                    normalize=args.normalize, colormap=args.colormap, alpha=args.alpha, classes=classes,
                    box=None if args.box is None else parse_box(args.box), min_score=args.min_score,
                    reference=args.reference, negative=args.negative, smooth=args.smooth, noise=args.noise,
-                   augment=args.augment, max_channels=args.max_channels, progress=not args.quiet,
+                   augment=args.augment, max_channels=args.max_channels, masks=args.masks,
+                   progress=not args.quiet,
                    precision=args.precision, memory_format=args.memory_format)
     for name, why in job.skipped:
         print(f"skipped {name}: {why}", file=sys.stderr)
-    few = all(Path(item).is_file() for item in args.images)  # a few files: every picture, no manifest
+    few = args.engine == "local" and all(Path(item).is_file() for item in args.images)  # every picture, no manifest
     said = []  # the automatic layer, said once: which and why
     limit = 10**9 if job.kind == "images" else 3  # an image's few pictures all; a clip's many frames not
 
@@ -106,7 +111,7 @@ def cmd_explain(args) -> int:
     summary = job.run(args.out, on_result=on_result, on_error=on_error, batch_size=args.batch_size,
                       workers=args.workers, save=args.save or (list(PICTURES) if few else ["overlay"]),
                       save_maps=args.save_maps, format=args.format, manifest=args.manifest or args.resume or not few,
-                      resume=args.resume, progress_bar=progress(args))
+                      resume=args.resume, progress_bar=progress(args), engine=args.engine, address=args.address)
     if job.kind == "images" and (summary.failed or summary.skipped or not few):
         skipped = f", {summary.skipped} already done" if summary.skipped else ""
         rate = f" ({summary.images_per_second:.1f} images/s)" if summary.done else ""

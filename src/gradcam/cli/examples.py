@@ -13,6 +13,7 @@ EXAMPLES = {
   gradcam explain cat.jpg                         # bundled EfficientNet-Lite0, predicted class
   gradcam explain photos/*.jpg --out maps --top-k 3
   gradcam explain val/ --out maps --workers 2 --resume    # a folder: overlays, manifest, progress
+  gradcam explain val/ --out maps --engine ray             # Ray Data here; --address HOST:PORT joins a cluster
   gradcam explain cat.jpg --target "tiger cat" --normalize max --colormap inferno
   gradcam explain cat.jpg --method all --max-channels 64   # every method, one comparison figure
   gradcam explain xray.png --model resnet50 --weights my_resnet50.pth --layer layer4

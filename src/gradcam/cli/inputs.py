@@ -26,10 +26,12 @@ def model_of(args):
     return load_model(args.model, args.weights, device=args.device, **options)
 
 
-def check_inputs(items: Sequence[str | os.PathLike]) -> None:
+def check_inputs(items: Sequence[str | os.PathLike], *, uris: bool = False) -> None:
     """Every input names a file, a folder or a glob pattern that matches something; else the usage error
-    names it (before a model loads or a file is written)."""
+    names it (before a model loads or a file is written). ``uris``: a URI (``s3://…``) is the engine's to read."""
     for item in map(str, items):
+        if uris and "://" in item:
+            continue
         if not os.path.exists(item) and not (glob.has_magic(item) and glob.glob(item, recursive=True)):
             raise OptionError(f"{item}: no such file or folder" if not glob.has_magic(item)
                               else f"{item}: the pattern matches no file")

@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--augment", action="store_true", help="also average over the flipped image")
     ex.add_argument("--max-channels", type=positive_int, metavar="N",
                     help="scorecam: only the N channels of largest mean activation (Faster Score-CAM)")
+    ex.add_argument("--masks", type=positive_int, metavar="N",
+                    help="rise: the number of random masks (default 4000; fewer: faster, noisier)")
     ex.add_argument("--precision", default="fp32", choices=PRECISIONS,
                     help="the forward pass in fp32, bf16 or fp16 (autocast), or auto: bf16 where the "
                     "device runs it natively (a CPU with AVX-512 BF16/AMX, a CUDA GPU), else fp32")
@@ -108,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--manifest", action="store_true",
                     help="write manifest.jsonl/.csv (always for folders and globs)")
     ex.add_argument("--resume", action="store_true", help="skip images already done with the same settings")
+    ex.add_argument("--engine", default="local", choices=("local", "ray"),
+                    help="where the images are explained: local (this process) or ray (Ray Data: the same rows and "
+                    "pictures, plus manifest.parquet; needs gradcam[ray]); a CSV or Parquet list of paths, or any "
+                    "URI pyarrow opens (s3://...), is an input there")
+    ex.add_argument("--address", metavar="HOST:PORT",
+                    help="--engine ray: join this Ray cluster (ray start --head prints it; default: start Ray here)")
     ex.add_argument("--quiet", action="store_true", help="no progress bar, no line per image")
     ex.add_argument("--out", default="gradcam-out", type=Path, help="output folder")
 

@@ -22,6 +22,7 @@ from gradcam.models.bundle import ModelBundle
 from gradcam.render.files import mirrored_names
 
 MEDIA = {"clip": explain_clip, "volume": explain_volume, "signal": explain_signal}
+ENGINES = ("local", "ray")  # where an image job runs: this process, or Ray Data (here or on a cluster)
 TASK_OPTIONS = ("classes", "box", "min_score", "reference", "negative")  # what a task takes besides the class
 
 
@@ -41,16 +42,32 @@ class Job:
     options: dict = field(default_factory=dict)
 
     def run(self, out: str | Path, *, on_result: Callable[[str, list, list[Path]], None] | None = None,
-            on_error: Callable[[str, str], None] | None = None, **run_options: Any) -> FolderSummary:
+            on_error: Callable[[str, str], None] | None = None, engine: str = "local", address: str | None = None,
+            **run_options: Any) -> FolderSummary:
         """Explain every input into ``out``. ``on_result(path, results, files)`` after each explained input
         (each rank of an image), ``on_error(message, detail)`` for each that failed; the rest go on.
+        ``engine``: "local" (this process, :mod:`.local`) or "ray" (Ray Data, :mod:`.ray_engine`: started here,
+        or the cluster at ``address``; images only, the same rows and pictures, ``on_result`` not called).
         ``run_options``: how an image job runs (batch_size, workers, save, save_maps, manifest, resume,
-        progress_bar)."""
+        progress_bar; the ray engine's actors, threads, num_cpus, object_store_memory)."""
+        if engine not in ENGINES:
+            raise OptionError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+        if engine == "local" and address:
+            raise OptionError("--address is the Ray cluster's: give it with --engine ray")
+        if self.kind != "images" and engine != "local":
+            raise OptionError(f"--engine {engine} explains images; {self.kind} inputs run on the local engine")
         if self.kind == "images":
             accepted = set().union(*(method_options(m) for m in self.methods))
             any_method = set().union(*(method_options(m) for m in list_methods()))
             options = {k: v for k, v in self.options.items()
                        if v is not None and (k in accepted or k not in any_method)}
+            if engine == "ray":
+                from gradcam.apps.pipeline.ray_engine import explain_ray
+
+                run_options = {k: v for k, v in run_options.items() if k not in ("workers", "manifest")}
+                return explain_ray(self.inputs, out, address=address, model=self.model, weights=self.weights,
+                                   device=self.device, method=self.methods, on_error=on_error, **options,
+                                   **run_options)
             return explain_folder(self.inputs, out, model=self.model, weights=self.weights, device=self.device,
                                   method=self.methods, on_result=on_result, on_error=on_error, **options,
                                   **run_options)

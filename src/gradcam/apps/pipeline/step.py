@@ -6,6 +6,7 @@ actor calls the step on plain columns and gets plain columns back, the same rows
 from __future__ import annotations
 
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -69,6 +70,7 @@ class ExplainStep:
                               colormap=colormap, alpha=alpha, save=sorted(save), save_maps=save_maps, format=format,
                               options={k: v for k, v in options.items() if k != "progress"})
         self.sink, self.names = as_sink(out), dict(names or {})
+        self.writers = 1  # threads that draw and write a batch's pictures in ``step(batch)`` (an engine's choice)
         self.target, self.top_k, self.save, self.save_maps, self.format = target, top_k, save, save_maps, format
 
     @cached_property
@@ -153,12 +155,18 @@ class ExplainStep:
             x = (torch.as_tensor(np.stack([np.asarray(given[j]) for j in good])) if given is not None
                  else torch.stack([self.bundle.preprocess(Image.fromarray(np.asarray(images[j]))) for j in good]))
             found = dict(zip(good, self.explain([paths[j] for j in good], x)))
-        rows = []
-        for j, path in enumerate(paths):
+
+        def rows_of(j: int) -> list[dict]:
             if errors[j]:
-                rows.append(self.error_row(path, None, errors[j]))
-            else:
-                rows += self.write(path, np.asarray(images[j], dtype=np.uint8), found[j]).rows
+                return [self.error_row(paths[j], None, errors[j])]
+            return self.write(paths[j], np.asarray(images[j], dtype=np.uint8), found[j]).rows
+
+        if self.writers > 1 and len(paths) > 1:  # Pillow's encoders release the GIL: the pictures side by side
+            with ThreadPoolExecutor(self.writers) as pool:
+                per_image = list(pool.map(rows_of, range(len(paths))))
+        else:
+            per_image = [rows_of(j) for j in range(len(paths))]
+        rows = [row for found_rows in per_image for row in found_rows]
         return {key: [row.get(key) for row in rows] for key in FIELDS}
 
 

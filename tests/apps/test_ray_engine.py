@@ -1,0 +1,233 @@
+"""The Ray Data engine: the same rows and pictures as the local folder job, resume after a kill, a cluster
+on loopback joined with --address, and one line when Ray is missing. Ray starts once for the module (2 CPUs,
+a small object store); the cluster test starts and stops its own, on 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from gradcam.apps.pipeline.local import explain_folder
+from gradcam.apps.synthetic.shapes import make_shapes
+from gradcam.cli import main
+
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                               reason="ray[data] is not installed: pip install 'gradcam[ray]'")
+LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # Ray's own switch: this node's address is 127.0.0.1
+            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+JOIN = {**LOOPBACK, "RAY_AUTH_MODE": "token"}  # a driver joining a cluster sends the token Ray wrote in ~/.ray
+BATCH = 4
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """30 images: 28 shapes of 64 px in two folders, and two broken files."""
+    root = make_shapes(tmp_path_factory.mktemp("ray") / "data", n=28, size=64, seed=3)
+    (root / "circle" / "broken.png").write_bytes(b"not a picture")
+    (root / "square" / "cut.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    return root
+
+
+@pytest.fixture(scope="module")
+def ray_here():
+    """Ray started once for the module, in this process: 2 CPUs, 256 MiB of object store, loopback only."""
+    pytest.importorskip("ray", reason="ray[data] is not installed: pip install 'gradcam[ray]'")
+    saved = {k: os.environ.get(k) for k in LOOPBACK}
+    os.environ.update(LOOPBACK)
+    import ray
+    from ray._private import ray_constants
+
+    cluster, ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, False
+    context = ray.init(address="local", num_cpus=2, object_store_memory=256 * 1024**2, include_dashboard=False,
+                       log_to_driver=False, configure_logging=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    try:
+        yield context.address_info["gcs_address"]
+    finally:
+        ray.shutdown()
+        ray_constants.ENABLE_RAY_CLUSTER = cluster
+        for key, value in saved.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+
+
+@pytest.fixture(scope="module")
+def local_rows(data, tmp_path_factory) -> tuple[Path, dict]:
+    """The local folder job on the same images: the reference rows, by path."""
+    out = tmp_path_factory.mktemp("local") / "out"
+    summary = explain_folder([data], out, batch_size=BATCH, progress_bar=False)
+    assert (summary.total, summary.done, summary.failed) == (30, 28, 2)
+    return out, by_path(out)
+
+
+def by_path(out: Path) -> dict[str, dict]:
+    rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    found = {row["path"]: row for row in rows}
+    assert len(found) == len(rows), "one image, one row"
+    return found
+
+
+def same_rows(ray_rows: dict, local: tuple[Path, dict], ray_out: Path, settings: bool = True) -> None:
+    """Row for row the local job's (``settings``: the same settings key too; the command's differs from the
+    Python call's, which passes no method options)."""
+    local_out, rows = local
+    assert set(ray_rows) == set(rows)
+    assert len({row["settings"] for row in ray_rows.values()}) == 1
+    for path, row in rows.items():
+        got = ray_rows[path]
+        assert set(got) == set(row), path
+        for key in set(row) - {"probability", "top5", "files"} - (set() if settings else {"settings"}):
+            assert got[key] == row[key], (path, key)
+        if row["status"] == "ok":
+            assert got["probability"] == pytest.approx(row["probability"], abs=1e-5)
+            assert [t[0] for t in got["top5"]] == [t[0] for t in row["top5"]]
+            mine, theirs = Path(got["files"]["overlay"]), Path(row["files"]["overlay"])
+            assert mine.relative_to(ray_out) == theirs.relative_to(local_out)
+            with Image.open(mine) as a, Image.open(theirs) as b:
+                assert a.size == b.size == Image.open(path).size
+
+
+def pictures_whole(out: Path) -> list[Path]:
+    """Every picture under its own name opens and decodes to the end (a half-written file would not)."""
+    found = sorted(p for p in out.rglob("*.png") if not p.name.startswith("."))
+    for picture in found:
+        with Image.open(picture) as image:
+            image.load()
+    return found
+
+
+@needs_ray
+def test_the_same_rows_and_pictures_as_the_local_job(ray_here, data, local_rows, tmp_path):
+    import pyarrow.parquet as pq
+
+    from gradcam.apps.pipeline.job import plan_job
+
+    out = tmp_path / "out"
+    errors = []
+    summary = plan_job([str(data)]).run(out, engine="ray", batch_size=BATCH, progress_bar=False,
+                                        on_error=lambda message, detail: errors.append(message))
+    assert (summary.total, summary.done, summary.failed, summary.skipped) == (30, 28, 2, 0)
+    assert sorted(errors) == sorted(r["error"] for r in local_rows[1].values() if r["status"] == "error")
+    rows = by_path(out)
+    same_rows(rows, local_rows, out)
+    assert len(pictures_whole(out)) == 28
+    table = pq.read_table(out / "manifest.parquet").to_pylist()
+    assert {r["path"]: (r["status"], r["class_index"]) for r in table} == {
+        p: (r["status"], r.get("class_index")) for p, r in rows.items()}
+    assert (out / "manifest.csv").read_text().count("\n") == 31
+
+
+@needs_ray
+def test_a_killed_job_resumes_without_redoing_what_was_finished(ray_here, data, local_rows, tmp_path, capsys):
+    """The command on the module's Ray (``--address``), killed after a few rows; the rerun skips them, leaves
+    their pictures untouched, and every picture is whole."""
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "gradcam.cli", "explain", str(data), "--engine", "ray", "--address", ray_here,
+               "--out", str(out), "--batch-size", "1", "--quiet"]
+    job = subprocess.Popen(command, env={**os.environ, **JOIN}, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE)
+    manifest, deadline = out / "manifest.jsonl", time.monotonic() + 90
+    try:
+        while time.monotonic() < deadline and job.poll() is None:
+            if manifest.exists() and manifest.read_text().count('"status": "ok"') >= 4:
+                break
+            time.sleep(0.02)
+    finally:
+        job.kill()  # SIGKILL: no cleanup of its own
+        job.wait(30)
+    assert job.returncode == -signal.SIGKILL, job.stderr.read().decode()[-2000:]
+    before = {}
+    for line in manifest.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by the kill is not a finished row
+            continue
+        if row["status"] == "ok":
+            before[row["path"]] = Path(row["files"]["overlay"]).stat()
+    assert 4 <= len(before) < 28, "the job should be killed midway"
+    pictures_whole(out)
+    time.sleep(0.05)  # a rewritten file would get a later time
+
+    capsys.readouterr()
+    assert main(command[3:-3] + ["--batch-size", str(BATCH), "--resume", "--quiet"]) == 1  # two images failed
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"30 images: {28 - len(before)} explained, 2 failed, {len(before)} already done ("), last
+    rows = by_path(out)
+    same_rows(rows, local_rows, out, settings=False)
+    for path, stat in before.items():
+        now = Path(rows[path]["files"]["overlay"]).stat()
+        assert (now.st_ino, now.st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns), f"{path} was redone"
+    assert len(pictures_whole(out)) == 28
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@needs_ray
+def test_a_cluster_on_loopback_joined_with_address(data, local_rows, tmp_path):
+    """`ray start --head` on 127.0.0.1 (1 CPU), the command with --address and a CSV list of paths (one
+    missing); the cluster is stopped by the process that started it (not `ray stop`, which would stop every
+    Ray on this machine, the module's too)."""
+    listed = sorted(str(p) for p in (data / "circle").glob("000*.png"))[:5] + [str(data / "missing.png")]
+    paths = tmp_path / "paths.csv"
+    paths.write_text("path\n" + "\n".join(listed) + "\n")
+    port, env = free_port(), {**os.environ, **JOIN}
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    ray_cli = Path(sys.executable).with_name("ray")
+    head = subprocess.Popen([str(ray_cli), "start", "--head", "--port", str(port), "--num-cpus", "1",
+                             "--node-ip-address", "127.0.0.1", "--include-dashboard", "false",
+                             "--disable-usage-stats", "--temp-dir", temp, "--block"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not _listening(port):
+            assert head.poll() is None and time.monotonic() < deadline, f"ray start failed: {head.stdout.read()}"
+            time.sleep(0.2)
+        out = tmp_path / "out"
+        done = subprocess.run([sys.executable, "-m", "gradcam.cli", "explain", str(paths), "--engine", "ray",
+                               "--address", f"127.0.0.1:{port}", "--out", str(out), "--batch-size", "2", "--quiet"],
+                              env=env, capture_output=True, text=True, timeout=150)
+    finally:
+        head.send_signal(signal.SIGTERM)  # `ray start --block` stops the processes it started
+        try:
+            head.wait(30)
+        except subprocess.TimeoutExpired:
+            head.kill()
+            head.wait(10)
+        shutil.rmtree(temp, ignore_errors=True)
+    assert done.returncode == 1, done.stderr[-3000:]  # one image failed
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("6 images: 5 explained, 1 failed (") and "images/s" in last, last
+    rows = by_path(out)
+    assert rows[str(data / "missing.png")]["error"] == f"{data / 'missing.png'}: file not found"
+    same_rows({p: r for p, r in rows.items() if r["status"] == "ok"},
+              (local_rows[0], {p: local_rows[1][p] for p in listed[:5]}), out, settings=False)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_without_ray_the_engine_says_what_to_install(tmp_path, data):
+    """Ray made unimportable: one line, exit 2, before any model loads."""
+    code = ("import sys; sys.modules['ray'] = None; from gradcam.cli import main; "
+            f"sys.exit(main(['explain', {str(data)!r}, '--engine', 'ray', '--out', {str(tmp_path)!r}]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("error: --engine ray needs Ray Data: pip install 'gradcam[ray]' ("), line
