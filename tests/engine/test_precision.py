@@ -84,6 +84,21 @@ def test_bf16_maps_follow_fp32_on_a_seeded_resnet():
     assert same.raw.dtype == same.maps.dtype == torch.float32
 
 
+def test_cam_in_bf16_reads_its_head_within_bf16_rounding():
+    """CAM checks that logits = W·mean(A) + b before it uses W: in bf16 the logits are rounded to bf16's
+    precision (0.15 % of their scale here, against float32's 1e-3 tolerance), which is not another head.
+    Found on a GPU by the every-method CUDA test; the same on the CPU."""
+    model = seeded_model("resnet18")
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    fp32 = gradcam.create_method("cam", model)(x, normalize="none")
+    low = gradcam.create_method("cam", model, precision="bf16")
+    assert low.unsuitable(x) == ""
+    bf16 = low(x, targets=fp32.targets, normalize="none")
+    assert float(correlation(bf16.raw, fp32.raw).min()) >= 0.999
+    head = nn.Sequential(model, nn.Linear(1000, 10))  # something else between layer4 and the logits
+    assert "linear" in gradcam.create_method("cam", head, "0.layer4", precision="bf16").unsuitable(x)
+
+
 def test_bf16_on_the_bundled_model_and_real_photos():
     """Trained and real: the bundled ImageNet model on two confident photos."""
     skdata = pytest.importorskip("skimage.data")

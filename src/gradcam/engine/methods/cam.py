@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from gradcam.engine import functional as Fn
+from gradcam.engine import precision as precision_rules
 from gradcam.engine.capture import temporary_hooks
 from gradcam.engine.layers import probe_input
 from gradcam.engine.methods.base import CAMMethod
@@ -35,8 +36,9 @@ class CAM(CAMMethod):
             return why
         with torch.enable_grad():
             run = self.forward(x)
-        mismatch = _head_mismatch(run.extra["linear"], self.as_map(run.activations[0]).float(),
-                                  extract_logits(run.output))
+        acts = self.as_map(run.activations[0]).float()
+        mismatch = _head_mismatch(run.extra["linear"], acts, extract_logits(run.output),
+                                  precision_rules.autocast_dtype(self.precision, acts.device))
         return f"CAM needs global average pooling + one linear layer after {self.layer_names[0]!r}: {mismatch}" \
             if mismatch else ""
 
@@ -60,7 +62,7 @@ class CAM(CAMMethod):
     def _classifier_weight(self, run: Pass, acts: torch.Tensor) -> torch.Tensor:
         linear = run.extra["linear"]
         logits = extract_logits(run.output)
-        why = _head_mismatch(linear, acts, logits)
+        why = _head_mismatch(linear, acts, logits, precision_rules.autocast_dtype(self.precision, acts.device))
         if why:
             raise LayerError(
                 f"CAM needs layer {self.layer_names[0]!r} to be followed only by global average pooling and one "
@@ -70,8 +72,9 @@ class CAM(CAMMethod):
 
 
 @torch.no_grad()
-def _head_mismatch(linear, acts: torch.Tensor, logits) -> str:
-    """'' when logits == linear(mean over positions of acts), else the reason it is not."""
+def _head_mismatch(linear, acts: torch.Tensor, logits, low: torch.dtype | None = None) -> str:
+    """'' when logits == linear(mean over positions of acts), else the reason it is not; ``low``: the
+    dtype the pass ran in, when not float32."""
     if linear is None:
         return "the model has no nn.Linear layer"
     if linear.in_features != acts.shape[1]:
@@ -81,6 +84,8 @@ def _head_mismatch(linear, acts: torch.Tensor, logits) -> str:
     expected = torch.nn.functional.linear(acts.mean(dim=Fn.spatial_axes(acts)), linear.weight.float(),
                                           None if linear.bias is None else linear.bias.float())
     scale = expected.abs().max().clamp_min(1e-6)
-    if not torch.allclose(logits.detach().float(), expected, rtol=1e-3, atol=1e-3 * float(scale)):
+    # the logits of a bf16 or fp16 pass were rounded to that precision: a few of its ulps, not float32's 1e-3
+    tolerance = 1e-3 if low is None else max(1e-3, 4 * torch.finfo(low).eps)
+    if not torch.allclose(logits.detach().float(), expected, rtol=tolerance, atol=tolerance * float(scale)):
         return "the logits are not W·mean(A) + b (something else lies between the layer and the classifier)"
     return ""
