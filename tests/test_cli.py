@@ -159,7 +159,7 @@ CNN_METHODS = [m for m in gradcam.list_methods() if m != "legrad"]
 @pytest.mark.parametrize("method", CNN_METHODS)
 def test_every_method_from_the_command_line(tmp_path, capsys, photos, method):
     status, out, err = run(capsys, "explain", photos / "chelsea.jpg", "--out", tmp_path, "--method", method,
-                           "--max-channels", "8", "--masks", "40")
+                           "--max-channels", "2", "--masks", "40")
     assert status == 0, err
     names = {f"chelsea.jpg.{method}.{kind}.png" for kind in ("grayscale", "heatmap", "overlay", "figure")}
     assert {p.name for p in tmp_path.iterdir()} == names
@@ -170,7 +170,7 @@ def test_every_method_from_the_command_line(tmp_path, capsys, photos, method):
 
 def test_method_all_writes_one_comparison_figure(tmp_path, capsys, photos):
     status, out, err = run(capsys, "explain", photos / "chelsea.jpg", "--out", tmp_path, "--method", "all",
-                           "--max-channels", "8", "--augment", "--masks", "40")
+                           "--max-channels", "2", "--augment", "--masks", "40")
     assert status == 0, err
     assert str(tmp_path / "chelsea.jpg.methods.figure.png") in out
     with Image.open(tmp_path / "chelsea.jpg.methods.figure.png") as figure:
@@ -186,7 +186,7 @@ def test_method_all_skips_what_does_not_apply_and_says_why(tmp_path, capsys, pho
     """At blocks.5 of the bundled model CAM does not apply (no GAP + linear right after it): skipped
     with its reason, every other method done, exit 0."""
     status, out, err = run(capsys, "explain", photos / "chelsea.jpg", "--out", tmp_path, "--method", "all",
-                           "--layer", "blocks.5", "--max-channels", "8", "--masks", "40")
+                           "--layer", "blocks.5", "--max-channels", "2", "--masks", "40")
     assert status == 0, err
     assert "skipped cam: CAM needs global average pooling" in err and "blocks.5" in err
     assert "skipped gradcam" not in err
