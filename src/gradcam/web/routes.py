@@ -200,15 +200,9 @@ async def api_explain(
     if method not in list_methods():
         raise HTTPException(422, f"unknown method {method!r}; choose one of: {', '.join(list_methods())}")
     _check_look(colormap, alpha)
-    if normalize not in NORMALIZE:
-        raise HTTPException(422, f"unknown normalize {normalize!r}; choose one of: {', '.join(NORMALIZE)}")
-    if precision not in PRECISIONS:
-        raise HTTPException(422, f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    _check_map(normalize, precision)
     layers, spec = parse_layers(layer), class_spec(target)
-    max_upload = request.app.state.max_upload
-    data = await image.read(max_upload + 1)
-    if len(data) > max_upload:
-        raise HTTPException(413, f"upload too large; the limit is {max_upload} bytes")
+    data = await _upload(request, image)
     return await service.explain(ExplainRequest(name, data, method=method, layer=layers, target=spec,
                                                 normalize=normalize, colormap=colormap, alpha=alpha,
                                                 precision=precision, filename=image.filename or ""))
@@ -240,15 +234,9 @@ async def api_compare(
     asked = list(dict.fromkeys(known[m.casefold()] for m in asked))
     if not asked or len(asked) > MAX_COMPARE:
         raise HTTPException(422, f"compare 1 to {MAX_COMPARE} methods at once, got {len(asked)}")
-    if normalize not in NORMALIZE:
-        raise HTTPException(422, f"unknown normalize {normalize!r}; choose one of: {', '.join(NORMALIZE)}")
-    if precision not in PRECISIONS:
-        raise HTTPException(422, f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    _check_map(normalize, precision)
     layers, spec = parse_layers(layer), class_spec(target)
-    max_upload = request.app.state.max_upload
-    data = await image.read(max_upload + 1)
-    if len(data) > max_upload:
-        raise HTTPException(413, f"upload too large; the limit is {max_upload} bytes")
+    data = await _upload(request, image)
     return await service.compare(CompareRequest(name, data, asked, layer=layers, target=spec, normalize=normalize,
                                                 precision=precision, filename=image.filename or ""))
 
@@ -312,6 +300,22 @@ async def api_result_picture(service: ServiceDep, result_id: str, kind: str, col
         raise HTTPException(404, f"no such result: the last {RESULTS} are kept for {RESULT_SECONDS // 60} "
                                  "minutes; explain the photo again")
     return Response(picture, media_type="image/png")
+
+
+def _check_map(normalize: str, precision: str) -> None:
+    if normalize not in NORMALIZE:
+        raise HTTPException(422, f"unknown normalize {normalize!r}; choose one of: {', '.join(NORMALIZE)}")
+    if precision not in PRECISIONS:
+        raise HTTPException(422, f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+
+
+async def _upload(request: Request, image: UploadFile) -> bytes:
+    """The uploaded file's bytes; 413 beyond the app's ``max_upload``."""
+    max_upload = request.app.state.max_upload
+    data = await image.read(max_upload + 1)
+    if len(data) > max_upload:
+        raise HTTPException(413, f"upload too large; the limit is {max_upload} bytes")
+    return data
 
 
 def _check_look(colormap: str, alpha: float) -> None:

@@ -65,7 +65,7 @@ class AblationCAM(CAMMethod):
         return self._suffixes[layer]
 
     def raw_maps(self, run: Pass, targets: list[Target]) -> list[list[torch.Tensor]]:
-        original = torch.stack([t.scores(run.output).float() for t in targets])  # (T, B)
+        original = self.original_scores(run, targets)
         try:
             per_layer = [self._layer_maps(run, index, original, targets) for index in range(len(self._layers))]
         finally:
@@ -73,6 +73,10 @@ class AblationCAM(CAMMethod):
                 if suffix is not None:
                     suffix.clear()
         return [list(maps) for maps in zip(*per_layer)]
+
+    def original_scores(self, run: Pass, targets: list[Target]) -> torch.Tensor | None:
+        """(T, B) the targets' scores of the unablated pass, which each ablated score is compared with."""
+        return torch.stack([t.scores(run.output).float() for t in targets])
 
     def _layer_maps(self, run: Pass, index: int, original: torch.Tensor, targets: list[Target]) -> list[torch.Tensor]:
         """One raw map per target for layer ``index``: each of its channels zeroed in turn."""

@@ -46,14 +46,9 @@ class ReciproCAM(AblationCAM):
             raise OptionError(f"kernel={kernel!r}: choose one of {', '.join(KERNELS)}")
         self.kernel, self.probabilities = kernel, bool(probabilities)
 
-    def raw_maps(self, run: Pass, targets: list[Target]) -> list[list[torch.Tensor]]:
-        try:
-            per_layer = [self._layer_maps(run, index, None, targets) for index in range(len(self._layers))]
-        finally:
-            for suffix in self._suffixes.values():
-                if suffix is not None:
-                    suffix.clear()
-        return [list(maps) for maps in zip(*per_layer)]
+    def original_scores(self, run: Pass, targets: list[Target]) -> None:
+        """None: a masked copy's score is the map's value itself, compared with nothing."""
+        return None
 
     def spatial_masks(self, positions: torch.Tensor, size: tuple[int, ...], device) -> torch.Tensor:
         """Φ_u (n, *size) for the flat positions u = ``positions``."""
