@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_folder import make_images  # noqa: E402  (photo-like JPEGs of mixed sizes)
+from machine import cpu  # noqa: E402
 
 CHILD = r"""
 import json, os, sys, threading, time
@@ -76,14 +77,6 @@ print("RESULT " + json.dumps({"seconds": end - start, "images": summary.done + s
                               "actor_peaks": sorted(peaks.values()), "process_peak": me,
                               "threads": __import__("torch").get_num_threads()}))
 """
-
-
-def cpu() -> str:
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    bf16 = [f for f in flags if "bf16" in f or f.startswith("amx")]
-    return f"{model}; bf16 flags: {', '.join(bf16) or 'none'}"
 
 
 def run(engine: str, folder: Path, out: Path, model: str, batch: int, actors: int) -> dict:

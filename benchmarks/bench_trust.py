@@ -30,14 +30,7 @@ from gradcam.metrics.road import ROAD
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import spread_init  # noqa: E402  (seeded, spread BatchNorm/Linear values)
-
-
-def cpu() -> str:
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    bf16 = [f for f in flags if "bf16" in f or f.startswith("amx")]
-    return f"{model}; bf16 flags: {', '.join(bf16) or 'none'}"
+from machine import cpu  # noqa: E402
 
 
 def timed(fn) -> float:

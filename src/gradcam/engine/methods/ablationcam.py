@@ -74,6 +74,16 @@ class AblationCAM(CAMMethod):
                     suffix.clear()
         return [list(maps) for maps in zip(*per_layer)]
 
+    def _tail(self, name: str, run: Pass, acts):
+        """The traced network after layer ``name``, ready to resume from its output (None: each copy runs the
+        whole model); called in the pass's own modes."""
+        suffix = self._suffix(name)
+        if suffix is not None and len(self._layers) > 1:
+            suffix.run(run.x)  # the main pass ran whole: record what this layer's suffix needs
+        if suffix is not None and not self._resumes(suffix, run, acts, name):
+            suffix = self._suffixes[name] = None
+        return suffix
+
     def original_scores(self, run: Pass, targets: list[Target]) -> torch.Tensor | None:
         """(T, B) the targets' scores of the unablated pass, which each ablated score is compared with."""
         return torch.stack([t.scores(run.output).float() for t in targets])
@@ -85,11 +95,7 @@ class AblationCAM(CAMMethod):
         b, k = layout.map_shape(acts.shape)[:2]
         ablated = torch.empty(len(targets), b, k, device=acts.device)
         with eval_mode(self.model), torch.inference_mode(), self.autocast(acts.device):
-            suffix = self._suffix(name)
-            if suffix is not None and len(self._layers) > 1:
-                suffix.run(run.x)  # the main pass ran whole: record what this layer's suffix needs
-            if suffix is not None and not self._resumes(suffix, run, acts, name):
-                suffix = self._suffixes[name] = None
+            suffix = self._tail(name, run, acts)
             for i in range(b):
                 for start in range(0, k, self.batch_size):
                     stop = min(start + self.batch_size, k)

@@ -71,11 +71,7 @@ class ReciproCAM(AblationCAM):
         count = _prod(size)
         scores = torch.empty(len(targets), b, count, device=acts.device)
         with eval_mode(self.model), torch.inference_mode(), self.autocast(acts.device):
-            suffix = self._suffix(name)
-            if suffix is not None and len(self._layers) > 1:
-                suffix.run(run.x)  # the main pass ran whole: record what this layer's suffix needs
-            if suffix is not None and not self._resumes(suffix, run, acts, name):
-                suffix = self._suffixes[name] = None
+            suffix = self._tail(name, run, acts)
             for start in range(0, count, self.batch_size):
                 stop = min(start + self.batch_size, count)
                 masks = self.spatial_masks(torch.arange(start, stop, device=acts.device), size, acts.device)
