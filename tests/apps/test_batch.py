@@ -211,8 +211,10 @@ def test_resume_knows_the_weights(tmp_path, tiny_bundle):
 
 def test_a_method_failing_on_one_image_costs_only_that_row(tmp_path, tiny_bundle, monkeypatch):
     """xgradcam fails on the white image: that image gets an error row for xgradcam and its gradcam
-    pictures; every other image gets both methods; the job goes on and counts one failed image."""
+    pictures; every other image gets both methods; the job goes on and counts one failed image. The two
+    methods share one pass: when it fails, each runs alone and says which one failed."""
     from gradcam.apps.explainer import Explainer
+    from gradcam.apps.pipeline import step as step_module
     from gradcam.errors import ModelError
 
     real_run = Explainer.run
@@ -222,7 +224,14 @@ def test_a_method_failing_on_one_image_costs_only_that_row(tmp_path, tiny_bundle
             raise ModelError("activations are NaN")
         return real_run(self, x, target, top_k=top_k)
 
+    def together(methods, x, *args, **kwargs):  # the shared pass fails too: each method runs alone
+        if (x.flatten(1).amin(1) > 1.9).any():
+            raise ModelError("activations are NaN")
+        return real_together(methods, x, *args, **kwargs)
+
+    real_together = step_module.explain_together
     monkeypatch.setattr(Explainer, "run", run)
+    monkeypatch.setattr(step_module, "explain_together", together)
     root, out = tmp_path / "in", tmp_path / "out"
     for i, value in enumerate([30, 255, 80, 120]):
         _image(root / f"{i}.png", value)

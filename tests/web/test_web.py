@@ -657,7 +657,7 @@ def test_compare_a_method_that_does_not_apply_gives_its_reason(client, tiny):
 ])
 def test_compare_too_many_or_unknown_methods_is_422(client, tiny, methods, fragment):
     from gradcam.engine.methods import list_methods
-    from gradcam.web.service import MAX_COMPARE
+    from gradcam.web.comparison import MAX_COMPARE
 
     assert MAX_COMPARE == 8 and client.get("/api/methods").json()["compare_max"] == 8
     response = compare(client, tiny, methods=methods or ",".join(list_methods()[:MAX_COMPARE + 1]))

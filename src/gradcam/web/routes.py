@@ -27,13 +27,12 @@ from gradcam.engine.precision import PRECISIONS
 from gradcam.engine.targets import class_spec
 from gradcam.errors import GradCAMError, ImageError
 from gradcam.models.sources import BUNDLED
+from gradcam.web.comparison import MAX_COMPARE, CompareRequest
 from gradcam.web.service import (
-    MAX_COMPARE,
     MAX_QUEUE,
     RENDER,
     RESULT_SECONDS,
     RESULTS,
-    CompareRequest,
     ExplainRequest,
     QueueFull,
     Service,

@@ -30,12 +30,13 @@ from gradcam.apps.pipeline.step import ExplainStep, Failed
 from gradcam.apps.tasks import explain_task
 from gradcam.engine.layers import auto_layer, candidate_layers, resolve_layers, stage_layers
 from gradcam.engine.methods import method_info, method_options
-from gradcam.errors import GradCAMError, ImageError, ModelError, OptionError, TargetError
+from gradcam.errors import ImageError, ModelError, OptionError
 from gradcam.io.images import load_image
 from gradcam.models.bundle import ModelBundle
 from gradcam.models.sources import BUNDLED, load_model
 from gradcam.render.files import MemorySink, png_bytes, png_data_url
 from gradcam.render.pictures import fit
+from gradcam.web.comparison import CompareRequest, compare_cells
 
 LOG = logging.getLogger("gradcam.web")
 MAX_PIXELS = 40_000_000
@@ -47,7 +48,6 @@ MAX_RETRY_AFTER = 60  # the longest Retry-After a busy server asks for, in secon
 KEEP_ALIVE = MAX_RETRY_AFTER + 5
 DISPLAY = 1024  # the long side of the pictures sent to the page, in pixels
 MAX_STEPS = 8
-MAX_COMPARE = 8  # methods in one comparison (each is a pass of the model, some of them many)
 RESULTS, RESULT_BYTES, RESULT_SECONDS = 16, 64 * 1024 * 1024, 600  # kept for full-resolution downloads
 RENDER: dict[str, Callable[[Explanation], Image.Image]] = {
     "grayscale": Explanation.grayscale, "heatmap": Explanation.colored, "overlay": Explanation.overlay}
@@ -152,26 +152,6 @@ class TaskRequest:
     colormap: str = "jet"
     alpha: float = 0.5
     filename: str = ""
-
-
-@dataclass
-class CompareRequest:
-    """Several methods on one photo, for one class (the request's, else the prediction): ``methods``
-    validated names, at most MAX_COMPARE, each explained by its own cached per-batch step."""
-
-    model: str
-    data: bytes
-    methods: list[str]
-    layer: str | list[str] | None = None
-    target: int | str | None = None
-    normalize: str = "minmax"
-    precision: str = "fp32"
-    filename: str = ""
-
-    def single(self, method: str, target: int | str | None) -> ExplainRequest:
-        """What /api/explain would be asked for ``method``: the same step, the same map."""
-        return ExplainRequest(self.model, self.data, method=method, layer=self.layer, target=target,
-                              normalize=self.normalize, precision=self.precision, filename=self.filename)
 
 
 @dataclass
@@ -358,56 +338,27 @@ class Service:
         picture = _upload(request.data, request.filename)
         decoded = time.perf_counter()
         shown = fit(picture, DISPLAY)
-        array, x = np.asarray(shown), bundle.preprocess.batch([picture])
-        entries: list[dict] = []
-        prediction: dict | None = None
-        target = request.target
-        render = 0.0
+
+        def step_for(method: str) -> tuple:
+            single = ExplainRequest(request.model, request.data, method=method, layer=request.layer,
+                                    target=request.target, normalize=request.normalize,
+                                    precision=request.precision, filename=request.filename)
+            return single.key, self._step(bundle, single)
+
         with self.lock(request.model):
             if request.layer is not None:
                 resolve_layers(bundle.module, request.layer)  # a bad layer is the request's error (422)
-            for method in request.methods:
-                began = time.perf_counter()
-                single = request.single(method, target)
-                try:
-                    step = self._step(bundle, single)
-                    why = step.explainers[0].cam.unsuitable(x.to(self.device))
-                    if why:
-                        entries.append({"method": method, "status": "skipped", "reason": why})
-                        continue
-                    [found] = step.explain(["upload"], x, target)
-                except GradCAMError as exc:
-                    if prediction is None and isinstance(exc, TargetError):
-                        raise  # an unknown class is the request's error (422), the same for every method
-                    entries.append({"method": method, "status": "skipped", "reason": str(exc)})
-                    continue
-                except Exception as exc:  # one method's bug costs its cell, not the other maps
-                    LOG.exception("compare: %s failed", method)
-                    entries.append({"method": method, "status": "failed",
-                                    "reason": f"{type(exc).__name__}: {exc}"})
-                    continue
-                if isinstance(found[0], Failed):  # NaN or inf in this method's numbers
-                    entries.append({"method": method, "status": "failed", "reason": found[0].message})
-                    continue
-                self.steps.put(single.key, step)
-                sink = MemorySink()
-                drawn = time.perf_counter()
-                [row] = step.write("upload", array, found, sink).rows
-                kind = "image" if "heatmap" in row["files"] else "heatmap"
-                [name] = row["files"].values()
-                entries.append({"method": method, "status": "ok", "layer": row["layer"], "map_kind": kind,
-                                "map": png_data_url(sink.items[name]),
-                                "ms": _ms(time.perf_counter() - began)})
-                render += time.perf_counter() - drawn
-                if prediction is None:  # the first map's pass gives the prediction every other map explains
-                    prediction = row
-                    target = row["class_index"]
+            found = compare_cells(request, bundle.preprocess.batch([picture]).to(self.device), np.asarray(shown),
+                                  step_for)
+            for key, step in found.steps:  # only a step that worked is kept
+                self.steps.put(key, step)
         explained = time.perf_counter()
         original = png_data_url(shown)
         done = time.perf_counter()
+        render, prediction = found.render_seconds, found.prediction
         body = {
             "model": bundle.name, "precision": request.precision, "normalize": request.normalize,
-            "methods": entries, "target": None, "top5": [],
+            "methods": found.entries, "target": None, "top5": [],
             "image": {"width": picture.width, "height": picture.height},
             "display": {"width": shown.width, "height": shown.height},
             "pictures": {"original": original},

@@ -20,6 +20,7 @@ from gradcam.apps.explainer import DEFAULT_MODEL, Explainer, Explanation, compar
 from gradcam.apps.pipeline.manifest import FIELDS, settings_key
 from gradcam.choices import PICTURES
 from gradcam.engine.methods import method_options
+from gradcam.engine.methods.together import explain_together, groups
 from gradcam.errors import ModelError, OptionError
 from gradcam.models.weights import module_fingerprint
 from gradcam.render.files import PICTURE_FORMATS, Sink, as_sink, picture_name
@@ -98,11 +99,7 @@ class ExplainStep:
         """Each method on the batch (for ``target``, else the job's); per image, one ``(output, index)`` or
         :class:`Failed` per method. ``done(n)`` after each method, with the batch's size (a progress bar)."""
         target = self.target if target is None else target
-        per_method = []
-        for explainer in self.explainers:
-            per_method.append(_run(explainer, x, list(paths), target, self.top_k))
-            if done is not None:
-                done(len(paths))
+        per_method = run_explainers(self.explainers, x, list(paths), target, self.top_k, done)
         return [[items[j] for items in per_method] for j in range(len(paths))]
 
     # ------------------------------------------------------------------ the picture half
@@ -177,6 +174,30 @@ def check_options(save: Sequence[str], methods: list[str], options: dict) -> Non
     unused = set(options) - set().union(*(method_options(m) for m in methods))
     if unused:
         raise OptionError(f"option {sorted(unused)[0]!r} is not taken by {', '.join(methods)}")
+
+
+def run_explainers(explainers: Sequence[Explainer], x: torch.Tensor, paths: Sequence[str], target: Any,
+                   top_k: int | None, done: Callable[[int], Any] | None = None) -> list[list]:
+    """Each explainer on the batch, per image ``(output, row)`` or :class:`Failed`; those whose methods can
+    share a pass (:mod:`gradcam.engine.methods.together`) run from one. ``done(n)`` after each method."""
+    per_method: list[list] = [[] for _ in explainers]
+    device = explainers[0].device if explainers else None
+    cams = [explainer.cam for explainer in explainers]
+    for group in groups(cams, x.to(device), target) if explainers else []:
+        if len(group) > 1:
+            try:
+                outs = explain_together([cams[i] for i in group], x.to(device), target, top_k=top_k,
+                                        normalize="none")
+                found = [[(out, j) for j in range(len(paths))] for out in outs]
+            except ModelError:  # NaN or inf somewhere: each method alone, image by image, says where
+                found = [_run(explainers[i], x, paths, target, top_k) for i in group]
+        else:
+            found = [_run(explainers[group[0]], x, paths, target, top_k)]
+        for i, items in zip(group, found):
+            per_method[i] = items
+            if done is not None:
+                done(len(paths))
+    return per_method
 
 
 def _run(explainer: Explainer, x: torch.Tensor, paths: Sequence[str], target: Any, top_k: int | None) -> list:

@@ -57,6 +57,9 @@ class CAMMethod:
     # The pass that captures the activations (and chooses the classes) runs in `precision` too; a
     # method that runs thousands of other passes (Score-CAM) may capture in float32 at no real cost.
     captures_in_float32 = False
+    # Reads the target layers' activations alone (no gradient, no pass of its own): it can run from another
+    # method's pass (:mod:`.together`). Methods that define only `combine` share a pass without it.
+    shares_pass = False
 
     def __init__(
         self,

@@ -21,6 +21,7 @@ class EigenCAM(CAMMethod):
     """
 
     uses_gradients = False
+    shares_pass = True
     class_free = True
 
     def raw_maps(self, run: Pass, targets: list[Target]) -> list[list[torch.Tensor]]:

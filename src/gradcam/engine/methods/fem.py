@@ -26,6 +26,7 @@ class FEM(CAMMethod):
     """
 
     uses_gradients = False
+    shares_pass = True
     class_free = True
 
     def __init__(self, model, target_layer=None, *, k: float = 2.0, **options):

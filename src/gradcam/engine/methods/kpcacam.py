@@ -31,6 +31,7 @@ class KPCACAM(CAMMethod):
     """
 
     uses_gradients = False
+    shares_pass = True
     class_free = True
 
     def __init__(self, model, target_layer=None, *, kernel: str = "sigmoid", gamma: float | None = None,
