@@ -186,3 +186,70 @@ def test_the_rise_protocol_is_the_papers_loop():
         gradcam.DeletionInsertion(model, protocol="lime")
     with pytest.raises(gradcam.OptionError, match="sets its own baselines"):
         gradcam.DeletionInsertion(model, protocol="rise", baseline=torch.tensor(0.1))
+
+
+@pytest.mark.parametrize("name", ["deletion", "road"])
+def test_bf16_runs_every_copy_in_bf16_and_stays_near_fp32(name):
+    """precision="bf16": every forward pass of the metric under autocast (the convolutions give bfloat16),
+    the scoring layer on float32 inputs, float32 scores; the curves move, by less than a tenth of their
+    range."""
+    model = seeded_model("resnet18")
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(6))
+    maps = torch.rand(2, 32, 32, generator=torch.Generator().manual_seed(7))
+    options = {"score": "logit", "steps": 8, "percentiles": (30, 70), "noise": 0}
+    seen = []
+    hooks = [model.conv1.register_forward_hook(lambda module, args, out: seen.append(("conv", out.dtype))),
+             model.fc.register_forward_hook(lambda module, args, out: seen.append(("fc", args[0].dtype)))]
+    try:
+        low = gradcam.metrics.create_metric(name, model, precision="bf16", **options)(x, maps, torch.tensor([1, 2]))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert len(seen) >= 4 and set(seen) == {("conv", torch.bfloat16), ("fc", torch.float32)}
+    full = gradcam.metrics.create_metric(name, model, precision="fp32", **options)(x, maps, torch.tensor([1, 2]))
+    for curve, (_, expected) in full.curves().items():
+        got = low.curves()[curve][1]
+        assert got.dtype == torch.float32
+        span = float(expected.max() - expected.min())
+        assert 0 < float((got - expected).abs().max()) <= 0.1 * span, curve
+
+
+def test_auto_precision_and_the_memory_format():
+    """"auto" is bf16 on a CPU that computes it natively, else fp32, to the bit; channels-last input
+    reaches the model under "auto" and "channels_last" (a convolution network), and changes the scores by
+    float rounding only."""
+    from gradcam.engine.precision import fast_bf16
+
+    model = seeded_model("resnet18")
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(8))
+    maps = torch.rand(2, 32, 32, generator=torch.Generator().manual_seed(9))
+
+    def run(**options):
+        layouts = []
+        hook = model.conv1.register_forward_pre_hook(
+            lambda module, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+        try:
+            result = gradcam.DeletionInsertion(model, steps=6, score="logit", **options)(x, maps, 3)
+        finally:
+            hook.remove()
+        return result, set(layouts)
+
+    native = "bf16" if fast_bf16(torch.device("cpu")) else "fp32"
+    assert torch.equal(run(precision="auto")[0].deletion, run(precision=native)[0].deletion)
+    contiguous, seen = run(memory_format="contiguous")
+    assert seen == {False}
+    for memory_format in ("auto", "channels_last"):
+        result, seen = run(memory_format=memory_format)
+        assert seen == {True}
+        span = float(contiguous.deletion.abs().max())
+        torch.testing.assert_close(result.deletion, contiguous.deletion, rtol=0, atol=1e-5 * span)
+
+
+@pytest.mark.parametrize("metric", [gradcam.DeletionInsertion, gradcam.Confidence, gradcam.metrics.ROAD])
+def test_bad_precision_or_memory_format_is_a_clear_error(metric):
+    model = Linear()
+    with pytest.raises(gradcam.OptionError, match=r"precision must be one of fp32, bf16, fp16, auto, got 'fp8'"):
+        metric(model, precision="fp8")
+    with pytest.raises(gradcam.OptionError, match=r"memory_format must be one of .*, got 'nhwc'"):
+        metric(model, memory_format="nhwc")
+    assert "precision" in gradcam.metrics.metric_info(metric.metric_name).options()

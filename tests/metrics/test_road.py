@@ -8,6 +8,7 @@ import torch
 from conftest import seeded_model
 
 import gradcam
+from gradcam.metrics import imputation
 from gradcam.metrics.imputation import noisy_linear_impute
 from gradcam.metrics.road import ROAD
 
@@ -50,6 +51,46 @@ def test_the_imputation_is_the_direct_sparse_solve():
         span = float(x[i].abs().max())
         assert np.abs(ours[i].double().numpy() - expected).max() <= 1e-5 * span
     assert torch.equal(ours[~removed.unsqueeze(1).expand_as(x)], x[~removed.unsqueeze(1).expand_as(x)])
+
+
+def test_the_multigrid_on_odd_sizes_is_the_direct_sparse_solve_in_few_iterations():
+    """Sizes that halve to odd grids (45 × 61 -> 23 × 31 -> 12 × 16 -> 6 × 8), holes from one pixel wide to
+    nearly the whole image; and at 96², 13 iterations where the V-cycle with piecewise-constant
+    interpolation took 17 (and plain conjugate gradients hundreds)."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 3, 45, 61, generator=gen)
+    removed = torch.rand(3, 45, 61, generator=gen) < torch.tensor([0.7, 0.05, 0.5]).view(3, 1, 1)
+    removed[0, 3:40, 2:58] = True
+    removed[1, :, 30] = True  # a line across the image
+    removed[2, 0, :] = removed[2, :, -1] = True  # along the edges
+    ours = noisy_linear_impute(x, removed, max_iter=15)
+    for i in range(3):
+        expected = direct_solve(x[i].double().numpy(), removed[i].numpy())
+        assert np.abs(ours[i].double().numpy() - expected).max() <= 1e-5 * float(x[i].abs().max())
+    big = torch.rand(2, 96, 96, generator=gen) < 0.5
+    big[0, 4:-4, 4:-4] = True
+    big[1] = torch.rand(96, 96, generator=gen) < 0.95
+    noisy_linear_impute(torch.randn(2, 3, 96, 96, generator=gen), big, max_iter=15)  # raises past 15
+
+
+def test_the_stencil_and_the_grid_transfers():
+    """The separable stencil is the 3 × 3 convolution of the weights; restriction is the transpose of the
+    bilinear interpolation (so the preconditioner is symmetric), on even, odd and oblong grids; the
+    interpolation reproduces a ramp inside the image."""
+    gen = torch.Generator().manual_seed(4)
+    t = torch.randn(2, 3, 9, 14, dtype=torch.float64, generator=gen)
+    kernel = imputation.neighbour_kernel()
+    direct = torch.nn.functional.conv2d(t.view(6, 1, 9, 14), kernel, padding=1).view(2, 3, 9, 14)
+    torch.testing.assert_close(imputation.neighbours(t), direct, rtol=0, atol=1e-14)
+    for fine, coarse in (((224, 224), (112, 112)), ((7, 7), (4, 4)), ((13, 6), (7, 3)), ((5, 9), (3, 5))):
+        c = torch.randn(2, 3, *coarse, dtype=torch.float64, generator=gen)
+        f = torch.randn(2, 3, *fine, dtype=torch.float64, generator=gen)
+        lhs = (imputation._prolong(c, fine) * f).sum()
+        rhs = (c * imputation._restrict(f, coarse)).sum()
+        assert float(lhs - rhs) == pytest.approx(0, abs=1e-10 * float(lhs.abs()))
+    ramp = torch.arange(8, dtype=torch.float64).expand(1, 1, 8, 8)
+    fine = imputation._prolong(ramp, (16, 16))[0, 0, :, 1:-1]  # inside: pixel j at coarse position j/2 − 1/4
+    torch.testing.assert_close(fine, (torch.arange(1, 15, dtype=torch.float64) / 2 - 0.25).expand(16, 14))
 
 
 def test_equal_to_pytorch_grad_cams_imputer_and_the_noise_is_seeded():
@@ -103,6 +144,21 @@ def test_equal_to_pytorch_grad_cams_road_classes(score, monkeypatch):
         assert np.abs((ours.lerf[:, i] - ours.original).numpy() - lerf).max() <= 1e-5 * span
     combined = road.ROADCombined(list(percentiles))(x, maps.numpy(), targets, model)
     assert np.abs(ours.combined.numpy() - combined).max() <= 1e-5 * span
+
+
+def test_the_copies_give_the_same_scores_however_they_are_batched():
+    """An image's MoRF and LeRF copies are imputed and scored batch_size at a time: one copy at a time,
+    or batches that straddle two images, give the same curves."""
+    model = seeded_model("resnet18").eval()
+    x = torch.randn(2, 3, 24, 24, generator=torch.Generator().manual_seed(6))
+    maps = smooth_maps(2, 24, seed=7)
+    runs = [ROAD(model, percentiles=(25, 60), noise=0, score="logit", batch_size=size)(x, maps, torch.tensor([4, 9]))
+            for size in (1, 3, 32)]
+    span = float(runs[0].original.abs().max())
+    for run in runs[1:]:
+        torch.testing.assert_close(run.morf, runs[0].morf, rtol=0, atol=1e-5 * span)
+        torch.testing.assert_close(run.lerf, runs[0].lerf, rtol=0, atol=1e-5 * span)
+    assert not torch.allclose(runs[0].morf, runs[0].lerf)
 
 
 def test_the_authors_protocol_removes_exactly_its_share_and_scales_the_noise():

@@ -18,7 +18,10 @@ Two protocols, by name:
   ≥ the p-th percentile of 1 − map; the noise σ is in the normalised input's units. Its curves run over the
   fractions removed, 1 − p/100.
 
-Scores: the class's softmax probability (``score="probability"``, the paper's) or its logit.
+Scores: the class's softmax probability (``score="probability"``, the paper's) or its logit. An image's
+copies (MoRF and LeRF at every point) are imputed together and scored ``batch_size`` at a time, in the
+metric's ``precision`` and ``memory_format`` (:mod:`.faithfulness`); the imputation is float64 whatever
+the precision.
 """
 
 from __future__ import annotations
@@ -66,7 +69,8 @@ class ROAD(_Metric):
     """ROAD (Rong et al., ICML 2022): MoRF and LeRF scores at ``percentiles`` of pixels removed and
     imputed by the noisy linear imputer, and (LeRF − MoRF) / 2; ``protocol`` "road" (the authors') or
     "pytorch-grad-cam" (module docstring); ``noise`` σ, ``std`` the input's per-channel std (protocol
-    "road"), ``seed`` for the noise and the ties."""
+    "road"), ``seed`` for the noise and the ties; ``precision`` of the forward passes (the imputation
+    stays float64)."""
 
     def __init__(self, model: nn.Module, *, percentiles: Sequence[float] = PERCENTILES, protocol: str = "road",
                  noise: float = 0.01, std: Sequence[float] | None = None, seed: int = 0, **options):
@@ -96,13 +100,19 @@ class ROAD(_Metric):
             if self.protocol == "road":
                 maps = Fn.normalize(maps, "minmax") + 1e-4 * torch.randn(maps.shape, generator=generator).to(maps)
             noise = self._noise(x)
-            morf, lerf = [], []
-            for p in self.percentiles:
-                for curve, most in ((morf, True), (lerf, False)):
-                    removed = self._removed(maps, p, most)
-                    imputed = noisy_linear_impute(x, removed, noise=noise, generator=generator)
-                    curve.append(self._scores(imputed, classes))
-        return ROADResult(self.fractions(), torch.stack(morf, 1), torch.stack(lerf, 1), scores)
+            # every image's copies (MoRF and LeRF at each point) one after another, imputed in one solve
+            # and scored in one forward pass batch_size copies at a time
+            removed = torch.stack([self._removed(maps, p, most) for p in self.percentiles for most in (True, False)],
+                                  dim=1).flatten(0, 1)  # (B · 2P, H, W)
+            image = torch.arange(len(removed), device=x.device) // (2 * len(self.percentiles))
+            values = torch.empty(len(removed), device=x.device)
+            for start in range(0, len(removed), self.batch_size):
+                rows = image[start : start + self.batch_size]
+                imputed = noisy_linear_impute(x[rows], removed[start : start + self.batch_size], noise=noise,
+                                              generator=generator)
+                values[start : start + self.batch_size] = self._scores(imputed, classes[rows])
+            values = values.view(len(x), len(self.percentiles), 2)
+        return ROADResult(self.fractions(), values[..., 0], values[..., 1], scores)
 
     def _removed(self, maps: torch.Tensor, percentile: float, most: bool) -> torch.Tensor:
         """(B, H, W) bool: the pixels removed at ``percentile``, the most or the least relevant."""
