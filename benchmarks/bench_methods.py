@@ -9,7 +9,8 @@ Three parts, each printing milliseconds and ratios:
    Also on the bundled, trained EfficientNet-Lite0, where many channels share a mask.
 3. Peak memory (VmHWM of a fresh process, Linux) of Score-CAM over 64, 512 and 2048 channels.
 4. SS-CAM and IS-CAM against torchcam's (ResNet-18 layer1, every channel, the same samples) and RISE
-   against a plain loop of one masked copy per forward.
+   against a plain loop of one masked copy per forward; each of ours also with precision="bf16" (the masked
+   passes only), its time against the fp32 reference and its map's largest difference from our fp32 map.
 5. FullGrad against pytorch-grad-cam's (ResNet-50, every Conv2d/BatchNorm2d) and LeGrad against torchcam's
    (a torchvision ViT-B/16 of random init, every block, the mean-token pooling they share), interleaved.
 
@@ -35,8 +36,10 @@ import torchvision
 
 import gradcam
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import spread_init  # noqa: E402  (seeded, spread BatchNorm/Linear values)
+from machine import cpu  # noqa: E402
 
 GRADIENT = ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam", "cam",
             "guided-backprop", "guided-gradcam", "eigengradcam", "kpcacam", "fem", "shapleycam", "finercam"]
@@ -182,6 +185,7 @@ def part_family(size, samples, masks, rounds, layer="layer1"):
     print(f"\n4. ResNet-18 (random init) {layer}, {size}², one image, {rounds} interleaved round(s) (s)")
     for name, cls in (("sscam", tc.SSCAM), ("iscam", tc.ISCAM)):
         ours = gradcam.create_method(name, copy.deepcopy(model), layer, num_samples=samples)
+        low = gradcam.create_method(name, copy.deepcopy(model), layer, num_samples=samples, precision="bf16")
         theirs_model = copy.deepcopy(model)
 
         def reference(cls=cls, theirs_model=theirs_model):
@@ -190,10 +194,13 @@ def part_family(size, samples, masks, rounds, layer="layer1"):
                     logits = theirs_model(x)
                 return ex(c, logits)[0]
 
-        med = interleaved({"ours": lambda ours=ours: ours(x, targets=[c]), "ref": reference}, rounds)
+        med = interleaved({"ours": lambda ours=ours: ours(x, targets=[c]),
+                           "bf16": lambda low=low: low(x, targets=[c]), "ref": reference}, rounds)
         print(f"  {name:<12} ours {med['ours'] / 1000:8.2f}   torchcam {med['ref'] / 1000:8.2f}   "
               f"ours faster {med['ref'] / med['ours']:5.2f}×", flush=True)
+        bf16_row(name, med, "torchcam", ours(x, targets=[c]).maps, low(x, targets=[c]).maps)
     rise = gradcam.create_method("rise", copy.deepcopy(model), masks=masks)
+    rise_low = gradcam.create_method("rise", copy.deepcopy(model), masks=masks, precision="bf16")
     loop_model = copy.deepcopy(model)
 
     def plain_loop():  # the paper's recipe, one mask at a time
@@ -209,9 +216,20 @@ def part_family(size, samples, masks, rounds, layer="layer1"):
                 saliency += loop_model(x * mask).softmax(1)[0, c] * mask
         return saliency / (masks * 0.5)
 
-    med = interleaved({"ours": lambda: rise(x, targets=[c]), "ref": plain_loop}, rounds)
+    med = interleaved({"ours": lambda: rise(x, targets=[c]), "bf16": lambda: rise_low(x, targets=[c]),
+                       "ref": plain_loop}, rounds)
     print(f"  {'rise':<12} ours {med['ours'] / 1000:8.2f}   plain loop {med['ref'] / 1000:6.2f}   "
           f"ours faster {med['ref'] / med['ours']:5.2f}×  ({masks} masks)", flush=True)
+    bf16_row("rise", med, "plain loop", rise(x, targets=[c]).maps, rise_low(x, targets=[c]).maps)
+
+
+def bf16_row(name: str, med: dict, reference: str, fp32_maps: torch.Tensor, bf16_maps: torch.Tensor) -> None:
+    """Ours in bf16: seconds, ÷ our fp32 time, the fp32 reference's time ÷ ours, and the largest difference
+    of the (min-max) maps from our fp32 ones (the same masks and noise: the seeds are the same)."""
+    delta = float((bf16_maps.float() - fp32_maps.float()).abs().max())
+    print(f"  {name + ' bf16':<12} ours {med['bf16'] / 1000:8.2f}   ÷ ours fp32 {med['bf16'] / med['ours']:5.2f}   "
+          f"faster than {reference} (fp32) {med['ref'] / med['bf16']:5.2f}×   max |Δmap| vs fp32 {delta:.2e}",
+          flush=True)
 
 
 def part_input_wide(model, x, rounds, vit_batch=2, vit_layers=12):
@@ -305,7 +323,7 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     parts = set(args.parts.split(","))
-    print(f"torch {torch.__version__}, {args.threads} threads")
+    print(f"torch {torch.__version__}, {args.threads} threads; {cpu()}")
     model = resnet50()
     gen = torch.Generator().manual_seed(1)
     if "1" in parts:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
 
 import pytest
 import torch
@@ -113,3 +114,37 @@ def trained_shapes(tmp_path_factory):
 
 
 SHAPES_TRAIN, SHAPES_EPOCHS = 400, 5  # images and epochs of the trained shapes models
+
+
+# ---------------------------------------------------------------- Ray: the apps' Ray tests share these
+
+LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # Ray's own switch: this node's address is 127.0.0.1
+            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+@pytest.fixture(scope="session")
+def ray_env() -> dict[str, str]:
+    """The variables of a Ray process on loopback; a driver joining a cluster sends the token Ray wrote in ~/.ray."""
+    return {**LOOPBACK, "RAY_AUTH_MODE": "token"}
+
+
+@pytest.fixture(scope="module")
+def ray_here():
+    """Ray started once for the module, in this process: 2 CPUs, 256 MiB of object store, loopback only."""
+    pytest.importorskip("ray", reason="ray[data] is not installed: pip install 'gradcam[ray]'")
+    saved = {k: os.environ.get(k) for k in LOOPBACK}
+    os.environ.update(LOOPBACK)
+    import ray
+    from ray._private import ray_constants
+
+    cluster, ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, False
+    context = ray.init(address="local", num_cpus=2, object_store_memory=256 * 1024**2, include_dashboard=False,
+                       log_to_driver=False, configure_logging=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    try:
+        yield context.address_info["gcs_address"]
+    finally:
+        ray.shutdown()
+        ray_constants.ENABLE_RAY_CLUSTER = cluster
+        for key, value in saved.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)

@@ -24,8 +24,14 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-_PUBLIC = {  # name -> the module that defines it
-    "GradCAM": "gradcam.engine.methods", "CAMOutput": "gradcam.engine.output",
+_METHODS = (  # every method class, as gradcam.engine.methods exports it
+    "CAMMethod", "GradCAM", "GradCAMPlusPlus", "XGradCAM", "HiResCAM", "LayerCAM", "ScoreCAM", "AblationCAM",
+    "EigenCAM", "CAM", "GuidedBackprop", "GuidedGradCAM", "EigenGradCAM", "KPCACAM", "FEM", "ShapleyCAM",
+    "FinerCAM", "SSCAM", "ISCAM", "RISE", "ReciproCAM", "FullGrad", "LeGrad",
+)
+_PUBLIC = dict.fromkeys(_METHODS, "gradcam.engine.methods") | {  # name -> the module that defines it
+    "DeepFeatureFactorization": "gradcam.engine.methods.dff", "Concepts": "gradcam.engine.methods.dff",
+    "CAMOutput": "gradcam.engine.output",
     "create_method": "gradcam.engine.methods", "list_methods": "gradcam.engine.methods",
     "method_info": "gradcam.engine.methods", "register_method": "gradcam.engine.methods",
     "auto_layer": "gradcam.engine.layers", "candidate_layers": "gradcam.engine.layers",

@@ -151,3 +151,26 @@ def test_a_protocol_by_name_and_road_when_named(photos, tmp_path, monkeypatch):
         evaluate(files, metrics=["confidence:rise"])
     with pytest.raises(gradcam.OptionError, match="protocol"):
         evaluate(files, metrics=["deletion:lime"])
+
+
+def test_the_values_do_not_depend_on_the_batches_or_their_order(photos, two_stage, monkeypatch):
+    """What lets Ray's actors score the batches: an image's random map is seeded by its name, and the driver
+    puts the rows, the failures and the examples in the images' order, whatever order the batches come in."""
+    import gradcam.apps.analyses.evaluate as module
+
+    files = [photos / "coffee.jpg", photos / "broken.jpg", photos / "chelsea.jpg", photos / "coffee.jpg"]
+    one = evaluate(files[:3], model=two_stage, steps=3, batch_size=3)
+    batches = module.run_step
+    monkeypatch.setattr(module, "run_step", lambda *args, **kwargs: reversed(list(batches(*args, **kwargs))))
+    two = evaluate(files[:3], model=two_stage, steps=3, batch_size=1)
+    assert [(r["image"], r["method"]) for r in two.rows] == [(r["image"], r["method"]) for r in one.rows] == [
+        ("coffee.jpg", "gradcam"), ("chelsea.jpg", "gradcam"), ("coffee.jpg", RANDOM), ("chelsea.jpg", RANDOM)]
+    for mine, theirs in zip(two.rows, one.rows):
+        assert mine.keys() == theirs.keys() and mine["class_index"] == theirs["class_index"]
+        assert [mine[c] for c in one.columns[4:]] == pytest.approx([theirs[c] for c in one.columns[4:]], rel=1e-5,
+                                                                    abs=1e-6)
+    assert two.failed == one.failed and [f for f, _ in one.failed] == [str(files[1])]
+    assert [e.image for e in two.examples] == [e.image for e in one.examples] == ["coffee.jpg", "chelsea.jpg"]
+    assert two.curves.keys() == one.curves.keys()
+    for name, series in one.curves.items():
+        assert two.curves[name]["gradcam"][1] == pytest.approx(series["gradcam"][1], rel=1e-5, abs=1e-6)

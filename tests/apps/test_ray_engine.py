@@ -1,6 +1,6 @@
 """The Ray Data engine: the same rows and pictures as the local folder job, resume after a kill, a cluster
 on loopback joined with --address, and one line when Ray is missing. Ray starts once for the module (2 CPUs,
-a small object store); the cluster test starts and stops its own, on 127.0.0.1 only."""
+a small object store: ``ray_here`` in conftest.py); the cluster test starts and stops its own, on 127.0.0.1 only."""
 
 from __future__ import annotations
 
@@ -25,9 +25,6 @@ from gradcam.cli import main
 
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                reason="ray[data] is not installed: pip install 'gradcam[ray]'")
-LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # Ray's own switch: this node's address is 127.0.0.1
-            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0", "RAY_USAGE_STATS_ENABLED": "0"}
-JOIN = {**LOOPBACK, "RAY_AUTH_MODE": "token"}  # a driver joining a cluster sends the token Ray wrote in ~/.ray
 BATCH = 4
 
 
@@ -38,28 +35,6 @@ def data(tmp_path_factory) -> Path:
     (root / "circle" / "broken.png").write_bytes(b"not a picture")
     (root / "square" / "cut.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     return root
-
-
-@pytest.fixture(scope="module")
-def ray_here():
-    """Ray started once for the module, in this process: 2 CPUs, 256 MiB of object store, loopback only."""
-    pytest.importorskip("ray", reason="ray[data] is not installed: pip install 'gradcam[ray]'")
-    saved = {k: os.environ.get(k) for k in LOOPBACK}
-    os.environ.update(LOOPBACK)
-    import ray
-    from ray._private import ray_constants
-
-    cluster, ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, False
-    context = ray.init(address="local", num_cpus=2, object_store_memory=256 * 1024**2, include_dashboard=False,
-                       log_to_driver=False, configure_logging=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    try:
-        yield context.address_info["gcs_address"]
-    finally:
-        ray.shutdown()
-        ray_constants.ENABLE_RAY_CLUSTER = cluster
-        for key, value in saved.items():
-            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
 
 
 @pytest.fixture(scope="module")
@@ -129,13 +104,14 @@ def test_the_same_rows_and_pictures_as_the_local_job(ray_here, data, local_rows,
 
 
 @needs_ray
-def test_a_killed_job_resumes_without_redoing_what_was_finished(ray_here, data, local_rows, tmp_path, capsys):
+def test_a_killed_job_resumes_without_redoing_what_was_finished(ray_here, ray_env, data, local_rows, tmp_path,
+                                                                     capsys):
     """The command on the module's Ray (``--address``), killed after a few rows; the rerun skips them, leaves
     their pictures untouched, and every picture is whole."""
     out = tmp_path / "out"
     command = [sys.executable, "-m", "gradcam.cli", "explain", str(data), "--engine", "ray", "--address", ray_here,
                "--out", str(out), "--batch-size", "1", "--quiet"]
-    job = subprocess.Popen(command, env={**os.environ, **JOIN}, stdout=subprocess.DEVNULL,
+    job = subprocess.Popen(command, env={**os.environ, **ray_env}, stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE)
     manifest, deadline = out / "manifest.jsonl", time.monotonic() + 90
     try:
@@ -178,14 +154,14 @@ def free_port() -> int:
 
 
 @needs_ray
-def test_a_cluster_on_loopback_joined_with_address(data, local_rows, tmp_path):
+def test_a_cluster_on_loopback_joined_with_address(ray_env, data, local_rows, tmp_path):
     """`ray start --head` on 127.0.0.1 (1 CPU), the command with --address and a CSV list of paths (one
     missing); the cluster is stopped by the process that started it (not `ray stop`, which would stop every
     Ray on this machine, the module's too)."""
     listed = sorted(str(p) for p in (data / "circle").glob("000*.png"))[:5] + [str(data / "missing.png")]
     paths = tmp_path / "paths.csv"
     paths.write_text("path\n" + "\n".join(listed) + "\n")
-    port, env = free_port(), {**os.environ, **JOIN}
+    port, env = free_port(), {**os.environ, **ray_env}
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
     ray_cli = Path(sys.executable).with_name("ray")
     head = subprocess.Popen([str(ray_cli), "start", "--head", "--port", str(port), "--num-cpus", "1",
@@ -224,10 +200,17 @@ def _listening(port: int) -> bool:
 
 
 def test_without_ray_the_engine_says_what_to_install(tmp_path, data):
-    """Ray made unimportable: one line, exit 2, before any model loads."""
+    """Ray made unimportable: one line and exit 2 for each command that takes --engine ray, before any model
+    loads; and --address without it is a usage error too."""
+    commands = [["explain", str(data)], ["evaluate", str(data)], ["audit", str(data)]]
+    runs = [[*c, "--engine", "ray", "--out", str(tmp_path)] for c in commands] + [
+        ["evaluate", str(data), "--address", "127.0.0.1:1", "--out", str(tmp_path)]]
     code = ("import sys; sys.modules['ray'] = None; from gradcam.cli import main; "
-            f"sys.exit(main(['explain', {str(data)!r}, '--engine', 'ray', '--out', {str(tmp_path)!r}]))")
+            f"print([main(argv) for argv in {runs!r}])")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2
-    [line] = done.stderr.strip().splitlines()
-    assert line.startswith("error: --engine ray needs Ray Data: pip install 'gradcam[ray]' ("), line
+    assert done.stdout.strip() == "[2, 2, 2, 2]", done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 4
+    hint = "error: --engine ray needs Ray Data: pip install 'gradcam[ray]' ("
+    assert all(line.startswith(hint) for line in lines[:3]), lines
+    assert lines[3] == "error: --address is the Ray cluster's: give it with --engine ray"

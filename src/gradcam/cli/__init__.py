@@ -1,5 +1,6 @@
 """The ``gradcam`` command: :mod:`.parser` (the arguments, with :mod:`.examples`), :mod:`.inputs` (what they name),
-:mod:`.commands` (parse, plan, run, print) and :mod:`.listings` (layers, models, methods)."""
+:mod:`.commands` (parse, plan, run, print), :mod:`.listings` (layers, models, methods) and :mod:`.concepts`
+(Deep Feature Factorization's own command)."""
 
 from gradcam.cli.commands import main
 from gradcam.cli.parser import build_parser

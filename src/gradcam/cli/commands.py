@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Sequence
 
 from gradcam.choices import DEFAULT_MODEL, PICTURES
-from gradcam.cli.inputs import check_inputs, check_methods, model_of, progress
+from gradcam.cli.concepts import cmd_concepts
+from gradcam.cli.inputs import check_inputs, check_methods, check_ray, model_of, progress
 from gradcam.cli.listings import cmd_layers, cmd_methods, cmd_models
 from gradcam.cli.parser import build_parser
 from gradcam.errors import GradCAMError, ImageError, OptionError, PreprocessingGuess
@@ -29,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = {"explain": cmd_explain, "compare": cmd_compare, "evaluate": cmd_evaluate, "audit": cmd_audit,
                "sanity": cmd_sanity, "sweep": cmd_sweep, "serve": cmd_serve,
                "train": cmd_train, "make-shapes": cmd_make_shapes, "layers": cmd_layers,
-               "models": cmd_models, "methods": cmd_methods}
+               "models": cmd_models, "methods": cmd_methods, "concepts": cmd_concepts}
     try:
         return command[args.command](args)
     except ImageError as exc:  # an image that cannot be read: a failed image, not a usage error
@@ -74,10 +75,7 @@ def cmd_explain(args) -> int:
                           "for a classifier, --target picks the class")
     if args.method != "all":
         check_methods([args.method])
-    if args.engine == "ray":
-        from gradcam.apps.pipeline.ray_engine import import_ray
-
-        import_ray()  # or the one line that says what to install
+    check_ray(args)
     check_inputs(args.images, uris=args.engine == "ray")
     classes = None if args.classes is None else [class_spec(c) for c in args.classes.split(",") if c.strip()]
     layer = parse_layers(args.layer)
@@ -163,11 +161,18 @@ def cmd_evaluate(args) -> int:
     from gradcam.engine.targets import class_spec
 
     methods = check_methods(args.methods, allow_all=True)
-    check_inputs(args.images)
-    files = find_images(args.images)
+    check_ray(args)
+    check_inputs(args.images, uris=args.engine == "ray")
+    if args.engine == "ray":  # also a CSV or Parquet list of paths, and URIs
+        from gradcam.apps.pipeline.ray_engine import list_inputs
+
+        files = list_inputs(args.images)[0]
+    else:
+        files = find_images(args.images)
     result = evaluate(files, model=model_of(args), weights=args.weights, device=args.device, methods=methods,
                       layer=parse_layers(args.layer), target=class_spec(args.target), steps=args.steps,
-                      score=args.score, batch_size=args.batch_size, metrics=args.metrics, progress=progress(args))
+                      score=args.score, batch_size=args.batch_size, metrics=args.metrics, progress=progress(args),
+                      engine=args.engine, address=args.address)
     for method, why in result.skipped:
         print(f"skipped {method}: {why}", file=sys.stderr)
     for _, why in result.failed:
@@ -214,6 +219,7 @@ def cmd_audit(args) -> int:
     from gradcam.engine.layers import parse_layers
 
     [method] = check_methods([args.method])
+    check_ray(args)
     check_inputs([args.folder])
     files = None
     if args.files is not None:
@@ -226,7 +232,7 @@ def cmd_audit(args) -> int:
     result = audit_folder(args.folder, args.annotations, model=model_of(args), weights=args.weights, device=args.device,
                           method=method, layer=parse_layers(args.layer), batch_size=args.batch_size,
                           threshold=args.threshold, split=None if files is not None else args.split, files=files,
-                          masks=args.masks, tolerance=args.tolerance)
+                          masks=args.masks, tolerance=args.tolerance, engine=args.engine, address=args.address)
     for _, why in result.failed:
         print(f"error: {why}", file=sys.stderr)
     print(f"{len(result.names)} image(s) ({result.split}): {result.summary()}")

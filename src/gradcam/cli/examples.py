@@ -7,6 +7,7 @@ EXAMPLES = {
   gradcam compare cat.jpg --models resnet50,vgg19:random
   gradcam evaluate photos/ --methods gradcam,hirescam   # which maps are faithful to the model
   gradcam sanity photos/ --methods gradcam,guided-backprop   # which maps change with the model
+  gradcam concepts cat.jpg                        # the concepts a layer sees, their regions and classes
   gradcam serve                                   # the web app on http://127.0.0.1:8000/
 """,
     "explain": """examples:
@@ -32,6 +33,7 @@ EXAMPLES = {
   gradcam evaluate photos/ --methods gradcam,hirescam,layercam
   gradcam evaluate photos/ --methods all --steps 10 --score logit
   gradcam evaluate shapes/ --checkpoint shapes-model --metrics deletion
+  gradcam evaluate val/ --engine ray --address HEAD:6379  # on a Ray cluster, the same numbers
 """,
     "audit": """examples:
   gradcam make-shapes shapes/ --shortcut && gradcam train shapes/ --arch small-cnn --out shapes-model
@@ -39,6 +41,7 @@ EXAMPLES = {
   gradcam audit shapes/ --checkpoint shapes-model --files held_out.txt --method hirescam
   gradcam audit photos/ --masks photos-masks/ --tolerance 15 --fail-on-flag   # masks, a pipeline's status
   gradcam audit photos/                            # no annotation: each map against its class's average
+  gradcam audit /shared/shapes --checkpoint shapes-model --engine ray   # on Ray Data, the same figures
 """,
     "sanity": """examples:
   gradcam sanity photos/                           # Grad-CAM and Guided Backprop under randomisation
@@ -47,6 +50,11 @@ EXAMPLES = {
     "sweep": """examples:
   gradcam sweep cat.jpg                           # one layer per resolution stage, shallow to deep
   gradcam sweep cat.jpg dog.jpg --model resnet50 --layers layer2,layer3,layer4
+""",
+    "concepts": """examples:
+  gradcam concepts cat.jpg                        # 5 concepts at the automatic layer: a picture, concepts.csv
+  gradcam concepts photos/ --model resnet50 --concepts 3 --top-classes 3 --out concepts
+  gradcam concepts shapes/circle --checkpoint shapes-model --format jpg
 """,
     "serve": """examples:
   gradcam serve                                   # http://127.0.0.1:8000/, the bundled model

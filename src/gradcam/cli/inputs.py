@@ -37,6 +37,15 @@ def check_inputs(items: Sequence[str | os.PathLike], *, uris: bool = False) -> N
                               else f"{item}: the pattern matches no file")
 
 
+def check_ray(args) -> None:
+    """``--engine ray``: Ray Data is installed, else the one line that says what to install (before a model
+    loads)."""
+    if getattr(args, "engine", "local") == "ray":
+        from gradcam.apps.pipeline.ray_engine import import_ray
+
+        import_ray()
+
+
 def check_methods(names: Sequence[str], *, allow_all: bool = False) -> list[str]:
     """The registered methods named (``all``: every one, where allowed); one line with the closest names else."""
     from gradcam.engine.methods import list_methods

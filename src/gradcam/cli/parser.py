@@ -143,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated metric names (default: every registered faithfulness metric: "
                     "deletion, confidence and those plugins add)")
     ev.add_argument("--batch-size", type=positive_int, default=8, help="images per batch")
+    add_engine_options(ev, "scored")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.add_argument("--out", default="gradcam-out", type=Path,
                     help="where evaluation.csv, summary.json and report.html go")
@@ -170,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--threshold", type=unit_float, default=0.5,
                     help="flag the model when more than this share of its right answers point off the object")
     au.add_argument("--batch-size", type=positive_int, default=32, help="images per batch")
+    add_engine_options(au, "audited")
     au.add_argument("--fail-on-flag", action="store_true", help="exit status 3 when the model is flagged")
     au.add_argument("--out", default="gradcam-out", type=Path,
                     help="where audit.csv, summary.json and report.html go")
@@ -203,6 +205,18 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--method", default="gradcam", metavar="METHOD", help="the method of every layer's map")
     sw.add_argument("--target", help="class to explain (default: the prediction)")
     sw.add_argument("--out", default="gradcam-out", type=Path, help="where the maps and figures go")
+
+    co = command("concepts", "Deep Feature Factorization: the concepts a layer sees in each image, each one's "
+                 "region, share and top classes")
+    co.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders or glob patterns")
+    add_model_options(co)
+    co.add_argument("--layer", help="the layer to factorise (default: automatic); the one that feeds the classifier "
+                    "names each concept's classes")
+    co.add_argument("--concepts", type=positive_int, default=5, metavar="K", help="concepts per image")
+    co.add_argument("--top-classes", type=positive_int, default=2, metavar="N", help="classes named per concept")
+    co.add_argument("--format", default="png", choices=PICTURE_FORMATS, help="picture files: png, jpg or webp")
+    co.add_argument("--out", default="gradcam-out", type=Path,
+                    help="where the pictures (IMAGE.dff.concepts.png) and concepts.csv go")
 
     serve = command("serve", "the web app and HTTP API (needs gradcam[web])")
     serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (127.0.0.1: this machine only)")
@@ -259,6 +273,15 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     files.add_argument("--std", type=three_floats, metavar="R,G,B", help="per-channel std of pixels in [0, 1]")
     files.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                        help="whether it takes (N, H, W, C) images (default: as its input says)")
+
+
+def add_engine_options(parser: argparse.ArgumentParser, done: str) -> None:
+    """--engine and --address of a command whose per-batch step runs here or on Ray Data."""
+    parser.add_argument("--engine", default="local", choices=("local", "ray"),
+                        help=f"where the images are {done}: local (this process) or ray (Ray Data, on this machine's "
+                        "cores or a cluster: the same numbers; needs gradcam[ray])")
+    parser.add_argument("--address", metavar="HOST:PORT", help="--engine ray: join this Ray cluster (ray start "
+                        "--head prints it; default: start Ray here)")
 
 
 def three_floats(text: str) -> tuple[float, float, float]:

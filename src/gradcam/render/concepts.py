@@ -37,13 +37,16 @@ def concepts_overlay(image: Image.Image, maps: np.ndarray, *, image_weight: floa
     return Image.fromarray(np.clip(blended * 255.0 + 0.5, 0, 255).astype(np.uint8))
 
 
-def concept_legend(top_classes: Sequence[Sequence[tuple[int, float]]], labels: Sequence[str] | None = None
-                   ) -> list[str]:
-    """One line per concept: "concept i: class (p), class (p)"."""
+def concept_legend(top_classes: Sequence[Sequence[tuple[int | str, float]]], labels: Sequence[str] | None = None,
+                   shares: Sequence[float] | None = None) -> list[str]:
+    """One line per concept: "concept i: class (p), class (p)", each class an index into ``labels`` or a
+    name; with ``shares``, each concept's share of the image after its number: "concept i (40%): …"."""
     lines = []
     for i, classes in enumerate(top_classes):
-        names = [f"{labels[c] if labels is not None and c < len(labels) else c} ({p:.2f})" for c, p in classes]
-        lines.append(f"concept {i}: " + (", ".join(names) if names else "no classifier head"))
+        names = [f"{labels[c] if labels is not None and isinstance(c, int) and c < len(labels) else c} ({p:.2f})"
+                 for c, p in classes]
+        share = f" ({shares[i]:.0%})" if shares is not None else ""
+        lines.append(f"concept {i}{share}: " + (", ".join(names) if names else "no classifier head"))
     return lines
 
 

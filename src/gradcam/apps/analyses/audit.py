@@ -9,6 +9,7 @@ where to look first."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -19,14 +20,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gradcam.apps.analyses.annotations import NONE, folder_labels, label_index, object_mask, read_items, relative
+from gradcam.apps.analyses.annotations import NONE, folder_labels, label_index, read_items, relative
+from gradcam.apps.analyses.audit_step import AuditStep, batch_figures
+from gradcam.apps.analyses.engines import run_step
 from gradcam.apps.explainer import DEFAULT_MODEL
-from gradcam.apps.model_cache import bundle_on_device
+from gradcam.apps.pipeline.job import check_engine
 from gradcam.engine.methods import create_method
 from gradcam.engine.methods.base import CAMMethod
 from gradcam.errors import DataError, GradCAMError, OptionError
 from gradcam.io.images import load_image
-from gradcam.metrics.localisation import energy_inside, pointing_game
 from gradcam.models.checkpoint import held_out_files, trained_on
 from gradcam.render.files import save_csv, save_json
 from gradcam.render.pictures import colorize, fit, map_overlay
@@ -225,18 +227,12 @@ def audit(model, x: torch.Tensor, labels: Any = None, masks: torch.Tensor | None
         raise OptionError(f"batch_size must be >= 1, threshold in [0, 1] and tolerance >= 0, got {batch_size}, "
                           f"{threshold} and {tolerance}")
     cam = model if isinstance(model, CAMMethod) else create_method(method, model, layer, **options)
-    predicted, maps, on_object, energy = [], [], [], []
-    for start in range(0, len(x), batch_size):
-        rows = slice(start, start + batch_size)
-        out = cam(x[rows], targets=labels[rows].to(x.device) if labelled else None)
-        predicted.append(out.logits.argmax(dim=1).cpu())
-        maps.append(out.maps.detach().float().cpu())
-        if masks is not None:
-            on_object.append(pointing_game(maps[-1], masks[rows].cpu(), tolerance))
-            energy.append(energy_inside(maps[-1], masks[rows].cpu()))
-    predicted = torch.cat(predicted)
-    return Audit(labels.cpu() if labelled else predicted, predicted, _cat(on_object), _cat(energy), threshold,
-                 maps=torch.cat(maps), labelled=labelled, tolerance=float(tolerance))
+    parts = [batch_figures(cam, x[start : start + batch_size], labels[start : start + batch_size] if labelled else None,
+                           masks[start : start + batch_size] if masks is not None else None, tolerance)
+             for start in range(0, len(x), batch_size)]
+    predicted, maps, on_object, energy = (_cat([part[k] for part in parts]) for k in range(4))
+    return Audit(labels.cpu() if labelled else predicted, predicted, on_object, energy, threshold,
+                 maps=maps, labelled=labelled, tolerance=float(tolerance))
 
 
 def likeness(maps: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -260,7 +256,8 @@ def audit_folder(folder: str | os.PathLike, annotations: str | os.PathLike | Non
                  weights: Any = None, device: Any = None, method: str = "gradcam", layer: Any = None,
                  batch_size: int = 32, threshold: float = 0.5, split: str | None = "all",
                  files: Sequence[str] | None = None, masks: str | os.PathLike | None = None,
-                 tolerance: float = 0) -> Audit:
+                 tolerance: float = 0, engine: str = "local", address: str | None = None,
+                 actors: int | None = None) -> Audit:
     """Audit ``model`` on a folder (:mod:`gradcam.apps.analyses.annotations`: ``annotations``, default
     ``folder/boxes.json``; else the mask PNGs of ``masks``; else no object). The model sees each whole image
     resized, so each box or mask is scaled the same way. An image, mask or annotation that cannot be read
@@ -268,45 +265,59 @@ def audit_folder(folder: str | os.PathLike, annotations: str | os.PathLike | Non
 
     Which images: ``files`` (paths relative to ``folder``), else ``split``: "all" the images, "val" those a
     `gradcam train` checkpoint held out for validation (an audit of the training images says little),
-    "auto" val for such a checkpoint and all otherwise."""
+    "auto" val for such a checkpoint and all otherwise.
+
+    ``engine``: "local" (this process) or "ray" (Ray Data, :mod:`.engines`: ``actors`` actors on Ray started
+    here or on the cluster at ``address``, each reading the folder at its path): the same figures."""
+    check_engine(engine, address)
     folder = Path(folder)
     items, objects, path = read_items(folder, Path(annotations) if annotations is not None else None,
                                       Path(masks) if masks is not None else None)
     items, chosen = _chosen(items, model, split, files, path or folder, folder)
-    bundle, device = bundle_on_device(model, weights, device)
+    if int(batch_size) < 1:
+        raise OptionError(f"batch_size must be >= 1, got {batch_size}")
+    settings = dict(model=model, weights=weights, device=device, method=method, layer=layer, objects=objects != NONE,
+                    tolerance=float(tolerance), where=str(path or folder))
+    step = AuditStep(**settings)
+    bundle = step.bundle
     labelled = objects != NONE or folder_labels(items, bundle.labels)
-    cam = create_method(method, bundle.module, layer)
-    parts, names, failed = [], [], []
-    for start in range(0, len(items), batch_size):  # a batch of images in memory at a time
-        pictures, labels, found = [], [], []
-        for item in items[start : start + batch_size]:
-            try:
-                label = label_index(item.label, bundle.labels, item.name) if labelled else None
-                picture = load_image(folder / item.name)
-                mask = (object_mask(item, picture, bundle.preprocess.size, f"{path or folder}: {item.name}")
-                        if objects != NONE else None)
-            except (DataError, GradCAMError) as exc:
-                failed.append((item.name, str(exc)))
-                continue
-            pictures.append(picture)
-            labels.append(label)
-            found.append(mask)
-            names.append(item.name)
-        if pictures:
-            x = bundle.preprocess.batch(pictures).to(device)
-            parts.append(audit(cam, x, labels if labelled else None,
-                               torch.stack(found) if objects != NONE else None, batch_size=batch_size,
-                               threshold=threshold, tolerance=tolerance))
-    if not parts:
+    labels, failed = {}, []
+    for item in items:
+        try:
+            labels[item.name] = label_index(item.label, bundle.labels, item.name) if labelled else -1
+        except DataError as exc:
+            failed.append((item.name, str(exc)))
+    listed = [item for item in items if item.name in labels]
+    inputs = {"path": [str(folder / item.name) for item in listed], "name": [item.name for item in listed],
+              "label": [labels[item.name] for item in listed]}
+    if objects != NONE:  # a mask file by its absolute path: a worker's working folder is not this one
+        inputs.update(box=[json.dumps(item.box) for item in listed],
+                      mask=[os.path.abspath(item.mask) if item.mask is not None else "" for item in listed])
+    rows = []
+    for found in run_step(step, settings, inputs, engine=engine, address=address, actors=actors,
+                          batch_size=int(batch_size), progress_bar=False):
+        for row in found:
+            (failed.append((row["image"], row["error"])) if row["error"] else rows.append(row))
+    order = {item.name: i for i, item in enumerate(items)}
+    rows.sort(key=lambda row: order[row["image"]])
+    failed.sort(key=lambda f: order[f[0]])
+    if not rows:
         raise DataError("no listed image could be audited: " + "; ".join(why for _, why in failed[:3])
                         + (f"; and {len(failed) - 3} more" if len(failed) > 3 else ""))
-    joined = {k: _cat([getattr(p, k) for p in parts]) for k in ("labels", "predicted", "on_object", "energy", "maps")}
-    result = Audit(joined["labels"], joined["predicted"], joined["on_object"], joined["energy"], threshold=threshold,
-                   names=names, failed=failed, classes=bundle.labels, split=chosen, maps=joined["maps"],
-                   labelled=labelled, tolerance=float(tolerance), model=bundle.name, method=method, root=folder)
+    predicted = torch.tensor([row["predicted"] for row in rows])
+    result = Audit(torch.tensor([labels[row["image"]] for row in rows]) if labelled else predicted, predicted,
+                   _column(rows, "on_object", torch.bool), _column(rows, "energy", torch.float32),
+                   threshold=threshold, names=[row["image"] for row in rows], failed=failed, classes=bundle.labels,
+                   split=chosen, maps=torch.from_numpy(np.stack([row["map"] for row in rows])), labelled=labelled,
+                   tolerance=float(tolerance), model=bundle.name, method=method, root=folder)
     if objects == NONE:
         result.likeness = likeness(result.maps, result.labels)
     return result
+
+
+def _column(rows: list[dict], key: str, dtype: torch.dtype) -> torch.Tensor | None:
+    """The rows' values of ``key`` as a tensor, None where the step gave none (no objects)."""
+    return None if rows[0][key] is None else torch.tensor([row[key] for row in rows], dtype=dtype)
 
 
 def _average_picture(maps: torch.Tensor) -> Image.Image:

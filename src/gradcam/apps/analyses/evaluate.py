@@ -10,27 +10,27 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
-from gradcam.apps.explainer import DEFAULT_MODEL, Explainer, readable_pictures
-from gradcam.engine import functional as Fn
-from gradcam.engine.methods import method_info
-from gradcam.errors import OptionError
-from gradcam.metrics.registry import create_metric, list_metrics, metric_info, metric_spec, per_sample
-from gradcam.render.files import save_csv, save_json
-from gradcam.render.pictures import fit, overlay
-from gradcam.render.report import THUMBNAIL, Report
+from gradcam.apps.analyses.engines import run_step
+from gradcam.apps.analyses.evaluate_step import RANDOM, EvaluateStep
+from gradcam.apps.explainer import DEFAULT_MODEL
+from gradcam.apps.pipeline.job import check_engine
+from gradcam.errors import ImageError, OptionError
+from gradcam.metrics.registry import list_metrics, metric_info
+from gradcam.render.files import save_csv, save_json, source_names
+from gradcam.render.report import Report
 
-RANDOM = "random"  # the yardstick: uniform random maps, seeded; a method should do better
 KEYS = ("image", "method", "class_index", "label")
 SHORT = {"deletion_auc": "deletion", "insertion_auc": "insertion", "average_drop": "avg drop",
          "increase_in_confidence": "increase"}  # the table's headers, where shorter than the column
 EXAMPLES = 4  # the images whose maps the report shows
+CANDIDATES = 4  # more images whose overlays the steps draw, in case some of the first EXAMPLES cannot be read
+STEP_ONLY = ("curves", "picture", "overlay", "path", "error")  # a step's columns that are not the table's
 
 
 def metric_columns(metrics: Sequence[str]) -> dict[str, str]:
@@ -193,98 +193,73 @@ def evaluate(
     seed: int = 0,
     metrics: Sequence[str] | None = None,
     progress: bool | None = False,
+    engine: str = "local",
+    address: str | None = None,
+    actors: int | None = None,
 ) -> Evaluation:
     """Score every method's maps of every image with each of ``metrics`` (default: the registered
     faithfulness metrics marked default: deletion and insertion, Average Drop and Increase in Confidence;
     ``"road"`` when named; ``"name:protocol"`` picks a protocol, ``"deletion:rise"``), and seeded random
-    maps the same way. The maps are the methods' min-max normalised maps at the model's input size, of the
-    class ``target`` (default: the prediction); ``steps``, ``score`` and the model's normalisation ``std``
-    go to the metrics that take them. ``progress``: a bar over the maps scored (images × (methods +
-    random)); None: on a terminal."""
+    maps the same way (each image's seeded by ``seed`` and its name). The maps are the methods' min-max
+    normalised maps at the model's input size, of the class ``target`` (default: the prediction); ``steps``,
+    ``score`` and the model's normalisation ``std`` go to the metrics that take them. ``progress``: a bar over
+    the maps scored (images × (methods + random)); None: on a terminal.
+
+    ``engine``: "local" (this process) or "ray" (Ray Data, :mod:`.engines`: ``images`` are then files or URIs,
+    scored by ``actors`` actors on Ray started here or on the cluster at ``address``): the same rows."""
+    check_engine(engine, address)
     if int(batch_size) < 1:
         raise OptionError(f"batch_size must be >= 1, got {batch_size}")
-    specs = [metric_spec(m) for m in (list_metrics("faithfulness", default=True) if metrics is None else metrics)]
-    if not specs:
-        raise OptionError("no metric to evaluate with; choose from " + ", ".join(list_metrics("faithfulness")))
-    metrics = [name for name, _ in specs]
-    if len(set(metrics)) < len(metrics):
-        raise OptionError(f"each metric once, with one protocol: {', '.join(map(str, metrics))}")
-    explainers, skipped = [], []
-    for method in methods:
-        if method_info(method)["output_kind"] != "heatmap":
-            skipped.append((method, "gives input-space pictures, not maps of where"))
-            continue
-        loaded = explainers[0].bundle if explainers else model  # the model is loaded once
-        explainers.append(Explainer(loaded, method=method, layer=layer, weights=None if explainers else weights,
-                                    device=device))
-    if not explainers:
-        raise OptionError("no method to evaluate: " + "; ".join(f"{m}: {why}" for m, why in skipped))
-    bundle, device = explainers[0].bundle, explainers[0].device
-    pictures, names, failed = readable_pictures(images)
-    result = Evaluation(bundle.name, [], skipped=skipped, failed=failed, metrics=metrics,
-                        protocols={name: o["protocol"] for name, o in specs if o})
-    std = getattr(bundle.preprocess, "std", None)
-    scorers = {name: create_metric(name, bundle.module, steps=steps, score=score, std=std, **options)
-               for name, options in specs}
-    generator = torch.Generator().manual_seed(seed)
-    usable = []
-    for explainer in explainers:
-        why = explainer.cam.unsuitable(bundle.preprocess.batch(pictures[:1]).to(device))
-        if why:
-            result.skipped.append((explainer.method, why))
-        else:
-            usable.append(explainer)
-            result.methods.append(explainer.method)
-    if not usable:
-        raise OptionError("no method applies to this model: " + "; ".join(f"{m}: {why}" for m, why in result.skipped))
-    bar = tqdm(total=len(pictures) * (len(usable) + 1), desc="evaluate", unit="map", dynamic_ncols=True,
-               disable=None if progress is None else not progress)
+    settings = dict(model=model, methods=list(methods), layer=layer, target=target, weights=weights, device=device,
+                    steps=steps, score=score, seed=seed, metrics=None if metrics is None else list(metrics))
+    step = EvaluateStep(**settings)
+    result = Evaluation(step.bundle.name, step.methods, skipped=list(step.skipped), metrics=step.metrics,
+                        protocols=dict(step.protocols))
+    images = list(images)
+    names = source_names(images)
+    inputs = {"path": images, "name": names, "example": [i < EXAMPLES + CANDIDATES for i in range(len(images))]}
+    gathered = _Gathered(result)
+    bar = tqdm(total=len(images) * (len(step.methods) + 1), desc="evaluate", unit="map", dynamic_ncols=True,
+               disable=engine != "local" or (None if progress is None else not progress))
     with bar:
-        for start in range(0, len(pictures), batch_size):
-            x = bundle.preprocess.batch(pictures[start : start + batch_size]).to(device)
-            batch_names = names[start : start + batch_size]
-            grid, classes = None, None
-            for explainer in usable:
-                bar.set_postfix_str(explainer.method)
-                out = explainer.cam(x, targets=target)
-                grid, classes = grid or tuple(out.raws[0].shape[1:]), out.targets
-                _score(result, batch_names, explainer.method, out.maps, classes, x, scorers, bundle)
-                _keep_examples(result, start, pictures, names, explainer.method, out.raws,
-                               lambda raws, size: explainer.cam.finish(raws, size, "minmax"))
-                bar.update(len(x))
-            # random maps as smooth as the methods': on the first method's grid, upsampled as its maps are
-            # (pixel-wise noise would scatter deletions everywhere and break the image faster than any map)
-            noise = torch.rand((len(x), *grid), generator=generator).to(device)
-            _score(result, batch_names, RANDOM, noise, classes, x, scorers, bundle)
-            _keep_examples(result, start, pictures, names, RANDOM, (noise,), Fn.fuse)
-            bar.update(len(x))
+        for rows in run_step(step, settings, inputs, engine=engine, address=address, actors=actors,
+                             batch_size=int(batch_size), progress_bar=progress):
+            gathered.add(rows)
+            bar.update(sum(1 if not row["error"] else len(step.methods) + 1 for row in rows))
+    gathered.finish({name: i for i, name in enumerate(names)})
+    if not result.rows:
+        raise ImageError("no image could be read: " + "; ".join(why for _, why in result.failed))
     return result
 
 
-def _score(result: Evaluation, names, method, maps, classes, x, scorers: dict, bundle) -> None:
-    values = {}
-    for name, metric in scorers.items():
-        scored = metric(x, maps, classes)
-        values.update(per_sample(name, scored))
-        if callable(getattr(scored, "curves", None)):
-            result.add_curves(method, scored.curves())
-    for i, image in enumerate(names):
-        c = int(classes[i])
-        result.rows.append({"image": image, "method": method, "class_index": c, "label": bundle.label(c),
-                            **{column: float(v[i]) for column, v in values.items()}})
+class _Gathered:
+    """The driver's half: the steps' rows, in whatever order their batches come, into the evaluation; at the
+    end in the images' order (each method's rows, then the yardstick's), and the first EXAMPLES images that
+    could be read (among the first EXAMPLES + CANDIDATES, whose overlays the steps drew) as the examples."""
 
+    def __init__(self, result: Evaluation):
+        self.result, self.shown, self.failed = result, {}, []
 
-def _keep_examples(result: Evaluation, start: int, pictures: Sequence[Image.Image], names: Sequence[str],
-                   method: str, raws: Sequence[torch.Tensor], finish: Callable) -> None:
-    """The overlays of the batch's images among the first EXAMPLES (``raws``: the batch's maps at the layer's
-    resolution, one tensor per layer; ``finish(raws, size)``: min-max normalised maps at ``size``)."""
-    for index in range(start, min(EXAMPLES, start + len(raws[0]))):
-        if index == len(result.examples):
-            result.examples.append(Example(names[index], np.asarray(fit(pictures[index], THUMBNAIL))))
-        example = result.examples[index]
-        i = index - start
-        heatmap = finish([raw[i : i + 1] for raw in raws], example.picture.shape[:2])[0]
-        example.overlays[method] = np.asarray(overlay(Image.fromarray(example.picture), heatmap.float().cpu().numpy()))
+    def add(self, rows: list[dict]) -> None:
+        result = self.result
+        for row in rows:
+            if row["error"]:
+                self.failed.append((row["image"], (row["path"], row["error"])))
+                continue
+            result.add_curves(row["method"], {name: (x, [y]) for name, (x, y) in row["curves"].items()})
+            if row["overlay"] is not None:
+                example = self.shown.setdefault(row["image"], Example(row["image"], row["picture"]))
+                example.overlays[row["method"]] = row["overlay"]
+            result.rows.append({k: v for k, v in row.items() if k not in STEP_ONLY})
+
+    def finish(self, order: Mapping[str, int]) -> None:
+        result = self.result
+        methods = {m: i for i, m in enumerate([*result.methods, RANDOM])}
+        result.rows.sort(key=lambda r: (methods[r["method"]], order[r["image"]]))
+        result.failed += [failed for _, failed in sorted(self.failed, key=lambda f: order[f[0]])]
+        result.examples = sorted(self.shown.values(), key=lambda e: order[e.image])[:EXAMPLES]
+        for example in result.examples:
+            example.overlays = {m: example.overlays[m] for m in methods if m in example.overlays}
 
 
 def _plain(value: Any) -> Any:

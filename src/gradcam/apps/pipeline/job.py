@@ -50,10 +50,7 @@ class Job:
         or the cluster at ``address``; images only, the same rows and pictures, ``on_result`` not called).
         ``run_options``: how an image job runs (batch_size, workers, save, save_maps, manifest, resume,
         progress_bar; the ray engine's actors, threads, num_cpus, object_store_memory)."""
-        if engine not in ENGINES:
-            raise OptionError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
-        if engine == "local" and address:
-            raise OptionError("--address is the Ray cluster's: give it with --engine ray")
+        check_engine(engine, address)
         if self.kind != "images" and engine != "local":
             raise OptionError(f"--engine {engine} explains images; {self.kind} inputs run on the local engine")
         if self.kind == "images":
@@ -99,6 +96,14 @@ class Job:
                 on_result(str(item), [result], list(written.values()))
         summary.seconds = time.perf_counter() - start
         return summary
+
+
+def check_engine(engine: str, address: str | None = None) -> None:
+    """An engine of :data:`ENGINES`, and an ``address`` only for Ray's."""
+    if engine not in ENGINES:
+        raise OptionError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+    if engine == "local" and address:
+        raise OptionError("--address is the Ray cluster's: give it with --engine ray")
 
 
 _ITEM_OPTIONS = {True: ("layer", "target", "colormap", "alpha"),  # clips, volumes, signals

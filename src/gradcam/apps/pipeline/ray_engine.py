@@ -18,6 +18,7 @@ import logging
 import os
 import posixpath
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -151,7 +152,8 @@ def _join(folder: str, name: str) -> str:
 def decode(batch: dict, preprocess) -> dict:
     """A Ray Data task: each image read (a local path or a URI) and decoded to RGB, preprocessed to the model's
     input; an image that cannot be read gets its message in "error" (the local job's message), not an
-    exception. The decoded pixels travel as bytes with their height and width."""
+    exception. The decoded pixels travel as bytes with their height and width; any other column (a step's own:
+    a label, an annotation) goes through as it came."""
     pixels, heights, widths, xs, errors = [], [], [], [], []
     empty = None
     for path, source in zip(batch["path"], batch["source"]):
@@ -176,7 +178,8 @@ def decode(batch: dict, preprocess) -> dict:
         empty = preprocess(Image.new("RGB", (8, 8))).numpy()
         shape = empty.shape
     x = np.stack([v if v is not None else np.zeros(shape, np.float32) for v in xs]).astype(np.float32, copy=False)
-    return {"path": np.asarray(batch["path"]), "name": np.asarray(batch["name"]), "pixels": np.array(pixels, object),
+    return {**{k: v for k, v in batch.items() if k != "source"},
+            "path": np.asarray(batch["path"]), "name": np.asarray(batch["name"]), "pixels": np.array(pixels, object),
             "height": np.asarray(heights, np.int64), "width": np.asarray(widths, np.int64), "x": x,
             "error": np.asarray(errors, object)}
 
@@ -218,10 +221,14 @@ class ExplainActor:
     def __call__(self, batch: dict):
         paths = [str(p) for p in batch["path"]]
         self.step.names = dict(zip(paths, map(str, batch["name"])))
-        images = [np.frombuffer(p, np.uint8).reshape(int(h), int(w), 3) if h else np.zeros((1, 1, 3), np.uint8)
-                  for p, h, w in zip(batch["pixels"], batch["height"], batch["width"])]
-        columns = self.step({"path": paths, "image": images, "x": batch["x"], "error": list(batch["error"])})
+        columns = self.step({"path": paths, "image": images(batch), "x": batch["x"], "error": list(batch["error"])})
         return rows_table([dict(zip(columns, values)) for values in zip(*columns.values())])
+
+
+def images(batch: dict) -> list[np.ndarray]:
+    """A decoded batch's pictures, (H, W, 3) uint8 each (a 1×1 black one where the image could not be read)."""
+    return [np.frombuffer(p, np.uint8).reshape(int(h), int(w), 3) if h else np.zeros((1, 1, 3), np.uint8)
+            for p, h, w in zip(batch["pixels"], batch["height"], batch["width"])]
 
 
 def rows_table(rows: list[dict]):
@@ -310,12 +317,12 @@ def explain_ray(
     start = time.perf_counter()
     try:
         if started:
-            _start(ray, address, num_cpus, object_store_memory, progress_bar)
+            start_ray(ray, address, num_cpus, object_store_memory, progress_bar)
         if todo:
             data = _plan(ray, todo, names, step, settings, out, actors, threads, batch_size, progress_bar)
             _collect(data, book, summary, on_error)
     except Exception as exc:
-        raise _user_error(exc) from None
+        raise user_error(exc) from None
     finally:
         book.close()
         if started:
@@ -325,7 +332,7 @@ def explain_ray(
     return summary
 
 
-def _start(ray, address, num_cpus, object_store_memory, progress_bar) -> None:
+def start_ray(ray, address, num_cpus, object_store_memory, progress_bar) -> None:
     """Join the cluster at ``address``, or start Ray here (``address="local"``: never a cluster that happens to
     run on this machine)."""
     quiet = progress_bar is False
@@ -343,25 +350,60 @@ def _plan(ray, todo, names, step, settings, out, actors, threads, batch_size, pr
     """The data set: paths -> decode tasks -> the actors' steps (rows)."""
     import pyarrow as pa
 
+    show_progress(ray, progress_bar)
+    pool = actor_pool(ray, settings.get("device"), actors, threads)
+    sources = [f if is_uri(f) else os.path.abspath(f) for f in todo]
+    table = pa.table({"path": todo, "source": sources, "name": [names[f] for f in todo]})
+    data = decoded(ray, table, step.bundle.preprocess, batch_size)
+    actor_settings = {**settings, "device": pool.device}
+    return data.map_batches(ExplainActor, fn_constructor_args=(str(out.resolve()), str(out), actor_settings,
+                                                               pool.threads),
+                            batch_size=batch_size, batch_format="numpy", **pool.options(ray))
+
+
+def show_progress(ray, progress_bar: bool | None) -> None:
+    """Ray Data's progress bars and its plan's line, unless ``progress_bar`` is False."""
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = progress_bar is not False
     context.print_on_execution_start = progress_bar is not False
+
+
+@dataclass
+class Pool:
+    """The actors' pool: how many, torch threads and CPUs each, whether each has a GPU, and the device the
+    steps get (``cuda`` on a GPU, else the one asked for)."""
+
+    size: int
+    threads: int
+    cpus: float
+    gpus: int
+    device: Any
+
+    def options(self, ray) -> dict:
+        """``map_batches``'s resources for the pool."""
+        return {"num_cpus": self.cpus, "num_gpus": 1 if self.gpus else 0,
+                "compute": ray.data.ActorPoolStrategy(size=self.size)}
+
+
+def actor_pool(ray, device: Any, actors: int | None, threads: int | None) -> Pool:
+    """The pool on this cluster: one actor per GPU where there are GPUs (and the device is not the CPU),
+    else one per 4 CPUs (or ``actors``); the CPUs shared among them, with room left for decoding."""
     resources = ray.cluster_resources()
     cpus = resources.get("CPU", 1)
-    gpus = int(resources.get("GPU", 0)) if str(settings.get("device") or "cuda").startswith("cuda") else 0
+    gpus = int(resources.get("GPU", 0)) if str(device or "cuda").startswith("cuda") else 0
     actors = actors or gpus or max(1, int(cpus) // 4)
     threads = threads or max(1, int(cpus) // actors)
     actor_cpus = min(1.0, max(0.1, (cpus - DECODE_CPUS) / actors))  # room left for decoding, even on 1 CPU
-    sources = [f if is_uri(f) else os.path.abspath(f) for f in todo]
-    table = pa.table({"path": todo, "source": sources, "name": [names[f] for f in todo]})
-    rows = max(batch_size, -(-len(todo) // 1000))  # at most ~1000 read blocks: decode tasks spread, few objects
-    data = ray.data.from_arrow([table.slice(i, rows) for i in range(0, len(todo), rows)])
-    data = data.map_batches(decode, fn_kwargs={"preprocess": step.bundle.preprocess}, batch_size=batch_size,
+    return Pool(actors, threads, actor_cpus, gpus, "cuda" if gpus else device)
+
+
+def decoded(ray, table, preprocess, batch_size: int):
+    """The images of ``table`` (columns "path", "source", "name" and a step's own) read and decoded in Ray Data
+    tasks (:func:`decode`), in blocks of ``batch_size`` rows or more."""
+    rows = max(batch_size, -(-table.num_rows // 1000))  # at most ~1000 read blocks: decode tasks spread, few objects
+    data = ray.data.from_arrow([table.slice(i, rows) for i in range(0, table.num_rows, rows)])
+    return data.map_batches(decode, fn_kwargs={"preprocess": preprocess}, batch_size=batch_size,
                             batch_format="numpy", num_cpus=DECODE_CPUS)
-    actor_settings = {**settings, "device": "cuda" if gpus else settings.get("device")}
-    return data.map_batches(ExplainActor, fn_constructor_args=(str(out.resolve()), str(out), actor_settings, threads),
-                            batch_size=batch_size, batch_format="numpy", num_cpus=actor_cpus, num_gpus=1 if gpus else 0,
-                            compute=ray.data.ActorPoolStrategy(size=actors))
 
 
 def _collect(data, book: Manifest, summary: FolderSummary, on_error) -> None:
@@ -381,7 +423,7 @@ def _collect(data, book: Manifest, summary: FolderSummary, on_error) -> None:
         summary.done += len({row["path"] for row in rows} - set(failed))
 
 
-def _user_error(exc: Exception) -> Exception:
+def user_error(exc: Exception) -> Exception:
     """A usage error raised in a worker, as it was raised (not wrapped in Ray's errors)."""
     seen = exc
     while seen is not None:
