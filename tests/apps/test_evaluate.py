@@ -174,3 +174,19 @@ def test_the_values_do_not_depend_on_the_batches_or_their_order(photos, two_stag
     assert two.curves.keys() == one.curves.keys()
     for name, series in one.curves.items():
         assert two.curves[name]["gradcam"][1] == pytest.approx(series["gradcam"][1], rel=1e-5, abs=1e-6)
+
+
+def test_precision_runs_the_maps_and_the_metrics(photos):
+    """precision="bf16": the rows are the metrics (in bf16) of Grad-CAM's bf16 maps, not fp32's."""
+    files = [photos / "chelsea.jpg"]
+    low = evaluate(files, steps=4, precision="bf16", metrics=["deletion"]).rows[0]
+    bundle = gradcam.load_model()
+    x = bundle.preprocess.batch([gradcam.load_image(files[0])])
+    out = gradcam.GradCAM(bundle, precision="bf16")(x)
+    areas = gradcam.DeletionInsertion(bundle.module, steps=4, precision="bf16")(x, out.maps, out.targets)
+    assert low["deletion_auc"] == pytest.approx(float(areas.deletion_auc[0]), abs=1e-5)
+    assert low["insertion_auc"] == pytest.approx(float(areas.insertion_auc[0]), abs=1e-5)
+    full = evaluate(files, steps=4, metrics=["deletion"]).rows[0]
+    assert (full["deletion_auc"], full["insertion_auc"]) != (low["deletion_auc"], low["insertion_auc"])
+    with pytest.raises(gradcam.OptionError, match="precision"):
+        evaluate(files, steps=4, precision="fp8")

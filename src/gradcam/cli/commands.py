@@ -172,7 +172,7 @@ def cmd_evaluate(args) -> int:
     result = evaluate(files, model=model_of(args), weights=args.weights, device=args.device, methods=methods,
                       layer=parse_layers(args.layer), target=class_spec(args.target), steps=args.steps,
                       score=args.score, batch_size=args.batch_size, metrics=args.metrics, progress=progress(args),
-                      engine=args.engine, address=args.address)
+                      precision=args.precision, engine=args.engine, address=args.address)
     for method, why in result.skipped:
         print(f"skipped {method}: {why}", file=sys.stderr)
     for _, why in result.failed:

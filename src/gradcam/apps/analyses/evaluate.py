@@ -192,6 +192,7 @@ def evaluate(
     batch_size: int = 8,
     seed: int = 0,
     metrics: Sequence[str] | None = None,
+    precision: str = "fp32",
     progress: bool | None = False,
     engine: str = "local",
     address: str | None = None,
@@ -202,8 +203,10 @@ def evaluate(
     ``"road"`` when named; ``"name:protocol"`` picks a protocol, ``"deletion:rise"``), and seeded random
     maps the same way (each image's seeded by ``seed`` and its name). The maps are the methods' min-max
     normalised maps at the model's input size, of the class ``target`` (default: the prediction); ``steps``,
-    ``score`` and the model's normalisation ``std`` go to the metrics that take them. ``progress``: a bar over
-    the maps scored (images × (methods + random)); None: on a terminal.
+    ``score`` and the model's normalisation ``std`` go to the metrics that take them. ``precision`` ("fp32",
+    "bf16", "fp16", "auto": bf16 where the hardware runs it natively) is how the model runs for the maps and
+    for the metrics' perturbed copies (:mod:`gradcam.engine.precision`). ``progress``: a bar over the maps
+    scored (images × (methods + random)); None: on a terminal.
 
     ``engine``: "local" (this process) or "ray" (Ray Data, :mod:`.engines`: ``images`` are then files or URIs,
     scored by ``actors`` actors on Ray started here or on the cluster at ``address``): the same rows."""
@@ -211,7 +214,8 @@ def evaluate(
     if int(batch_size) < 1:
         raise OptionError(f"batch_size must be >= 1, got {batch_size}")
     settings = dict(model=model, methods=list(methods), layer=layer, target=target, weights=weights, device=device,
-                    steps=steps, score=score, seed=seed, metrics=None if metrics is None else list(metrics))
+                    steps=steps, score=score, seed=seed, metrics=None if metrics is None else list(metrics),
+                    precision=precision)
     step = EvaluateStep(**settings)
     result = Evaluation(step.bundle.name, step.methods, skipped=list(step.skipped), metrics=step.metrics,
                         protocols=dict(step.protocols))

@@ -41,7 +41,8 @@ class EvaluateStep:
 
     def __init__(self, *, model: Any = DEFAULT_MODEL, methods: Sequence[str] = ("gradcam",), layer: Any = None,
                  target: Any = None, weights: Any = None, device: Any = None, steps: int = 20,
-                 score: str = "probability", seed: int = 0, metrics: Sequence[str] | None = None):
+                 score: str = "probability", seed: int = 0, metrics: Sequence[str] | None = None,
+                 precision: str = "fp32"):
         specs = [metric_spec(m) for m in (list_metrics("faithfulness", default=True) if metrics is None else metrics)]
         if not specs:
             raise OptionError("no metric to evaluate with; choose from " + ", ".join(list_metrics("faithfulness")))
@@ -56,12 +57,13 @@ class EvaluateStep:
                 continue
             loaded = explainers[0].bundle if explainers else model  # the model is loaded once
             explainers.append(Explainer(loaded, method=method, layer=layer, weights=None if explainers else weights,
-                                        device=device))
+                                        device=device, precision=precision))
         if not explainers:
             raise OptionError("no method to evaluate: " + "; ".join(f"{m}: {why}" for m, why in self.skipped))
         self.bundle, self.device = explainers[0].bundle, explainers[0].device
         std = getattr(self.bundle.preprocess, "std", None)
-        self.scorers = {name: create_metric(name, self.bundle.module, steps=steps, score=score, std=std, **options)
+        self.scorers = {name: create_metric(name, self.bundle.module, steps=steps, score=score, std=std,
+                                            precision=precision, **options)
                         for name, options in specs}
         probe = self.bundle.probe().to(self.device)
         self.explainers = []
