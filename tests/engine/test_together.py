@@ -87,3 +87,16 @@ def test_a_folder_step_runs_the_sharing_methods_from_one_pass(two_stage):
         expected = alone.raw[["a.png", "b.png"].index(path)].numpy()
         raw = step.sink.items[files["maps"]]
         assert np.abs(raw - expected).max() <= 1e-6 * max(1e-12, np.abs(expected).max()), method
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_shared_pass_on_cuda(two_stage, precision):
+    model = two_stage.cuda()
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(2)).cuda()
+    methods = [gradcam.create_method(name, model, "features", precision=precision) for name in SHARING]
+    for name, method, out in zip(SHARING, methods, explain_together(methods, x)):
+        alone = method(x)
+        assert out.maps.device.type == "cuda" and torch.equal(out.targets, alone.targets), name
+        scale = alone.raw.abs().amax().clamp_min(1e-12)
+        assert ((out.raw - alone.raw).abs().amax() / scale) <= 1e-3, name

@@ -19,8 +19,6 @@ from gradcam.engine.targets import Target
 from gradcam.errors import LayerError, ModelError, OptionError
 
 POOLINGS = ("model", "mean")
-_MHA_ARGS = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask", "average_attn_weights",
-             "is_causal")
 
 
 @register_method("legrad")
@@ -169,15 +167,17 @@ class _Timm:
 
 class _Torchvision:
     """torchvision VisionTransformer: ``encoder.layers[i].self_attention`` is an ``nn.MultiheadAttention``
-    asked for no weights; for the call it returns them per head, and its output is recomputed from them
-    (A·V, then the output projection) so that A is on the score's path."""
+    asked for no weights, whose fused kernel never forms them; for the call it runs as its own formula
+    (q, k, v projections, A = softmax(q kᵀ / √d) per head, A·V, the output projection), A kept on the
+    score's path, the attention computed once."""
 
     @staticmethod
     def matches(model: nn.Module) -> bool:
         layers = getattr(getattr(model, "encoder", None), "layers", None)
         return (isinstance(layers, (nn.Sequential, nn.ModuleList)) and len(layers) > 0
                 and all(isinstance(getattr(b, "self_attention", None), nn.MultiheadAttention)
-                        and b.self_attention.batch_first and b.self_attention._qkv_same_embed_dim for b in layers)
+                        and b.self_attention.batch_first and b.self_attention._qkv_same_embed_dim
+                        and b.self_attention.bias_k is None and not b.self_attention.add_zero_attn for b in layers)
                 and isinstance(getattr(model, "heads", None), nn.Module))
 
     @staticmethod
@@ -188,32 +188,28 @@ class _Torchvision:
     @contextlib.contextmanager
     def attention_hooks(block: nn.Module, keep: Callable[[torch.Tensor], torch.Tensor]):
         mha: nn.MultiheadAttention = block.self_attention
-        asked = {}
 
-        def before(module, args, kwargs):
-            kwargs = {**dict(zip(_MHA_ARGS, args)), **kwargs}  # every argument by name
-            asked["need"] = kwargs.get("need_weights", True)
-            asked["average"] = kwargs.get("average_attn_weights", True)
-            return (), {**kwargs, "need_weights": True, "average_attn_weights": False}
-
-        def after(module, args, kwargs, output):
-            probabilities = keep(output[1])  # (B, heads, N, N)
-            value = kwargs["value"]
-            b, n, e = value.shape
-            heads = module.num_heads
-            bias = None if module.in_proj_bias is None else module.in_proj_bias[2 * e:]
-            v = F.linear(value, module.in_proj_weight[2 * e:], bias).reshape(b, n, heads, e // heads).transpose(1, 2)
-            out = module.out_proj((probabilities @ v).transpose(1, 2).reshape(b, probabilities.shape[2], e))
-            weights = (probabilities.mean(dim=1) if asked["average"] else probabilities) if asked["need"] else None
+        def forward(query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
+                    average_attn_weights=True, is_causal=False):
+            if key_padding_mask is not None or attn_mask is not None or is_causal:
+                raise LayerError("legrad reads unmasked self-attention; this block's attention has a mask")
+            b, n, e = query.shape
+            heads = mha.num_heads
+            bias = mha.in_proj_bias.chunk(3) if mha.in_proj_bias is not None else (None,) * 3
+            q, k, v = (F.linear(t, w, c).reshape(b, -1, heads, e // heads).transpose(1, 2)
+                       for t, w, c in zip((query, key, value), mha.in_proj_weight.chunk(3), bias))
+            probabilities = keep(((q * (e // heads) ** -0.5) @ k.transpose(-2, -1)).softmax(dim=-1))
+            if mha.training and mha.dropout > 0:
+                probabilities = F.dropout(probabilities, mha.dropout)
+            out = mha.out_proj((probabilities @ v).transpose(1, 2).reshape(b, n, e))
+            weights = (probabilities.mean(dim=1) if average_attn_weights else probabilities) if need_weights else None
             return out, weights
 
-        handles = [mha.register_forward_pre_hook(before, with_kwargs=True),
-                   mha.register_forward_hook(after, with_kwargs=True)]
+        mha.forward = forward  # this module only, for the call
         try:
             yield
         finally:
-            for handle in handles:
-                handle.remove()
+            del mha.forward
 
     @staticmethod
     def head(model: nn.Module, tokens: torch.Tensor, pooling: str) -> torch.Tensor:
