@@ -123,6 +123,10 @@ def test_a_folder_audit_from_the_command_line(models, tmp_path, capsys):
     (tmp_path / "boxes.json").write_text(json.dumps(boxes))
     preprocess = Preprocess(size=64, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="nearest")
     square = ModelBundle(models[0], preprocess, list(CLASSES), "square CNN")
+    for threshold, tolerance in ((1.5, 0), (-0.1, 0), (0.5, -1)):  # checked before anything is loaded
+        with pytest.raises(gradcam.OptionError, match="threshold in"):
+            audit_folder(tmp_path / "shapes", tmp_path / "boxes.json", model=square, threshold=threshold,
+                         tolerance=tolerance)
     result = audit_folder(tmp_path / "shapes", tmp_path / "boxes.json", model=square, layer="7", batch_size=16)
     assert len(result.names) == 60 and [n for n, _ in result.failed] == ["circle/missing.png"]
     assert result.suspicious and len(result.flagged) >= 40

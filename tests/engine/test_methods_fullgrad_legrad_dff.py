@@ -142,6 +142,27 @@ def test_legrad_equals_torchcam_on_a_torchvision_vit(torchvision_vit):
     assert float((own - ref).abs().max() / ref.abs().max()) > 0.05
 
 
+def test_legrad_leaves_the_attention_modules_as_they_were(torchvision_vit):
+    """A forward the user set on an attention module is back after the call; one module in two blocks is refused."""
+    import copy
+
+    from gradcam.errors import LayerError
+
+    model = copy.deepcopy(torchvision_vit)
+    mha = model.encoder.layers[0].self_attention
+    own = mha.forward
+    mha.forward = lambda *args, **kwargs: own(*args, **kwargs)
+    mine = mha.forward
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(6))
+    before = LeGrad(model)(x, normalize="none").raw
+    assert mha.forward is mine and "legrad_forward" not in vars(mha)
+    torch.testing.assert_close(LeGrad(model)(x, normalize="none").raw, before)
+    model.encoder.layers[1].self_attention = mha  # tied: both blocks run one module
+    with pytest.raises(LayerError, match="two blocks"):
+        LeGrad(model)(x)
+    assert mha.forward is mine and "legrad_forward" not in vars(mha)
+
+
 def test_legrad_by_hand_on_a_timm_vit():
     model = small_vit(64, classes=3)
     fused = [block.attn.fused_attn for block in model.blocks]

@@ -64,6 +64,17 @@ def test_methods_with_their_own_pass_or_other_settings_run_alone(two_stage):
         assert (out.maps - alone.maps).abs().amax() <= 1e-5, method.name
     # a target set (several objects, chosen from the output) runs every method alone
     assert groups(methods[:2], x, MultiLabel()) == [[0], [1]]
+    # other class names (a named target is each method's own class), or a pass run another way: alone
+    named = [gradcam.create_method("gradcam", two_stage, "features", labels=["a", "b", "c", "d"]),
+             gradcam.create_method("hirescam", two_stage, "features", labels=["d", "c", "b", "a"])]
+    assert groups(named, x, "a") == [[0], [1]]
+    assert [int(out.targets[0]) for out in explain_together(named, x, "a")] == [0, 3]
+
+    class Scaled(type(methods[0])):
+        def run_model(self, x):
+            return super().run_model(2 * x)
+
+    assert groups([methods[0], Scaled(two_stage, "features")], x) == [[0], [1]]
 
 
 def test_a_folder_step_runs_the_sharing_methods_from_one_pass(two_stage):

@@ -15,7 +15,7 @@ from gradcam.apps.model_cache import bundle_on_device
 from gradcam.choices import DEFAULT_MODEL, PICTURE_FORMATS
 from gradcam.engine import functional as Fn
 from gradcam.engine.methods.dff import DeepFeatureFactorization
-from gradcam.errors import ImageError, OptionError
+from gradcam.errors import ImageError, ModelError, OptionError
 from gradcam.io.images import load_image
 from gradcam.render.concepts import concept_legend, concepts_picture
 from gradcam.render.files import picture_name, save_csv, save_picture, source_names
@@ -102,27 +102,30 @@ def save_concepts(
     **options: Any,
 ) -> ConceptsRun:
     """For each image, ``<name>.dff.concepts.<format>`` (:meth:`ImageConcepts.picture`), and for all of them
-    ``concepts.csv`` (:meth:`ImageConcepts.rows`); an image that cannot be read is reported through
-    ``on_error`` and the others are still done. ``options`` go to :class:`ConceptFinder`."""
+    ``concepts.csv`` (:meth:`ImageConcepts.rows`); an image that cannot be read (or gives NaN or inf) is
+    reported through ``on_error`` and the others are still done. ``options`` go to :class:`ConceptFinder`."""
     if format not in PICTURE_FORMATS:
         raise OptionError(f"format must be one of {', '.join(PICTURE_FORMATS)}, got {format!r}")
     finder = ConceptFinder(**options)
     directory, run, rows = Path(out), ConceptsRun(), []
-    for image, name in zip(images, source_names(images)):
-        try:
-            found = finder.find(image, name)
-        except ImageError as exc:
-            run.failed.append((str(image), str(exc)))
-            if on_error:
-                on_error(str(exc))
-            continue
-        path = save_picture(found.picture(), directory / picture_name(name, "dff", "concepts", suffix=f".{format}"))
-        run.written[name], run.layer, run.done = path, found.layer, run.done + 1
-        run.head = run.head and any(found.classes)
-        rows += found.rows(finder.top)
-        if on_result:
-            on_result(found, path)
-    if rows:
-        ranks = [column for r in range(1, finder.top + 1) for column in (f"class_{r}", f"probability_{r}")]
-        run.written[CSV_NAME] = save_csv(directory / CSV_NAME, ["image", "concept", "share", *ranks], rows)
+    try:
+        for image, name in zip(images, source_names(images)):
+            try:
+                found = finder.find(image, name)
+            except (ImageError, ModelError) as exc:  # this image (unreadable, or NaN in its numbers): the rest go on
+                message = str(exc) if str(image) in str(exc) else f"{image}: {exc}"
+                run.failed.append((str(image), message))
+                if on_error:
+                    on_error(message)
+                continue
+            path = save_picture(found.picture(), directory / picture_name(name, "dff", "concepts", suffix=f".{format}"))
+            run.written[name], run.layer, run.done = path, found.layer, run.done + 1
+            run.head = run.head and any(found.classes)
+            rows += found.rows(finder.top)
+            if on_result:
+                on_result(found, path)
+    finally:  # the finished images' rows, even when a usage error ends the run
+        if rows:
+            ranks = [column for r in range(1, finder.top + 1) for column in (f"class_{r}", f"probability_{r}")]
+            run.written[CSV_NAME] = save_csv(directory / CSV_NAME, ["image", "concept", "share", *ranks], rows)
     return run

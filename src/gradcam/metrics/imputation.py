@@ -53,8 +53,11 @@ def noisy_linear_impute(x: torch.Tensor, removed: torch.Tensor, *, noise: float 
     solution = _conjugate_gradients(fine, _grids(removed, torch.float32), rhs, tol, max_iter)
     if isinstance(noise, torch.Tensor) or noise:
         sigma = torch.as_tensor(noise, dtype=dtype, device=x.device).reshape(-1, 1, 1)
-        draw = torch.randn(x.shape, generator=generator, dtype=dtype,
-                           device=generator.device if generator is not None else x.device)
+        # image by image, each (C, H, W): an image's noise is the same however the images are batched
+        # (the generator's normal draws of one shape differ from a larger draw's slices)
+        draw = torch.stack([torch.randn(x.shape[1:], generator=generator, dtype=dtype,
+                                        device=generator.device if generator is not None else x.device)
+                            for _ in range(len(x))])
         solution = solution + sigma * draw.to(x.device)
     return torch.where(removed, solution, values).to(x.dtype)
 

@@ -223,9 +223,7 @@ def audit(model, x: torch.Tensor, labels: Any = None, masks: torch.Tensor | None
         raise OptionError(f"one label and one mask per image: {len(x)} images, "
                           f"{len(labels) if labelled else 'no'} labels, {len(masks) if masks is not None else 'no'} "
                           "masks")
-    if int(batch_size) < 1 or not 0.0 <= threshold <= 1.0 or tolerance < 0:
-        raise OptionError(f"batch_size must be >= 1, threshold in [0, 1] and tolerance >= 0, got {batch_size}, "
-                          f"{threshold} and {tolerance}")
+    check_audit_options(batch_size, threshold, tolerance)
     cam = model if isinstance(model, CAMMethod) else create_method(method, model, layer, **options)
     parts = [batch_figures(cam, x[start : start + batch_size], labels[start : start + batch_size] if labelled else None,
                            masks[start : start + batch_size] if masks is not None else None, tolerance)
@@ -252,6 +250,12 @@ def likeness(maps: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def check_audit_options(batch_size: int, threshold: float, tolerance: float) -> None:
+    if int(batch_size) < 1 or not 0.0 <= float(threshold) <= 1.0 or float(tolerance) < 0:
+        raise OptionError(f"batch_size must be >= 1, threshold in [0, 1] and tolerance >= 0, got {batch_size}, "
+                          f"{threshold} and {tolerance}")
+
+
 def audit_folder(folder: str | os.PathLike, annotations: str | os.PathLike | None = None, *, model: Any = DEFAULT_MODEL,
                  weights: Any = None, device: Any = None, method: str = "gradcam", layer: Any = None,
                  batch_size: int = 32, threshold: float = 0.5, split: str | None = "all",
@@ -270,12 +274,11 @@ def audit_folder(folder: str | os.PathLike, annotations: str | os.PathLike | Non
     ``engine``: "local" (this process) or "ray" (Ray Data, :mod:`.engines`: ``actors`` actors on Ray started
     here or on the cluster at ``address``, each reading the folder at its path): the same figures."""
     check_engine(engine, address)
+    check_audit_options(batch_size, threshold, tolerance)
     folder = Path(folder)
     items, objects, path = read_items(folder, Path(annotations) if annotations is not None else None,
                                       Path(masks) if masks is not None else None)
     items, chosen = _chosen(items, model, split, files, path or folder, folder)
-    if int(batch_size) < 1:
-        raise OptionError(f"batch_size must be >= 1, got {batch_size}")
     settings = dict(model=model, weights=weights, device=device, method=method, layer=layer, objects=objects != NONE,
                     tolerance=float(tolerance), where=str(path or folder))
     step = AuditStep(**settings)

@@ -205,11 +205,18 @@ class _Torchvision:
             weights = (probabilities.mean(dim=1) if average_attn_weights else probabilities) if need_weights else None
             return out, weights
 
-        mha.forward = forward  # this module only, for the call
+        if "legrad_forward" in vars(mha):
+            raise LayerError("legrad: one attention module is used by two blocks; give each block its own")
+        own = vars(mha).get("forward")  # a forward the user set on this module, put back after the call
+        mha.forward = mha.legrad_forward = forward  # this module only, for the call
         try:
             yield
         finally:
-            del mha.forward
+            del mha.legrad_forward
+            if own is None:
+                del mha.forward
+            else:
+                mha.forward = own
 
     @staticmethod
     def head(model: nn.Module, tokens: torch.Tensor, pooling: str) -> torch.Tensor:

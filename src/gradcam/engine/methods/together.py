@@ -54,16 +54,22 @@ def pass_key(method: CAMMethod, x: torch.Tensor | None = None) -> tuple | None:
     kind = type(method)
     gradient = (kind.raw_maps is CAMMethod.raw_maps and kind.combine is not CAMMethod.combine
                 and method.uses_gradients)
-    if not (gradient or method.shares_pass) or kind.forward is not CAMMethod.forward:
+    if not (gradient or method.shares_pass) or any(getattr(kind, name) is not getattr(CAMMethod, name)
+                                                   for name in _PASS_STEPS):
         return None
     try:
         method._resolve(x)
     except Exception:  # noqa: BLE001 - the method's own call says why, alone
         return None
     layers = tuple(id(module) for _, module in method._layers or [])
-    return (id(method.model), layers, method.normalize, method.smooth, method.noise, method.augment, method.seed,
-            method.precision, method.memory_format, method.channels_last_by_default, method.captures_in_float32,
-            id(method.reshape))
+    return (id(method.model), layers, tuple(method.labels or ()), method.normalize, method.smooth, method.noise,
+            method.augment, method.seed, method.precision, method.memory_format, method.channels_last_by_default,
+            method.captures_in_float32, id(method.reshape))
+
+
+# How the base class runs a call and its pass: a method that runs any of them its own way runs alone.
+_PASS_STEPS = ("__call__", "_explain", "_check_pass", "_variants", "forward", "run_model", "autocast", "_gradients",
+               "_gradient_maps", "as_map")
 
 
 class _Together(CAMMethod):
