@@ -48,7 +48,7 @@ _PUBLIC = dict.fromkeys(_METHODS, "gradcam.engine.methods") | {  # name -> the m
     "explain_signal": "gradcam.apps.media",
     "load_model": "gradcam.models.sources", "list_models": "gradcam.models.sources",
     "register_source": "gradcam.models.sources", "register_metric": "gradcam.metrics",
-    "ModelBundle": "gradcam.models.bundle", "Preprocess": "gradcam.models.bundle",
+    "ModelBundle": "gradcam.models.bundle", "Preprocess": "gradcam.models.preprocess",
     "load_image": "gradcam.io.images",
     "explain": "gradcam.apps.explainer", "Explainer": "gradcam.apps.explainer",
     "Explanation": "gradcam.apps.explainer",

@@ -323,6 +323,43 @@ def test_the_per_batch_step_on_plain_columns_gives_the_folder_jobs_rows(tmp_path
 
 
 
+def test_the_step_called_from_two_threads_runs_one_batch_in_the_model_at_a_time(folder, tiny_bundle):
+    """How a Ray actor overlaps a batch's drawing with the next batch's model: two threads call the step at once;
+    the model half never runs twice at once, each batch gets the rows it gets alone, named by its "name"."""
+    import threading
+    import time
+
+    files = [f for f in find_images([folder]) if not f.endswith("broken.jpg")][:4]
+    batches = [{"path": files[i:i + 2], "name": [f"b{i}/{Path(f).name}" for f in files[i:i + 2]],
+                "image": [np.asarray(load_image(f)) for f in files[i:i + 2]]} for i in (0, 2)]
+    alone = [ExplainStep(MemorySink(), model=tiny_bundle)(batch) for batch in batches]
+    step = ExplainStep(MemorySink(), model=tiny_bundle)
+    inside, most, explain = [0], [0], step.explain
+
+    def slow_explain(*args, **kwargs):
+        inside[0] += 1
+        most[0] = max(most[0], inside[0])
+        time.sleep(0.2)  # long enough for the other thread to arrive
+        try:
+            return explain(*args, **kwargs)
+        finally:
+            inside[0] -= 1
+
+    step.explain = slow_explain
+    got = [None, None]
+    threads = [threading.Thread(target=lambda i=i: got.__setitem__(i, step(batches[i]))) for i in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most[0] == 1
+    for mine, theirs, batch in zip(got, alone, batches):
+        assert mine["class_index"] == theirs["class_index"] and mine["path"] == batch["path"]
+        assert mine["probability"] == pytest.approx(theirs["probability"], abs=1e-6)
+        assert [f["overlay"] for f in mine["files"]] == [f"{n}.gradcam.overlay.png" for n in batch["name"]]
+    assert len(step.sink.items) == 4
+
+
 def test_the_step_into_a_memory_sink_writes_nothing_and_gives_the_same_pictures(tmp_path, folder, tiny_bundle):
     """The web app's way: the step's pictures kept in memory by their file names, the same pixels as the files."""
     options = dict(model=tiny_bundle, method=["gradcam", "hirescam"], save=["overlay", "grayscale"], save_maps=True)

@@ -214,3 +214,32 @@ def test_without_ray_the_engine_says_what_to_install(tmp_path, data):
     hint = "error: --engine ray needs Ray Data: pip install 'gradcam[ray]' ("
     assert all(line.startswith(hint) for line in lines[:3]), lines
     assert lines[3] == "error: --address is the Ray cluster's: give it with --engine ray"
+
+
+def test_the_decoding_task_imports_no_torch_and_gives_the_models_inputs(data):
+    """A Ray Data decode task unpickles the job's preprocessing and decodes in a process that never imports torch
+    (so a decode worker starts in about a second); its inputs are the bundled model's, to the last bit."""
+    import pickle
+
+    import numpy as np
+
+    from gradcam.models.sources.bundled import PREPROCESS
+
+    paths = [str(p) for p in sorted(data.rglob("*.png"))[:3]] + [str(data / "square" / "cut.jpg")]
+    child = (
+        "import pickle, sys\n"
+        "from gradcam.apps.pipeline.decode import decode\n"
+        "preprocess, paths = pickle.loads(sys.stdin.buffer.read())\n"
+        "out = decode({'path': paths, 'source': paths, 'name': paths}, preprocess)\n"
+        "assert 'torch' not in sys.modules, 'the decoding task imported torch'\n"
+        "sys.stdout.buffer.write(pickle.dumps(out))\n")
+    done = subprocess.run([sys.executable, "-c", child], input=pickle.dumps((PREPROCESS, paths)),
+                          capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    out = pickle.loads(done.stdout)
+    assert list(out["error"][:3]) == ["", "", ""] and "cut.jpg" in out["error"][3]
+    for j, path in enumerate(paths[:3]):
+        with Image.open(path) as image:
+            want = PREPROCESS(image.convert("RGB")).numpy()
+        assert np.array_equal(out["x"][j], want)
+        assert (int(out["height"][j]), int(out["width"][j])) == (image.height, image.width)

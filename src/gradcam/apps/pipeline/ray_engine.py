@@ -25,17 +25,19 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from gradcam.apps.explainer import DEFAULT_MODEL
+from gradcam.apps.pipeline.decode import decode, filesystem, is_uri
 from gradcam.apps.pipeline.local import WRITERS, FolderSummary, find_images, input_roots
 from gradcam.apps.pipeline.manifest import FIELDS, Manifest, done_paths, plain_settings, read_manifest
 from gradcam.apps.pipeline.step import ExplainStep
 from gradcam.errors import GradCAMError, OptionError
-from gradcam.io.images import IMAGE_SUFFIXES, load_image
+from gradcam.io.images import IMAGE_SUFFIXES
 from gradcam.render.files import FolderSink, atomic_write, mirrored_names
 
 INSTALL = "pip install 'gradcam[ray]'"
 LISTS = (".csv", ".parquet", ".pq")  # a file of paths, one per row (the column "path", else the first)
 EMBEDDED_OBJECT_STORE = 512 * 1024**2  # bytes: enough for a few batches in flight; Ray spills beyond it
 DECODE_CPUS = 0.5  # not the actors' (1): Ray Data then keeps decoding in tasks of its own, beside the model
+CALLS_PER_ACTOR = 2  # batches in an actor at once: one in the model while the other's pictures are drawn
 JSON_COLUMNS = ("top5", "files")  # nested values, as JSON text in the Parquet manifest (as in the CSV)
 
 
@@ -50,10 +52,6 @@ def import_ray():
 
 
 # ---------------------------------------------------------------------------------------------- the inputs
-
-def is_uri(item: str) -> bool:
-    return "://" in str(item)
-
 
 def list_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[str], dict[str, str]]:
     """The images of ``inputs`` (files, folders, glob patterns, ``.csv``/``.parquet`` lists of paths, and any
@@ -84,7 +82,7 @@ def read_list(item: str) -> list[str]:
     import pyarrow.csv
     import pyarrow.parquet
 
-    fs, path = _filesystem(item)
+    fs, path = filesystem(item)
     with fs.open_input_file(path) as f:
         table = pyarrow.csv.read_csv(f) if item.lower().endswith(".csv") else pyarrow.parquet.read_table(f)
     if table.num_columns == 0:
@@ -92,14 +90,6 @@ def read_list(item: str) -> list[str]:
     column = table.column("path" if "path" in table.column_names else 0).to_pylist()
     folder = _parent(item)
     return [p if is_uri(p) or os.path.isabs(p) else _join(folder, p) for p in map(str, column) if p]
-
-
-def _filesystem(item: str):
-    from pyarrow import fs
-
-    if is_uri(item):
-        return fs.FileSystem.from_uri(item)
-    return fs.LocalFileSystem(), os.path.abspath(item)
 
 
 def _list_uri(item: str) -> list[str]:
@@ -149,50 +139,6 @@ def _join(folder: str, name: str) -> str:
 
 # ---------------------------------------------------------------------------------------------- the tasks
 
-def decode(batch: dict, preprocess) -> dict:
-    """A Ray Data task: each image read (a local path or a URI) and decoded to RGB, preprocessed to the model's
-    input; an image that cannot be read gets its message in "error" (the local job's message), not an
-    exception. The decoded pixels travel as bytes with their height and width; any other column (a step's own:
-    a label, an annotation) goes through as it came."""
-    pixels, heights, widths, xs, errors = [], [], [], [], []
-    empty = None
-    for path, source in zip(batch["path"], batch["source"]):
-        path, source = str(path), str(source)
-        try:
-            image = load_image(_read(source) if is_uri(source) else source)
-            x = preprocess(image).numpy()
-            array = np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
-            error = ""
-        except (GradCAMError, OSError) as exc:
-            message = str(exc).replace("<bytes>", path).replace(source, path)
-            error, array, x = (message if path in message else f"{path}: {exc}"), None, None
-        pixels.append(b"" if array is None else array.tobytes())
-        heights.append(0 if array is None else array.shape[0])
-        widths.append(0 if array is None else array.shape[1])
-        xs.append(x)
-        errors.append(error)
-    shape = next((x.shape for x in xs if x is not None), None)
-    if shape is None:  # no image of this block could be read: the input's shape from a blank picture
-        from PIL import Image
-
-        empty = preprocess(Image.new("RGB", (8, 8))).numpy()
-        shape = empty.shape
-    x = np.stack([v if v is not None else np.zeros(shape, np.float32) for v in xs]).astype(np.float32, copy=False)
-    return {**{k: v for k, v in batch.items() if k != "source"},
-            "path": np.asarray(batch["path"]), "name": np.asarray(batch["name"]), "pixels": np.array(pixels, object),
-            "height": np.asarray(heights, np.int64), "width": np.asarray(widths, np.int64), "x": x,
-            "error": np.asarray(errors, object)}
-
-
-def _read(uri: str) -> bytes:
-    filesystem, path = _filesystem(uri)
-    try:
-        with filesystem.open_input_stream(path) as f:
-            return f.read()
-    except (OSError, ValueError) as exc:
-        raise OSError(f"cannot open {uri} ({exc})") from None
-
-
 class _ShownSink(FolderSink):
     """The job's folder, written by its absolute path (a worker's working folder is not the driver's), with
     the files named in the rows as the user gave the folder (so the rows are the local job's)."""
@@ -217,11 +163,11 @@ class ExplainActor:
             torch.set_num_threads(max(1, min(int(threads), os.cpu_count() or 1)))
         self.step = ExplainStep(_ShownSink(out, shown), **settings)
         self.step.writers = WRITERS  # as the local job's writer threads: each batch's pictures side by side
+        self.step.settings  # the settings key (the weights' fingerprint) once, before batches come in threads
 
     def __call__(self, batch: dict):
-        paths = [str(p) for p in batch["path"]]
-        self.step.names = dict(zip(paths, map(str, batch["name"])))
-        columns = self.step({"path": paths, "image": images(batch), "x": batch["x"], "error": list(batch["error"])})
+        columns = self.step({"path": [str(p) for p in batch["path"]], "name": [str(n) for n in batch["name"]],
+                             "image": images(batch), "x": batch["x"], "error": list(batch["error"])})
         return rows_table([dict(zip(columns, values)) for values in zip(*columns.values())])
 
 
@@ -382,7 +328,7 @@ class Pool:
     def options(self, ray) -> dict:
         """``map_batches``'s resources for the pool."""
         return {"num_cpus": self.cpus, "num_gpus": 1 if self.gpus else 0,
-                "compute": ray.data.ActorPoolStrategy(size=self.size)}
+                "compute": ray.data.ActorPoolStrategy(size=self.size), "max_concurrency": CALLS_PER_ACTOR}
 
 
 def actor_pool(ray, device: Any, actors: int | None, threads: int | None) -> Pool:
@@ -399,7 +345,7 @@ def actor_pool(ray, device: Any, actors: int | None, threads: int | None) -> Poo
 
 def decoded(ray, table, preprocess, batch_size: int):
     """The images of ``table`` (columns "path", "source", "name" and a step's own) read and decoded in Ray Data
-    tasks (:func:`decode`), in blocks of ``batch_size`` rows or more."""
+    tasks (:func:`~.decode.decode`, no torch there), in blocks of ``batch_size`` rows or more."""
     rows = max(batch_size, -(-table.num_rows // 1000))  # at most ~1000 read blocks: decode tasks spread, few objects
     data = ray.data.from_arrow([table.slice(i, rows) for i in range(0, table.num_rows, rows)])
     return data.map_batches(decode, fn_kwargs={"preprocess": preprocess}, batch_size=batch_size,

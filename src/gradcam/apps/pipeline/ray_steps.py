@@ -1,6 +1,6 @@
 """Any per-batch step on Ray Data: an analysis's (evaluate's, audit's) step run on a pool of actors over a data
 set's images, as :mod:`.ray_engine` runs the explain job's. The driver gives the inputs as columns ("path",
-"name" and the step's own); Ray Data reads and decodes the images in tasks (:func:`~.ray_engine.decode`), each
+"name" and the step's own); Ray Data reads and decodes the images in tasks (:func:`~.decode.decode`), each
 actor builds the step once (the model loaded once) and calls it on plain columns; each batch's rows come back
 to the driver, in the order they finish, for it to gather.
 

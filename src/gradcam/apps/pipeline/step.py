@@ -5,6 +5,7 @@ actor calls the step on plain columns and gets plain columns back, the same rows
 
 from __future__ import annotations
 
+import threading
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -52,7 +53,10 @@ class ExplainStep:
     ``step(batch)`` takes plain columns: "path" (N,) the images' paths, "image" (N,) the decoded RGB arrays
     (H, W, 3) uint8 the pictures are drawn on, optionally "x" (N, C, H, W) the preprocessed inputs (else
     the step preprocesses "image") and "error" (N,) a message for an image that could not be read ("" for
-    the others); it returns the manifest's columns, one entry per row (image, method, rank)."""
+    the others) and "name" (N,) what each image's pictures are named after (else :meth:`name`); it returns the
+    manifest's columns, one entry per row (image, method, rank). Several threads may call ``step(batch)`` at
+    once: the model half runs one batch at a time, the picture halves side by side (an engine overlaps a
+    batch's drawing with the next batch's model this way)."""
 
     def __init__(self, out: str | Path | Sink, *, model: Any = DEFAULT_MODEL, method: str | Sequence[str] = "gradcam",
                  layer: Any = None, target: Any = None, top_k: int | None = None, weights: Any = None,
@@ -72,6 +76,7 @@ class ExplainStep:
                               options={k: v for k, v in options.items() if k != "progress"})
         self.sink, self.names = as_sink(out), dict(names or {})
         self.writers = 1  # threads that draw and write a batch's pictures in ``step(batch)`` (an engine's choice)
+        self._model_lock = threading.Lock()  # one batch in the model at a time, whichever thread calls
         self.target, self.top_k, self.save, self.save_maps, self.format = target, top_k, save, save_maps, format
 
     @cached_property
@@ -104,10 +109,12 @@ class ExplainStep:
 
     # ------------------------------------------------------------------ the picture half
 
-    def write(self, path: str, array: np.ndarray, found: list, sink: Sink | None = None) -> Written:
-        """One image: each method's pictures drawn at the photo's size, put in ``sink`` (default: the job's),
-        and let go before the next (only the all-methods figure keeps small copies); its manifest rows."""
-        picture, name, sink = Image.fromarray(array), self.name(path), sink or self.sink
+    def write(self, path: str, array: np.ndarray, found: list, sink: Sink | None = None,
+              name: str | None = None) -> Written:
+        """One image: each method's pictures drawn at the photo's size, put in ``sink`` (default: the job's)
+        under ``name`` (default: :meth:`name`), and let go before the next (only the all-methods figure keeps
+        small copies); its manifest rows."""
+        picture, name, sink = Image.fromarray(array), name or self.name(path), sink or self.sink
         done = Written()
         good = []
         for explainer, item in zip(self.explainers, found):
@@ -145,18 +152,20 @@ class ExplainStep:
         paths = [str(p) for p in batch["path"]]
         errors = [str(e) if e is not None else "" for e in batch.get("error", [""] * len(paths))]
         images = list(batch["image"])
+        names = [str(n) for n in batch["name"]] if batch.get("name") is not None else [None] * len(paths)
         good = [j for j, error in enumerate(errors) if not error]
         found = {}
         if good:
             given = batch.get("x")
             x = (torch.as_tensor(np.stack([np.asarray(given[j]) for j in good])) if given is not None
                  else torch.stack([self.bundle.preprocess(Image.fromarray(np.asarray(images[j]))) for j in good]))
-            found = dict(zip(good, self.explain([paths[j] for j in good], x)))
+            with self._model_lock:
+                found = dict(zip(good, self.explain([paths[j] for j in good], x)))
 
         def rows_of(j: int) -> list[dict]:
             if errors[j]:
                 return [self.error_row(paths[j], None, errors[j])]
-            return self.write(paths[j], np.asarray(images[j], dtype=np.uint8), found[j]).rows
+            return self.write(paths[j], np.asarray(images[j], dtype=np.uint8), found[j], name=names[j]).rows
 
         if self.writers > 1 and len(paths) > 1:  # Pillow's encoders release the GIL: the pictures side by side
             with ThreadPoolExecutor(self.writers) as pool:
