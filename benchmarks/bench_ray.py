@@ -7,7 +7,9 @@ EfficientNet-Lite0 and a seeded random ResNet-50) runs, each in a fresh process 
   actors using the same CPUs.
 Reported per model: images/s end to end (the job's call: model loading, and for Ray the actors' start),
 images/s in the steady state (from the first rows in the manifest to the last), the ratios ray ÷ local
-(target ≥ 0.8), and the peak resident memory of each explain actor (and of the local job's process).
+(target ≥ 0.8), and the peak memory of each explain actor (and of the local job's process), sampled every
+0.5 s: private (USS: what the process alone holds) and resident (RSS: an actor's also counts the pages of Ray's
+shared object store it reads its batches from).
 
 Run:
     LD_PRELOAD=libtcmalloc_minimal.so.4 python benchmarks/bench_ray.py [--images 500] [--rounds 1]
@@ -35,8 +37,12 @@ engine, folder, out, model, batch, actors = sys.argv[1:7]
 manifest = os.path.join(out, "manifest.jsonl")
 seen, peaks, stop = [], {}, threading.Event()
 
-def watch():  # rows in the manifest over time; the explain actors' resident memory
-    me = psutil.Process()
+def memory(process):  # (private, resident) bytes: an actor's resident set counts the object store pages it maps
+    info = process.memory_full_info()
+    return info.uss, info.rss
+
+def watch():  # rows in the manifest over time; the explain actors' (or this process's) memory, every 0.5 s
+    me, tick = psutil.Process(), 0
     while not stop.is_set():
         try:
             with open(manifest, "rb") as f:
@@ -44,12 +50,15 @@ def watch():  # rows in the manifest over time; the explain actors' resident mem
         except OSError:
             rows = 0
         seen.append((time.perf_counter(), rows))
-        for child in me.children(recursive=True):
-            try:
-                if "ExplainActor" in " ".join(child.cmdline()):
-                    peaks[child.pid] = max(peaks.get(child.pid, 0), child.memory_info().rss)
-            except psutil.Error:
-                pass
+        tick += 1
+        if tick % 10 == 1:
+            watched = ([c for c in me.children(recursive=True) if "ExplainActor" in " ".join(c.cmdline())]
+                       if engine == "ray" else [me])
+            for process in watched:
+                try:
+                    peaks[process.pid] = tuple(map(max, zip(peaks.get(process.pid, (0, 0)), memory(process))))
+                except psutil.Error:
+                    pass
         time.sleep(0.05)
 
 if engine == "ray":
@@ -71,11 +80,8 @@ thread.join()
 first = next((t for t, rows in seen if rows > 0), start)
 rows_first = next((rows for t, rows in seen if rows > 0), 0)
 steady = (summary.done + summary.failed - rows_first) / max(end - first, 1e-9)
-with open("/proc/self/status") as f:
-    me = next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) * 1024
 print("RESULT " + json.dumps({"seconds": end - start, "images": summary.done + summary.failed, "steady": steady,
-                              "actor_peaks": sorted(peaks.values()), "process_peak": me,
-                              "threads": __import__("torch").get_num_threads()}))
+                              "peaks": sorted(peaks.values()), "threads": __import__("torch").get_num_threads()}))
 """
 
 
@@ -106,7 +112,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "images"
         make_images(folder, args.images)
-        print("| model | engine | images/s end to end | images/s steady | peak memory (MiB) |")
+        print("| model | engine | images/s end to end | images/s steady | peak memory, private / resident (MiB) |")
         print("|---|---|---|---|---|")
         for model in args.models.split(","):
             found: dict[str, list[dict]] = {"local": [], "ray": []}
@@ -119,8 +125,8 @@ def main() -> None:
                 end = statistics.median(x["images"] / x["seconds"] for x in results)
                 steady = statistics.median(x["steady"] for x in results)
                 rates[engine] = (end, steady)
-                peak = (", ".join(f"{p / 2**20:.0f}" for p in results[-1]["actor_peaks"]) + " per actor"
-                        if engine == "ray" else f"{results[-1]['process_peak'] / 2**20:.0f} (the process)")
+                peak = ", ".join(f"{uss / 2**20:.0f} / {rss / 2**20:.0f}" for uss, rss in results[-1]["peaks"])
+                peak += " per actor" if engine == "ray" else " (the process)"
                 print(f"| {model} | {engine} | {end:.2f} | {steady:.2f} | {peak} |")
             print(f"| {model} | ray ÷ local | {rates['ray'][0] / rates['local'][0]:.2f} | "
                   f"{rates['ray'][1] / rates['local'][1]:.2f} | |")

@@ -243,3 +243,25 @@ def test_the_decoding_task_imports_no_torch_and_gives_the_models_inputs(data):
             want = PREPROCESS(image.convert("RGB")).numpy()
         assert np.array_equal(out["x"][j], want)
         assert (int(out["height"][j]), int(out["width"][j])) == (image.height, image.width)
+
+
+def test_the_pool_and_its_batches_follow_the_clusters_hardware():
+    """One actor per GPU with 64-image batches where the cluster has GPUs (and the job is not told the CPU),
+    else one per 4 CPUs with 16-image batches; the CPUs shared among the actors, room left for decoding."""
+    from gradcam.apps.device import batch_size_for
+    from gradcam.apps.pipeline.ray_engine import actor_pool
+
+    class Cluster:
+        def __init__(self, **resources):
+            self.resources = resources
+
+        def cluster_resources(self):
+            return self.resources
+
+    gpus = actor_pool(Cluster(CPU=32, GPU=2), None, None, None)
+    assert (gpus.size, gpus.gpus, gpus.device, gpus.threads, batch_size_for(gpus.device)) == (2, 2, "cuda", 16, 64)
+    told_cpu = actor_pool(Cluster(CPU=32, GPU=2), "cpu", None, None)
+    assert (told_cpu.size, told_cpu.gpus, told_cpu.device, batch_size_for(told_cpu.device)) == (8, 0, "cpu", 16)
+    small = actor_pool(Cluster(CPU=2), None, None, None)
+    assert (small.size, small.threads, small.cpus, small.gpus, batch_size_for(small.device)) == (1, 2, 1.0, 0, 16)
+    assert actor_pool(Cluster(CPU=1), None, None, None).cpus == 0.5  # half a CPU left to the decode tasks

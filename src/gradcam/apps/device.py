@@ -1,5 +1,5 @@
 """One device policy for every entry point (Explainer, sweep, compare, the web app, train): where a model
-runs, and moving a given module there."""
+runs, moving a given module there, and how many images a batch holds when nobody said."""
 
 from __future__ import annotations
 
@@ -35,6 +35,16 @@ def choose_device(device: Any = None, module: nn.Module | None = None) -> torch.
     elif chosen.type not in ("cpu", "mps", "xpu"):
         raise OptionError(f"device: {device!r} is not supported; use 'cpu' or 'cuda'")
     return chosen
+
+
+BATCH_SIZES = {"cpu": 16, "cuda": 64}  # images per forward pass by default: a CPU's threads vs a GPU kept fed
+
+
+def batch_size_for(device: Any) -> int:
+    """The batch size a folder job takes when none is given: 16 images on a CPU (about as fast per image as
+    any larger batch, and the pictures start coming early), 64 on a GPU (small batches leave it waiting on
+    the launch of each kernel)."""
+    return BATCH_SIZES["cuda" if torch.device(device or "cpu").type == "cuda" else "cpu"]
 
 
 def place(module: nn.Module, device: Any = None) -> tuple[nn.Module, torch.device]:

@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "device runs it natively (a CPU with AVX-512 BF16/AMX, a CUDA GPU), else fp32")
     ex.add_argument("--memory-format", default="auto", choices=MEMORY_FORMATS,
                     help="the input's layout: auto (channels-last for convolution networks), channels_last, contiguous")
-    ex.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass")
+    ex.add_argument("--batch-size", type=positive_int, default=None,
+                    help="images per forward pass (default: 16 on a CPU, 64 on a GPU)")
     ex.add_argument("--workers", type=int, default=0, metavar="W",
                     help="background processes decoding images (0: in the main process)")
     ex.add_argument("--save", type=picture_list, metavar="KINDS",

@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from gradcam.apps.device import batch_size_for
 from gradcam.apps.explainer import DEFAULT_MODEL
 from gradcam.apps.pipeline.decode import decode, filesystem, is_uri
 from gradcam.apps.pipeline.local import WRITERS, FolderSummary, find_images, input_roots
@@ -222,7 +223,7 @@ def explain_ray(
     method: str | Sequence[str] = "gradcam",
     weights: Any = None,
     device: Any = None,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     save: Sequence[str] = ("overlay",),
     save_maps: bool = False,
     format: str = "png",
@@ -240,10 +241,11 @@ def explain_ray(
     without it Ray starts here, in this process, with ``num_cpus`` (default: all) and ``object_store_memory``
     bytes (default 512 MiB; Ray spills to disk beyond). When Ray is already initialised it is used as it is.
     ``actors``: models in the pool (default: one per GPU, else one per 4 CPUs), ``threads``: torch threads
-    per actor (default: the CPUs shared among the actors). ``resume``: skip the images already in
+    per actor (default: the CPUs shared among the actors), ``batch_size``: images per batch (default: 64 on
+    GPU actors, else 16). ``resume``: skip the images already in
     ``out/manifest.jsonl`` with the same settings (model weights included), as the local job does."""
     ray = import_ray()
-    if batch_size < 1 or (actors is not None and actors < 1):
+    if (batch_size is not None and batch_size < 1) or (actors is not None and actors < 1):
         raise OptionError(f"batch_size and actors must be >= 1, got {batch_size} and {actors}")
     settings = dict(model=model, method=method, weights=weights, device=device, save=save, save_maps=save_maps,
                     format=format, **options)
@@ -298,6 +300,7 @@ def _plan(ray, todo, names, step, settings, out, actors, threads, batch_size, pr
 
     show_progress(ray, progress_bar)
     pool = actor_pool(ray, settings.get("device"), actors, threads)
+    batch_size = batch_size or batch_size_for(pool.device)
     sources = [f if is_uri(f) else os.path.abspath(f) for f in todo]
     table = pa.table({"path": todo, "source": sources, "name": [names[f] for f in todo]})
     data = decoded(ray, table, step.bundle.preprocess, batch_size)
