@@ -155,28 +155,33 @@ def free_port() -> int:
 
 @needs_ray
 def test_a_cluster_on_loopback_joined_with_address(ray_env, data, local_rows, tmp_path):
-    """`ray start --head` on 127.0.0.1 (1 CPU), the command with --address and a CSV list of paths (one
-    missing); the cluster is stopped by the process that started it (not `ray stop`, which would stop every
-    Ray on this machine, the module's too)."""
+    """`ray start --head` on 127.0.0.1 (1 CPU) in a folder of its own, the command with --address from another
+    folder, with paths relative to it (a CSV list of paths, one missing; a weights file): the actors
+    read the weights the command meant. The cluster is stopped by the process that started it (not `ray stop`,
+    which would stop every Ray on this machine, the module's too)."""
+    import torch
+
+    from gradcam.models.sources.bundled import lite0_state_dict
+
     listed = sorted(str(p) for p in (data / "circle").glob("000*.png"))[:5] + [str(data / "missing.png")]
-    paths = tmp_path / "paths.csv"
-    paths.write_text("path\n" + "\n".join(listed) + "\n")
+    (tmp_path / "paths.csv").write_text("path\n" + "\n".join(listed) + "\n")
+    torch.save(lite0_state_dict(), tmp_path / "lite0.pth")  # the bundled weights, under a relative path
     port, env = free_port(), {**os.environ, **ray_env}
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
     ray_cli = Path(sys.executable).with_name("ray")
     head = subprocess.Popen([str(ray_cli), "start", "--head", "--port", str(port), "--num-cpus", "1",
                              "--node-ip-address", "127.0.0.1", "--include-dashboard", "false",
                              "--disable-usage-stats", "--temp-dir", temp, "--block"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            env=env, cwd=temp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 60
         while not _listening(port):
             assert head.poll() is None and time.monotonic() < deadline, f"ray start failed: {head.stdout.read()}"
             time.sleep(0.2)
         out = tmp_path / "out"
-        done = subprocess.run([sys.executable, "-m", "gradcam.cli", "explain", str(paths), "--engine", "ray",
-                               "--address", f"127.0.0.1:{port}", "--out", str(out), "--batch-size", "2", "--quiet"],
-                              env=env, capture_output=True, text=True, timeout=150)
+        done = subprocess.run([sys.executable, "-m", "gradcam.cli", "explain", "paths.csv", "--weights", "lite0.pth",
+                               "--engine", "ray", "--address", f"127.0.0.1:{port}", "--out", str(out), "--batch-size",
+                               "2", "--quiet"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=150)
     finally:
         head.send_signal(signal.SIGTERM)  # `ray start --block` stops the processes it started
         try:

@@ -130,8 +130,8 @@ def explain_folder(
     writes the raw maps as .npy.
 
     Images are decoded and preprocessed by ``workers`` background processes, explained ``batch_size``
-    at a time (default: 16 on a CPU, 64 on a GPU), and drawn and written by threads behind the model (Pillow's encoders release the GIL).
-    Memory stays flat in the number of images.
+    at a time (default: 16 on a CPU, 64 on a GPU), and drawn and written by threads behind the model
+    (Pillow's encoders release the GIL). Memory stays flat in the number of images.
     A bad image gets a manifest row with status "error" and the job goes on; with ``resume`` the
     images already done with the same settings are skipped. ``progress_bar=None`` shows one on a terminal.
     """

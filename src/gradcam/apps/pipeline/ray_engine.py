@@ -153,15 +153,24 @@ class _ShownSink(FolderSink):
         return Path(self.shown) / name
 
 
+def settle_actor(threads: int | None, cwd: str | None) -> None:
+    """An actor's process made ready for its step: ``threads`` torch threads, and the driver's working folder
+    ``cwd`` where this node has it (a relative model, weights or annotation path then means what it meant to
+    the command; a cluster's worker otherwise starts where ``ray start`` ran)."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(max(1, min(int(threads), os.cpu_count() or 1)))
+    if cwd and os.path.isdir(cwd):
+        os.chdir(cwd)
+
+
 class ExplainActor:
     """A Ray Data actor: the job's :class:`ExplainStep` built once (the model loaded once, on the actor's GPU
     where it has one), called on each batch of decoded images; the rows come back as an Arrow table."""
 
-    def __init__(self, out: str, shown: str, settings: dict, threads: int | None = None):
-        import torch
-
-        if threads:
-            torch.set_num_threads(max(1, min(int(threads), os.cpu_count() or 1)))
+    def __init__(self, out: str, shown: str, settings: dict, threads: int | None = None, cwd: str | None = None):
+        settle_actor(threads, cwd)
         self.step = ExplainStep(_ShownSink(out, shown), **settings)
         self.step.writers = WRITERS  # as the local job's writer threads: each batch's pictures side by side
         self.step.settings  # the settings key (the weights' fingerprint) once, before batches come in threads
@@ -306,7 +315,7 @@ def _plan(ray, todo, names, step, settings, out, actors, threads, batch_size, pr
     data = decoded(ray, table, step.bundle.preprocess, batch_size)
     actor_settings = {**settings, "device": pool.device}
     return data.map_batches(ExplainActor, fn_constructor_args=(str(out.resolve()), str(out), actor_settings,
-                                                               pool.threads),
+                                                               pool.threads, os.getcwd()),
                             batch_size=batch_size, batch_format="numpy", **pool.options(ray))
 
 

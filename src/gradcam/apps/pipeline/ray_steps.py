@@ -20,11 +20,9 @@ class StepActor:
     "x", "error" and the step's own columns); its rows come back pickled, one per row of a binary column (a
     step's values are any Python objects: arrays, dicts)."""
 
-    def __init__(self, make: Callable[..., Callable], settings: Mapping[str, Any], threads: int | None = None):
-        import torch
-
-        if threads:
-            torch.set_num_threads(max(1, min(int(threads), os.cpu_count() or 1)))
+    def __init__(self, make: Callable[..., Callable], settings: Mapping[str, Any], threads: int | None = None,
+                 cwd: str | None = None):
+        engine.settle_actor(threads, cwd)
         self.step = make(**settings)
 
     def __call__(self, batch: dict):
@@ -68,7 +66,8 @@ def _batches(ray, make, settings, inputs, preprocess, actors, threads, batch_siz
     sources = [p if engine.is_uri(p) else os.path.abspath(p) for p in paths]
     table = pa.table({**inputs, "path": paths, "source": sources})
     data = engine.decoded(ray, table, preprocess, batch_size)
-    data = data.map_batches(StepActor, fn_constructor_args=(make, {**settings, "device": pool.device}, pool.threads),
+    data = data.map_batches(StepActor, fn_constructor_args=(make, {**settings, "device": pool.device}, pool.threads,
+                                                               os.getcwd()),
                             batch_size=batch_size, batch_format="numpy", **pool.options(ray))
     for table in data.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=1):
         yield [pickle.loads(row) for row in table.column("row").to_pylist()]
