@@ -127,7 +127,11 @@ def test_a_folder_audit_from_the_command_line(models, tmp_path, capsys):
         with pytest.raises(gradcam.OptionError, match="threshold in"):
             audit_folder(tmp_path / "shapes", tmp_path / "boxes.json", model=square, threshold=threshold,
                          tolerance=tolerance)
-    result = audit_folder(tmp_path / "shapes", tmp_path / "boxes.json", model=square, layer="7", batch_size=16)
+    capsys.readouterr()
+    result = audit_folder(tmp_path / "shapes", tmp_path / "boxes.json", model=square, layer="7", batch_size=16,
+                          progress=True)
+    bar = capsys.readouterr().err
+    assert "audit: 100%" in bar and "61/61" in bar, bar[-300:]  # each listed image counted, the unread one too
     assert len(result.names) == 60 and [n for n, _ in result.failed] == ["circle/missing.png"]
     assert result.suspicious and len(result.flagged) >= 40
     assert result.save(tmp_path / "out")["audit"].read_text().count("\n") == 61

@@ -232,7 +232,8 @@ def cmd_audit(args) -> int:
     result = audit_folder(args.folder, args.annotations, model=model_of(args), weights=args.weights, device=args.device,
                           method=method, layer=parse_layers(args.layer), batch_size=args.batch_size,
                           threshold=args.threshold, split=None if files is not None else args.split, files=files,
-                          masks=args.masks, tolerance=args.tolerance, engine=args.engine, address=args.address)
+                          masks=args.masks, tolerance=args.tolerance, engine=args.engine, address=args.address,
+                          progress=progress(args))
     for _, why in result.failed:
         print(f"error: {why}", file=sys.stderr)
     print(f"{len(result.names)} image(s) ({result.split}): {result.summary()}")

@@ -177,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--batch-size", type=positive_int, default=32, help="images per batch")
     add_engine_options(au, "audited")
     au.add_argument("--fail-on-flag", action="store_true", help="exit status 3 when the model is flagged")
+    au.add_argument("--quiet", action="store_true", help="no progress bar")
     au.add_argument("--out", default="gradcam-out", type=Path,
                     help="where audit.csv, summary.json and report.html go")
 

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 
 from gradcam.apps.analyses.annotations import NONE, folder_labels, label_index, read_items, relative
 from gradcam.apps.analyses.audit_step import AuditStep, batch_figures
@@ -261,7 +262,7 @@ def audit_folder(folder: str | os.PathLike, annotations: str | os.PathLike | Non
                  batch_size: int = 32, threshold: float = 0.5, split: str | None = "all",
                  files: Sequence[str] | None = None, masks: str | os.PathLike | None = None,
                  tolerance: float = 0, engine: str = "local", address: str | None = None,
-                 actors: int | None = None) -> Audit:
+                 actors: int | None = None, progress: bool | None = False) -> Audit:
     """Audit ``model`` on a folder (:mod:`gradcam.apps.analyses.annotations`: ``annotations``, default
     ``folder/boxes.json``; else the mask PNGs of ``masks``; else no object). The model sees each whole image
     resized, so each box or mask is scaled the same way. An image, mask or annotation that cannot be read
@@ -272,7 +273,8 @@ def audit_folder(folder: str | os.PathLike, annotations: str | os.PathLike | Non
     "auto" val for such a checkpoint and all otherwise.
 
     ``engine``: "local" (this process) or "ray" (Ray Data, :mod:`.engines`: ``actors`` actors on Ray started
-    here or on the cluster at ``address``, each reading the folder at its path): the same figures."""
+    here or on the cluster at ``address``, each reading the folder at its path): the same figures.
+    ``progress``: a bar over the images (None: on a terminal; on Ray, Ray Data's own bars)."""
     check_engine(engine, address)
     check_audit_options(batch_size, threshold, tolerance)
     folder = Path(folder)
@@ -297,10 +299,14 @@ def audit_folder(folder: str | os.PathLike, annotations: str | os.PathLike | Non
         inputs.update(box=[json.dumps(item.box) for item in listed],
                       mask=[os.path.abspath(item.mask) if item.mask is not None else "" for item in listed])
     rows = []
-    for found in run_step(step, settings, inputs, engine=engine, address=address, actors=actors,
-                          batch_size=int(batch_size), progress_bar=False):
-        for row in found:
-            (failed.append((row["image"], row["error"])) if row["error"] else rows.append(row))
+    bar = tqdm(total=len(listed), desc="audit", unit="img", dynamic_ncols=True,
+               disable=engine != "local" or (None if progress is None else not progress))
+    with bar:
+        for found in run_step(step, settings, inputs, engine=engine, address=address, actors=actors,
+                              batch_size=int(batch_size), progress_bar=progress):
+            for row in found:
+                (failed.append((row["image"], row["error"])) if row["error"] else rows.append(row))
+            bar.update(len(found))
     order = {item.name: i for i, item in enumerate(items)}
     rows.sort(key=lambda row: order[row["image"]])
     failed.sort(key=lambda f: order[f[0]])
