@@ -251,8 +251,9 @@ def test_the_decoding_task_imports_no_torch_and_gives_the_models_inputs(data):
 
 
 def test_the_pool_and_its_batches_follow_the_clusters_hardware():
-    """One actor per GPU with 64-image batches where the cluster has GPUs (and the job is not told the CPU),
-    else one per 4 CPUs with 16-image batches; the CPUs shared among the actors, room left for decoding."""
+    """One actor per GPU with 64-image batches, its CPU threads drawing, where the cluster has GPUs (and the job
+    is not told the CPU), else one per 4 CPUs with 16-image batches; the CPUs shared among the actors, room left
+    for decoding."""
     from gradcam.apps.device import batch_size_for
     from gradcam.apps.pipeline.ray_engine import actor_pool
 
@@ -265,8 +266,10 @@ def test_the_pool_and_its_batches_follow_the_clusters_hardware():
 
     gpus = actor_pool(Cluster(CPU=32, GPU=2), None, None, None)
     assert (gpus.size, gpus.gpus, gpus.device, gpus.threads, batch_size_for(gpus.device)) == (2, 2, "cuda", 16, 64)
+    assert gpus.writers == 16  # a GPU actor's CPU threads draw the pictures
     told_cpu = actor_pool(Cluster(CPU=32, GPU=2), "cpu", None, None)
     assert (told_cpu.size, told_cpu.gpus, told_cpu.device, batch_size_for(told_cpu.device)) == (8, 0, "cpu", 16)
     small = actor_pool(Cluster(CPU=2), None, None, None)
     assert (small.size, small.threads, small.cpus, small.gpus, batch_size_for(small.device)) == (1, 2, 1.0, 0, 16)
+    assert small.writers == told_cpu.writers == 2  # the model's threads take a CPU actor's cores
     assert actor_pool(Cluster(CPU=1), None, None, None).cpus == 0.5  # half a CPU left to the decode tasks

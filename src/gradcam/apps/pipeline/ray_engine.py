@@ -169,10 +169,11 @@ class ExplainActor:
     """A Ray Data actor: the job's :class:`ExplainStep` built once (the model loaded once, on the actor's GPU
     where it has one), called on each batch of decoded images; the rows come back as an Arrow table."""
 
-    def __init__(self, out: str, shown: str, settings: dict, threads: int | None = None, cwd: str | None = None):
+    def __init__(self, out: str, shown: str, settings: dict, threads: int | None = None, cwd: str | None = None,
+                 writers: int = WRITERS):
         settle_actor(threads, cwd)
         self.step = ExplainStep(_ShownSink(out, shown), **settings)
-        self.step.writers = WRITERS  # as the local job's writer threads: each batch's pictures side by side
+        self.step.writers = max(1, min(writers, os.cpu_count() or 1))  # as the local job's writer threads
         self.step.settings  # the settings key (the weights' fingerprint) once, before batches come in threads
 
     def __call__(self, batch: dict):
@@ -315,7 +316,7 @@ def _plan(ray, todo, names, step, settings, out, actors, threads, batch_size, pr
     data = decoded(ray, table, step.bundle.preprocess, batch_size)
     actor_settings = {**settings, "device": pool.device}
     return data.map_batches(ExplainActor, fn_constructor_args=(str(out.resolve()), str(out), actor_settings,
-                                                               pool.threads, os.getcwd()),
+                                                               pool.threads, os.getcwd(), pool.writers),
                             batch_size=batch_size, batch_format="numpy", **pool.options(ray))
 
 
@@ -336,6 +337,12 @@ class Pool:
     cpus: float
     gpus: int
     device: Any
+
+    @property
+    def writers(self) -> int:
+        """Threads that draw each batch's pictures in an actor: on a GPU the model leaves the actor's CPU threads
+        to the drawing (the part of an image's time a GPU does not shorten), on a CPU the model needs them."""
+        return max(WRITERS, self.threads) if self.gpus else WRITERS
 
     def options(self, ray) -> dict:
         """``map_batches``'s resources for the pool."""
