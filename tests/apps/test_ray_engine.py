@@ -250,6 +250,26 @@ def test_the_decoding_task_imports_no_torch_and_gives_the_models_inputs(data):
         assert (int(out["height"][j]), int(out["width"][j])) == (image.height, image.width)
 
 
+def test_a_preprocessing_of_ones_own_is_called_as_the_local_job_calls_it(data):
+    """A Preprocess subclass with its own __call__ (a mirrored input, say) is what the decoding task applies, not
+    the base class's numpy numbers; so is a plain callable."""
+    import numpy as np
+
+    from gradcam.apps.pipeline.decode import model_input
+    from gradcam.models.preprocess import Preprocess
+
+    class Mirrored(Preprocess):
+        def __call__(self, image):
+            return super().__call__(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+
+    with Image.open(sorted(data.rglob("*.png"))[0]) as image:
+        image = image.convert("RGB")
+    mirrored = Mirrored(size=32)
+    assert np.array_equal(model_input(mirrored, image), mirrored(image).numpy())
+    assert not np.array_equal(model_input(mirrored, image), Preprocess(size=32).array(image))
+    assert np.array_equal(model_input(lambda im: mirrored(im) * 2, image), mirrored(image).numpy() * 2)
+
+
 def test_the_pool_and_its_batches_follow_the_clusters_hardware():
     """One actor per GPU with 64-image batches, its CPU threads drawing, where the cluster has GPUs (and the job
     is not told the CPU), else one per 4 CPUs with 16-image batches; the CPUs shared among the actors, room left

@@ -25,6 +25,11 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(_PUBLIC[name]), name)
         globals()[name] = value  # once
         return value
+    try:  # a submodule, as an attribute (``gradcam.models.sources``), as an eager package gave it
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__name__}.{name}":
+            raise
     raise AttributeError(f"module 'gradcam.models' has no attribute {name!r}")
 
 

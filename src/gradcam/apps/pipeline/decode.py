@@ -1,7 +1,7 @@
 """The Ray engines' decoding task: images read (local paths or any URI pyarrow opens) and decoded, and the
-model's inputs made from them, as plain columns. It imports no torch (the preprocessing's numbers are numpy's,
-:meth:`~gradcam.models.preprocess.Preprocess.array`), so a worker that only decodes starts in about a second
-and stays small, while the actors hold the models."""
+model's inputs made from them, as plain columns. With the package's own preprocessing it imports no torch (the
+numbers are numpy's, :meth:`~gradcam.models.preprocess.Preprocess.array`), so a worker that only decodes starts
+in about a second and stays small, while the actors hold the models."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from PIL import Image
 
 from gradcam.errors import GradCAMError
 from gradcam.io.images import load_image
+from gradcam.models.preprocess import Preprocess
 
 
 def is_uri(item: str) -> bool:
@@ -38,10 +39,12 @@ def read_bytes(uri: str) -> bytes:
 
 
 def model_input(preprocess, image: Image.Image) -> np.ndarray:
-    """The preprocessed image as a float32 array: numpy's own where the preprocessing has it (no torch),
-    else its tensor's values (a preprocessing a user wrote)."""
-    array = getattr(preprocess, "array", None)
-    return array(image) if array is not None else np.asarray(preprocess(image), dtype=np.float32)
+    """The preprocessed image as a float32 array: the package's :class:`Preprocess` computes it in numpy (no
+    torch); any other preprocessing (a user's callable, a subclass with its own ``__call__``) is called as the
+    local job calls it, and its tensor's values are taken."""
+    if type(preprocess).__call__ is Preprocess.__call__:
+        return preprocess.array(image)
+    return np.asarray(preprocess(image), dtype=np.float32)
 
 
 def decode(batch: dict, preprocess) -> dict:

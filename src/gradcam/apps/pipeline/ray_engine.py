@@ -13,6 +13,7 @@ Ray is an optional extra (``pip install 'gradcam[ray]'``): it is imported only w
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -317,7 +318,7 @@ def _plan(ray, todo, names, step, settings, out, actors, threads, batch_size, pr
     actor_settings = {**settings, "device": pool.device}
     return data.map_batches(ExplainActor, fn_constructor_args=(str(out.resolve()), str(out), actor_settings,
                                                                pool.threads, os.getcwd(), pool.writers),
-                            batch_size=batch_size, batch_format="numpy", **pool.options(ray))
+                            batch_size=batch_size, batch_format="numpy", **pool.options(ray, overlapping=True))
 
 
 def show_progress(ray, progress_bar: bool | None) -> None:
@@ -344,10 +345,16 @@ class Pool:
         to the drawing (the part of an image's time a GPU does not shorten), on a CPU the model needs them."""
         return max(WRITERS, self.threads) if self.gpus else WRITERS
 
-    def options(self, ray) -> dict:
-        """``map_batches``'s resources for the pool."""
-        return {"num_cpus": self.cpus, "num_gpus": 1 if self.gpus else 0,
-                "compute": ray.data.ActorPoolStrategy(size=self.size), "max_concurrency": CALLS_PER_ACTOR}
+    def options(self, ray, overlapping: bool = False) -> dict:
+        """``map_batches``'s resources for the pool; ``overlapping``: each actor runs :data:`CALLS_PER_ACTOR`
+        calls at once, in threads (for a step that serialises its model half itself, as ``ExplainStep`` does),
+        where this Ray Data has the options for it (2.60 has); else one call at a time."""
+        strategy = ray.data.ActorPoolStrategy
+        threaded = {"max_concurrent_calls_per_actor", "enable_true_multi_threading"}
+        calls = ({"max_concurrent_calls_per_actor": CALLS_PER_ACTOR, "enable_true_multi_threading": True,
+                  "max_tasks_in_flight_per_actor": CALLS_PER_ACTOR + 1}  # one batch waits: memory stays bounded
+                 if overlapping and threaded <= set(inspect.signature(strategy).parameters) else {})
+        return {"num_cpus": self.cpus, "num_gpus": 1 if self.gpus else 0, "compute": strategy(size=self.size, **calls)}
 
 
 def actor_pool(ray, device: Any, actors: int | None, threads: int | None) -> Pool:
