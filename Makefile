@@ -7,6 +7,8 @@ BIN    := $(VENV)/bin
 OUT    ?= demo
 LOCK   := constraints.txt
 LATEST := .venv-latest
+# pytest-xdist workers for the suite: one per core of the 2-core machines it is sized for (each test file on one)
+WORKERS ?= 2
 
 .PHONY: demo test test-latest lock serve chromium clean
 
@@ -26,7 +28,7 @@ demo: $(VENV)/.installed-demo
 	@echo "Pictures written to $(OUT)/gradcam/ (open *.figure.png for the labelled figures)."
 
 test: $(VENV)/.installed-test chromium
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile
 
 # The suite with the newest release of every dependency (not in CI): what the next lock would be.
 test-latest: chromium
@@ -35,7 +37,7 @@ test-latest: chromium
 	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
 	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[test]'
 	$(LATEST)/bin/python -m pip freeze --all --exclude-editable | grep -v '^gradcam' > $(LATEST)/freeze.txt
-	$(LATEST)/bin/python -m pytest -q
+	$(LATEST)/bin/python -m pytest -q -n $(WORKERS) --dist loadfile
 
 # Write the versions `make test-latest` was green with into the lock (commit it with the reason).
 lock:

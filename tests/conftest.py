@@ -11,6 +11,12 @@ import torch
 import torchvision
 from torch import nn
 
+# `make test` runs one pytest-xdist worker per core: each worker's torch takes its share of the cores (two
+# workers of two threads each on two cores spend their time waiting on each other).
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if WORKERS > 1:
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // WORKERS))
+
 
 class TinyCNN(nn.Module):
     """conv(1->2) -> ReLU -> [features] -> global average pool -> linear(2->3), fixed weights."""
