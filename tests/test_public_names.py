@@ -25,3 +25,18 @@ def test_every_method_class_and_dff_are_public_names():
 def test_every_name_in_all_resolves():
     for name in gradcam.__all__:
         assert getattr(gradcam, name) is not None, name
+
+
+def test_the_models_package_gives_its_names_and_submodules_on_first_use():
+    """gradcam.models imports nothing until asked (its preprocessing alone imports no torch), then gives its
+    public names and its submodules as attributes, as an eager package would; anything else is an AttributeError."""
+    import subprocess
+    import sys
+
+    code = ("import sys, gradcam.models as m\n"
+            "from gradcam.models import Preprocess\n"
+            "assert 'torch' not in sys.modules, 'gradcam.models imported torch for Preprocess'\n"
+            "assert callable(m.sources.list_sources) and m.bundle.ModelBundle is m.ModelBundle\n"
+            "try:\n    m.no_such_name\nexcept AttributeError:\n    print('ok')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -293,3 +293,18 @@ def test_the_pool_and_its_batches_follow_the_clusters_hardware():
     assert (small.size, small.threads, small.cpus, small.gpus, batch_size_for(small.device)) == (1, 2, 1.0, 0, 16)
     assert small.writers == told_cpu.writers == 2  # the model's threads take a CPU actor's cores
     assert actor_pool(Cluster(CPU=1), None, None, None).cpus == 0.5  # half a CPU left to the decode tasks
+
+
+@needs_ray
+def test_the_explain_actors_take_two_calls_at_once_in_threads_and_other_steps_one():
+    """Ray Data runs a class's calls one at a time unless asked for true threads: the explain pool asks for two
+    calls per actor in threads (its step serialises the model half), an analysis's pool (no lock) for neither."""
+    import ray
+
+    from gradcam.apps.pipeline.ray_engine import CALLS_PER_ACTOR, Pool
+
+    pool = Pool(size=1, threads=2, cpus=1.0, gpus=0, device=None)
+    explain, other = pool.options(ray, overlapping=True)["compute"], pool.options(ray)["compute"]
+    assert (explain.max_concurrent_calls_per_actor, explain.enable_true_multi_threading) == (CALLS_PER_ACTOR, True)
+    assert CALLS_PER_ACTOR == 2 and explain.max_tasks_in_flight_per_actor == 3
+    assert not other.enable_true_multi_threading and other.max_concurrent_calls_per_actor in (None, 1)

@@ -32,8 +32,28 @@ def _normalised(pixels: np.ndarray, mean: tuple, std: tuple) -> np.ndarray:
     return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
 
 
+class _ToTensor:
+    """The tensor half of a preprocessing whose :meth:`array` computes the numbers: torch is imported on the
+    first call, not with the module."""
+
+    def __post_init__(self) -> None:
+        _check(self.interpolation)
+
+    def __call__(self, item):
+        """One image (or clip) → its float32 tensor, :meth:`array`'s values."""
+        import torch
+
+        return torch.from_numpy(self.array(item))
+
+    def batch(self, items: list):
+        """A list of images (or clips) → their tensors stacked: (B, 3, size, size) or (B, 3, frames, size, size)."""
+        import torch
+
+        return torch.stack([self(item) for item in items])
+
+
 @dataclass(frozen=True)
-class Preprocess:
+class Preprocess(_ToTensor):
     """Resize the WHOLE image to ``size``×``size`` (no crop, so a heatmap covers every pixel)
     and normalise with ``mean``/``std``."""
 
@@ -42,29 +62,14 @@ class Preprocess:
     std: tuple = (0.229, 0.224, 0.225)
     interpolation: str = "bicubic"
 
-    def __post_init__(self) -> None:
-        _check(self.interpolation)
-
     def array(self, image: Image.Image) -> np.ndarray:
         """A PIL image → float32 array of shape (3, size, size)."""
         image = image.convert("RGB").resize((self.size, self.size), RESAMPLE[self.interpolation])
         return np.ascontiguousarray(_normalised(np.asarray(image), self.mean, self.std).transpose(2, 0, 1))
 
-    def __call__(self, image: Image.Image):
-        """A PIL image → float32 tensor of shape (3, size, size)."""
-        import torch
-
-        return torch.from_numpy(self.array(image))
-
-    def batch(self, images: list):
-        """A list of PIL images → float32 tensor of shape (B, 3, size, size)."""
-        import torch
-
-        return torch.stack([self(im) for im in images])
-
 
 @dataclass(frozen=True)
-class ClipPreprocess:
+class ClipPreprocess(_ToTensor):
     """A video clip (T, H, W, 3) uint8 → float32 (3, frames, size, size), as torchvision's video models
     take it: ``frames`` frames evenly spaced over the WHOLE clip (so the map's time axis covers every
     frame), each resized whole to ``size``×``size`` (no crop), scaled to [0, 1] and normalised."""
@@ -74,9 +79,6 @@ class ClipPreprocess:
     mean: tuple = (0.43216, 0.394666, 0.37645)
     std: tuple = (0.22803, 0.22145, 0.216989)
     interpolation: str = "bilinear"
-
-    def __post_init__(self) -> None:
-        _check(self.interpolation)
 
     def indices(self, count: int) -> np.ndarray:
         """Which of ``count`` frames the clip is made of (repeats when the video is shorter)."""
@@ -92,14 +94,3 @@ class ClipPreprocess:
         frames = [np.asarray(Image.fromarray(clip[i]).resize((self.size, self.size), RESAMPLE[self.interpolation]))
                   for i in self.indices(len(clip))]
         return np.ascontiguousarray(_normalised(np.stack(frames), self.mean, self.std).transpose(3, 0, 1, 2))
-
-    def __call__(self, clip: np.ndarray):
-        import torch
-
-        return torch.from_numpy(self.array(clip))
-
-    def batch(self, clips: list):
-        """A list of clips → float32 tensor of shape (B, 3, frames, size, size)."""
-        import torch
-
-        return torch.stack([self(clip) for clip in clips])
